@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+)
+
+// embedded is the in-process broker (kfake) and schema registry (srfake),
+// used when every stage runs in one process without --brokers.
+type embedded struct {
+	cluster  *kfake.Cluster
+	registry *srfake.Registry
+	srv      *http.Server
+	url      string
+	dataDir  string
+}
+
+// registryFile keeps the embedded registry's schemas beside the broker's
+// data, so a later process (verify --data-dir) decodes with the same ids.
+const registryFile = "asyncinfer-registry.json"
+
+type savedSchema struct {
+	Subject string `json:"subject"`
+	Version int    `json:"version"`
+	ID      int    `json:"id"`
+	Schema  string `json:"schema"`
+}
+
+func startEmbedded(dataDir string) (*embedded, error) {
+	opts := []kfake.Opt{kfake.NumBrokers(1)}
+	if dataDir != "" {
+		if err := os.MkdirAll(dataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		opts = append(opts, kfake.DataDir(filepath.Join(dataDir, "kafka")))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	e := &embedded{cluster: c, registry: srfake.NewRegistry(), dataDir: dataDir}
+	if dataDir != "" {
+		if err := e.loadRegistry(); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("embedded registry: %w", err)
+	}
+	e.srv = &http.Server{Handler: e.registry.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go e.srv.Serve(ln) //nolint:errcheck // returns on Close
+	e.url = "http://" + ln.Addr().String()
+	return e, nil
+}
+
+func (e *embedded) brokers() []string { return e.cluster.ListenAddrs() }
+
+func (e *embedded) loadRegistry() error {
+	b, err := os.ReadFile(filepath.Join(e.dataDir, registryFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("embedded registry: %w", err)
+	}
+	var saved []savedSchema
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return fmt.Errorf("embedded registry: %s: %w", registryFile, err)
+	}
+	for _, s := range saved {
+		e.registry.SeedSchema(s.Subject, s.Version, s.ID, sr.Schema{Schema: s.Schema, Type: sr.TypeAvro})
+	}
+	return nil
+}
+
+// saveRegistry writes every registered schema to the data dir.
+func (e *embedded) saveRegistry(ctx context.Context) error {
+	if e.dataDir == "" {
+		return nil
+	}
+	cl, err := sr.NewClient(sr.URLs(e.url))
+	if err != nil {
+		return err
+	}
+	subjects, err := cl.Subjects(ctx)
+	if err != nil {
+		return fmt.Errorf("embedded registry: list subjects: %w", err)
+	}
+	var saved []savedSchema
+	for _, s := range subjects {
+		all, err := cl.Schemas(ctx, s)
+		if err != nil {
+			return fmt.Errorf("embedded registry: %s: %w", s, err)
+		}
+		for _, ss := range all {
+			saved = append(saved, savedSchema{Subject: ss.Subject, Version: ss.Version, ID: ss.ID, Schema: ss.Schema.Schema})
+		}
+	}
+	b, err := json.MarshalIndent(saved, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(e.dataDir, registryFile), b, 0o644)
+}
+
+func (e *embedded) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	e.srv.Shutdown(ctx) //nolint:errcheck // best effort
+	e.cluster.Close()
+}

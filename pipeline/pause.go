@@ -1,0 +1,217 @@
+package pipeline
+
+import (
+	"sort"
+	"sync"
+)
+
+// Pause reasons the runner and the stages use. A partition is fetched only
+// when no reason holds it.
+const (
+	PauseInflight  = "inflight"  // the runner's bound on unfinished records
+	PauseAdmission = "admission" // admission control asks producers to wait
+	PauseBreaker   = "breaker"   // the model backend's circuit is open
+	PauseRestore   = "restore"   // the partition's state is being restored
+)
+
+// fetchPauser is the part of *kgo.Client the registry drives.
+type fetchPauser interface {
+	PauseFetchPartitions(map[string][]int32) map[string][]int32
+	ResumeFetchPartitions(map[string][]int32)
+}
+
+// Pauses is the pause registry: pauses keyed by reason, per partition or for
+// every assigned partition. A partition resumes only when no reason is left,
+// so two parts of a stage can pause for their own reasons without undoing
+// each other. Every assignment re-applies the pauses in force.
+type Pauses struct {
+	mu       sync.Mutex
+	cl       fetchPauser
+	assigned map[tp]bool
+	global   map[string]bool            // reasons that hold every assigned partition
+	local    map[tp]map[string]bool     // reasons that hold one partition
+	onChange func(reason string, n int) // metrics: partitions held by reason
+}
+
+func newPauses(cl fetchPauser) *Pauses {
+	return &Pauses{
+		cl:       cl,
+		assigned: make(map[tp]bool),
+		global:   make(map[string]bool),
+		local:    make(map[tp]map[string]bool),
+	}
+}
+
+func (p *Pauses) pausedLocked(t tp) bool {
+	return len(p.global) > 0 || len(p.local[t]) > 0
+}
+
+// PauseAll pauses every assigned partition, and every partition assigned
+// later, for reason.
+func (p *Pauses) PauseAll(reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.global[reason] {
+		return
+	}
+	p.apply(func() { p.global[reason] = true }, p.allLocked())
+}
+
+// ResumeAll lifts a PauseAll for reason.
+func (p *Pauses) ResumeAll(reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.global[reason] {
+		return
+	}
+	p.apply(func() { delete(p.global, reason) }, p.allLocked())
+}
+
+// Pause pauses one partition for reason.
+func (p *Pauses) Pause(reason, topic string, partition int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := tp{topic, partition}
+	p.apply(func() {
+		if p.local[t] == nil {
+			p.local[t] = make(map[string]bool)
+		}
+		p.local[t][reason] = true
+	}, []tp{t})
+}
+
+// Resume lifts the pause of one partition for reason.
+func (p *Pauses) Resume(reason, topic string, partition int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := tp{topic, partition}
+	p.apply(func() {
+		delete(p.local[t], reason)
+		if len(p.local[t]) == 0 {
+			delete(p.local, t)
+		}
+	}, []tp{t})
+}
+
+// Reasons lists what holds a partition, sorted.
+func (p *Pauses) Reasons(topic string, partition int32) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for r := range p.global {
+		out = append(out, r)
+	}
+	for r := range p.local[tp{topic, partition}] {
+		if !p.global[r] {
+			out = append(out, r)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Paused reports whether any reason holds the partition.
+func (p *Pauses) Paused(topic string, partition int32) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pausedLocked(tp{topic, partition})
+}
+
+// apply runs change and pauses or resumes, among ts, the assigned partitions
+// whose state flipped.
+func (p *Pauses) apply(change func(), ts []tp) {
+	before := make(map[tp]bool, len(ts))
+	for _, t := range ts {
+		before[t] = p.pausedLocked(t)
+	}
+	change()
+	pause, resume := map[string][]int32{}, map[string][]int32{}
+	for _, t := range ts {
+		now := p.pausedLocked(t)
+		if now == before[t] || !p.assigned[t] {
+			continue
+		}
+		if now {
+			pause[t.topic] = append(pause[t.topic], t.partition)
+		} else {
+			resume[t.topic] = append(resume[t.topic], t.partition)
+		}
+	}
+	if len(pause) > 0 {
+		p.cl.PauseFetchPartitions(pause)
+	}
+	if len(resume) > 0 {
+		p.cl.ResumeFetchPartitions(resume)
+	}
+	p.reportLocked()
+}
+
+func (p *Pauses) allLocked() []tp {
+	out := make([]tp, 0, len(p.assigned))
+	for t := range p.assigned {
+		out = append(out, t)
+	}
+	return out
+}
+
+// assign records newly assigned partitions and re-applies the pauses that
+// hold them: a partition assigned while a global reason is in force must not
+// fetch a single record.
+func (p *Pauses) assign(ts []tp) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pause := map[string][]int32{}
+	for _, t := range ts {
+		p.assigned[t] = true
+		if p.pausedLocked(t) {
+			pause[t.topic] = append(pause[t.topic], t.partition)
+		}
+	}
+	if len(pause) > 0 {
+		p.cl.PauseFetchPartitions(pause)
+	}
+	p.reportLocked()
+}
+
+// unassign forgets revoked partitions, and their local reasons with them: a
+// new owner decides afresh. The client forgets nothing by itself, so they
+// are resumed there to start clean when they come back.
+func (p *Pauses) unassign(ts []tp) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	resume := map[string][]int32{}
+	for _, t := range ts {
+		if p.pausedLocked(t) {
+			resume[t.topic] = append(resume[t.topic], t.partition)
+		}
+		delete(p.assigned, t)
+		delete(p.local, t)
+	}
+	if len(resume) > 0 {
+		p.cl.ResumeFetchPartitions(resume)
+	}
+	p.reportLocked()
+}
+
+func (p *Pauses) reportLocked() {
+	if p.onChange == nil {
+		return
+	}
+	counts := map[string]int{PauseInflight: 0, PauseAdmission: 0, PauseBreaker: 0, PauseRestore: 0}
+	for r := range p.global {
+		counts[r] = len(p.assigned)
+	}
+	for t, rs := range p.local {
+		if !p.assigned[t] {
+			continue
+		}
+		for r := range rs {
+			if !p.global[r] {
+				counts[r]++
+			}
+		}
+	}
+	for r, n := range counts {
+		p.onChange(r, n)
+	}
+}

@@ -1,0 +1,340 @@
+package schemas
+
+import (
+	"context"
+	"math"
+	"reflect"
+	"sync"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+)
+
+const (
+	topicRequests = "asyncinfer.requests"
+	topicResults  = "asyncinfer.results"
+	topicDLQ      = "asyncinfer.dlq"
+	topicState    = "asyncinfer.dedup-state"
+)
+
+var testTopics = map[string]Kind{
+	topicRequests: KindRequest,
+	topicResults:  KindResult,
+	topicDLQ:      KindDeadLetter,
+	topicState:    KindStateEntry,
+}
+
+// Fixed schema ids, seeded before the codec registers, so golden bytes do not
+// depend on the order anything registers in.
+var testIDs = map[Kind]int{
+	KindRequest:    1,
+	KindResult:     2,
+	KindDeadLetter: 3,
+	KindStateEntry: 4,
+}
+
+// clientRequestID is the id of clientRequestSchema in the test registries.
+const clientRequestID = 5
+
+// clientRequestSchema is a client's own version of the request schema: its
+// own namespace, a field we do not know (at top level and in the tensor),
+// optional fields left out, other types where Avro promotes (priority a long,
+// idempotency_key not a union, created_at_ms with a logical type, parameters
+// with an int and a null branch).
+const clientRequestSchema = `{
+  "type": "record", "name": "Request", "namespace": "com.example.ml",
+  "fields": [
+    {"name": "request_id", "type": "string"},
+    {"name": "trace_id", "type": "string"},
+    {"name": "model", "type": "string"},
+    {"name": "idempotency_key", "type": "string"},
+    {"name": "inputs", "type": {"type": "array", "items": {
+      "type": "record", "name": "Tensor",
+      "fields": [
+        {"name": "name", "type": "string"},
+        {"name": "datatype", "type": "string"},
+        {"name": "shape", "type": {"type": "array", "items": "int"}},
+        {"name": "layout", "type": ["null", "string"], "default": null},
+        {"name": "raw_contents", "type": ["null", "bytes"], "default": null},
+        {"name": "int64_contents", "type": {"type": "array", "items": "int"}, "default": []}
+      ]}}},
+    {"name": "parameters", "type": {"type": "map", "values": ["null", "string", "int", "float"]}},
+    {"name": "priority", "type": "long"},
+    {"name": "created_at_ms", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "deadline_ms", "type": "long"}
+  ]
+}`
+
+// newTestRegistry starts a srfake registry seeded with the schemas at the
+// fixed ids.
+func newTestRegistry(t testing.TB) (*srfake.Registry, *sr.Client) {
+	t.Helper()
+	reg := srfake.New()
+	t.Cleanup(reg.Close)
+	for topic, k := range testTopics {
+		reg.SeedSchema(topic+"-value", 1, testIDs[k], sr.Schema{Schema: Schema(k)})
+	}
+	reg.SeedSchema("client.requests-value", 1, clientRequestID, sr.Schema{Schema: clientRequestSchema})
+	cl, err := sr.NewClient(sr.URLs(reg.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg, cl
+}
+
+func newTestCodec(t testing.TB) (*Codec, *srfake.Registry) {
+	t.Helper()
+	reg, cl := newTestRegistry(t)
+	c, err := NewCodec(context.Background(), cl, testTopics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for topic, k := range testTopics {
+		if got := c.topics[topic].id; got != testIDs[k] {
+			t.Fatalf("topic %s bound to id %d, want the seeded %d", topic, got, testIDs[k])
+		}
+	}
+	return c, reg
+}
+
+// memRegistry is an in-memory Registry for fuzzing, where an HTTP round trip
+// per unknown schema id would slow every input down.
+type memRegistry struct {
+	mu      sync.Mutex
+	schemas map[int]sr.Schema
+	next    int
+}
+
+func newMemRegistry() *memRegistry {
+	m := &memRegistry{schemas: make(map[int]sr.Schema), next: 100}
+	for k, id := range testIDs {
+		m.schemas[id] = sr.Schema{Schema: Schema(k)}
+	}
+	m.schemas[clientRequestID] = sr.Schema{Schema: clientRequestSchema}
+	return m
+}
+
+func (m *memRegistry) CreateSchema(_ context.Context, subject string, s sr.Schema) (sr.SubjectSchema, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, have := range m.schemas {
+		if have.Schema == s.Schema {
+			return sr.SubjectSchema{Subject: subject, Version: 1, ID: id, Schema: s}, nil
+		}
+	}
+	m.next++
+	m.schemas[m.next] = s
+	return sr.SubjectSchema{Subject: subject, Version: 1, ID: m.next, Schema: s}, nil
+}
+
+func (m *memRegistry) SchemaByID(_ context.Context, id int) (sr.Schema, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.schemas[id]
+	if !ok {
+		return sr.Schema{}, &sr.ResponseError{StatusCode: 404, ErrorCode: sr.ErrSchemaNotFound.Code, Message: "Schema not found"}
+	}
+	return s, nil
+}
+
+// Fixtures: every field set, and only what is required.
+
+func fullRequest() *Request {
+	return &Request{
+		RequestID:      "req-0001",
+		IdempotencyKey: "order-42",
+		Tenant:         "team-a",
+		Model:          "resnet50",
+		ModelVersion:   "3",
+		Inputs: []Tensor{
+			{Name: "image", Datatype: "FP32", Shape: []int64{1, 3}, FP32: []float32{0.5, -1.25, 3e9}},
+			{Name: "scale", Datatype: "FP64", Shape: []int64{2}, FP64: []float64{math.Pi, -0.0}},
+			{Name: "ids", Datatype: "INT32", Shape: []int64{3}, Int32: []int32{-1, 0, math.MaxInt32}},
+			{Name: "offsets", Datatype: "INT64", Shape: []int64{2}, Int64: []int64{math.MinInt64, 1 << 40}},
+			{Name: "mask", Datatype: "BOOL", Shape: []int64{2}, Bool: []bool{true, false}},
+			{Name: "text", Datatype: "BYTES", Shape: []int64{2}, Bytes: [][]byte{[]byte("héllo"), {0, 0xff}}},
+			{Name: "raw", Datatype: "FP32", Shape: []int64{2, 1}, Raw: []byte{0, 0, 128, 63, 0, 0, 0, 64}},
+			{Name: "empty", Datatype: "INT64", Shape: []int64{0}, Raw: []byte{}},
+		},
+		Parameters: map[string]any{
+			"temperature": 0.7,
+			"top_k":       int64(40),
+			"stream":      true,
+			"prompt":      "a cat",
+		},
+		Priority:    2,
+		DeadlineMs:  1_700_000_060_000,
+		ReplyTopic:  "team-a.results",
+		CreatedAtMs: 1_700_000_000_000,
+	}
+}
+
+func minimalRequest() *Request {
+	return &Request{RequestID: "r", Model: "m"}
+}
+
+func fullResult() *Result {
+	return &Result{
+		RequestID:         "req-0001",
+		IdempotencyKey:    "order-42",
+		Tenant:            "team-a",
+		Status:            StatusDuplicate,
+		Reason:            "duplicate",
+		ErrorCode:         "E42",
+		ErrorMessage:      "boom",
+		RetryAfterMs:      250,
+		OriginalRequestID: "req-0000",
+		OriginalStatus:    StatusSucceeded,
+		Attempt:           2,
+		Outputs: []Tensor{
+			{Name: "probs", Datatype: "FP32", Shape: []int64{1, 2}, FP32: []float32{0.25, 0.75}},
+			{Name: "labels", Datatype: "BYTES", Shape: []int64{1}, Bytes: [][]byte{[]byte("cat")}},
+		},
+		Model:         "resnet50",
+		ModelVersion:  "3",
+		BatchSize:     16,
+		Timings:       Timings{QueuedMs: 1.5, BatchWaitMs: 2.25, InferenceMs: 10, EndToEndMs: 14.75},
+		ReplyTopic:    "team-a.results",
+		CreatedAtMs:   1_700_000_000_000,
+		CompletedAtMs: 1_700_000_000_015,
+	}
+}
+
+func minimalResult() *Result {
+	return &Result{RequestID: "r", Status: StatusFailed}
+}
+
+func fullDeadLetter() *DeadLetter {
+	return &DeadLetter{
+		Reason:          "undecodable",
+		Error:           "schemas: decode request: magic byte 0x7b",
+		Stage:           "dedup",
+		SourceTopic:     "asyncinfer.requests",
+		SourcePartition: 7,
+		SourceOffset:    123456789,
+		RequestID:       "req-0001",
+		Answered:        true,
+		Payload:         []byte(`{"not":"avro"}`),
+		PayloadSize:     1 << 20,
+		PayloadSHA256:   []byte("0123456789abcdef0123456789abcdef"),
+		Truncated:       true,
+		AtMs:            1_700_000_000_100,
+	}
+}
+
+func minimalDeadLetter() *DeadLetter {
+	return &DeadLetter{Reason: "undecodable"}
+}
+
+func fullStateEntry() *StateEntry {
+	return &StateEntry{Key: "order-42", RequestID: "req-0001", Status: StatusExpired, ExpiresAtMs: 1_700_000_600_000}
+}
+
+func minimalStateEntry() *StateEntry {
+	return &StateEntry{Key: "k", RequestID: "r"}
+}
+
+// message is a fixture of any kind, with the codec calls for its kind.
+type message struct {
+	name   string
+	kind   Kind
+	value  any
+	encode func(*Codec) ([]byte, error)
+	decode func(*Codec, []byte) (any, error)
+}
+
+func requestMsg(name string, r *Request) message {
+	return message{name, KindRequest, r,
+		func(c *Codec) ([]byte, error) { return c.EncodeRequest(topicRequests, r) },
+		func(c *Codec, b []byte) (any, error) { return c.DecodeRequest(context.Background(), b) }}
+}
+
+func resultMsg(name string, r *Result) message {
+	return message{name, KindResult, r,
+		func(c *Codec) ([]byte, error) { return c.EncodeResult(topicResults, r) },
+		func(c *Codec, b []byte) (any, error) { return c.DecodeResult(context.Background(), b) }}
+}
+
+func deadLetterMsg(name string, d *DeadLetter) message {
+	return message{name, KindDeadLetter, d,
+		func(c *Codec) ([]byte, error) { return c.EncodeDeadLetter(topicDLQ, d) },
+		func(c *Codec, b []byte) (any, error) { return c.DecodeDeadLetter(context.Background(), b) }}
+}
+
+func stateEntryMsg(name string, e *StateEntry) message {
+	return message{name, KindStateEntry, e,
+		func(c *Codec) ([]byte, error) { return c.EncodeStateEntry(topicState, e) },
+		func(c *Codec, b []byte) (any, error) { return c.DecodeStateEntry(context.Background(), b) }}
+}
+
+func fixtures() []message {
+	return []message{
+		requestMsg("request_full", fullRequest()),
+		requestMsg("request_minimal", minimalRequest()),
+		resultMsg("result_full", fullResult()),
+		resultMsg("result_minimal", minimalResult()),
+		deadLetterMsg("deadletter_full", fullDeadLetter()),
+		deadLetterMsg("deadletter_minimal", minimalDeadLetter()),
+		stateEntryMsg("stateentry_full", fullStateEntry()),
+		stateEntryMsg("stateentry_minimal", minimalStateEntry()),
+	}
+}
+
+// same is reflect.DeepEqual, except that a NaN equals a NaN with the same
+// bits: fuzzed floats are often NaN, and decoding must keep them bit for bit.
+func same(a, b any) bool {
+	return sameValue(reflect.ValueOf(a), reflect.ValueOf(b))
+}
+
+func sameValue(a, b reflect.Value) bool {
+	if a.IsValid() != b.IsValid() {
+		return false
+	}
+	if !a.IsValid() {
+		return true
+	}
+	if a.Type() != b.Type() {
+		return false
+	}
+	switch a.Kind() {
+	case reflect.Float32:
+		return math.Float32bits(float32(a.Float())) == math.Float32bits(float32(b.Float()))
+	case reflect.Float64:
+		return math.Float64bits(a.Float()) == math.Float64bits(b.Float())
+	case reflect.Pointer, reflect.Interface:
+		if a.IsNil() || b.IsNil() {
+			return a.IsNil() == b.IsNil()
+		}
+		return sameValue(a.Elem(), b.Elem())
+	case reflect.Struct:
+		for i := range a.NumField() {
+			if !sameValue(a.Field(i), b.Field(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Slice:
+		if a.IsNil() != b.IsNil() || a.Len() != b.Len() {
+			return false
+		}
+		for i := range a.Len() {
+			if !sameValue(a.Index(i), b.Index(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Map:
+		if a.IsNil() != b.IsNil() || a.Len() != b.Len() {
+			return false
+		}
+		for _, k := range a.MapKeys() {
+			bv := b.MapIndex(k)
+			if !bv.IsValid() || !sameValue(a.MapIndex(k), bv) {
+				return false
+			}
+		}
+		return true
+	}
+	return reflect.DeepEqual(a.Interface(), b.Interface())
+}
