@@ -106,6 +106,7 @@ type Runner struct {
 	fatalErr  error
 	fatal     chan struct{}
 	killed    atomic.Bool
+	drained   atomic.Bool // the drain is over: revokes at close wait no more
 }
 
 // New creates the runner of stage as a member of group consuming topics. The
@@ -240,6 +241,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		return nil
 	}
 	r.drain()
+	r.drained.Store(true)
 	r.cancelWork()
 	r.goroutines.Wait()
 	select {
@@ -402,7 +404,7 @@ func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	for _, t := range ts {
 		only[t] = true
 	}
-	if !r.killed.Load() {
+	if !r.killed.Load() && !r.drained.Load() {
 		stop := make(chan struct{})
 		timer := time.AfterFunc(r.cfg.drainTimeout, func() { close(stop) })
 		r.tr.wait(stop, func() bool { return r.tr.inflightLocked(only) == 0 })

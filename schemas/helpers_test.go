@@ -149,7 +149,7 @@ func fullRequest() *Request {
 		ModelVersion:   "3",
 		Inputs: []Tensor{
 			{Name: "image", Datatype: "FP32", Shape: []int64{1, 3}, FP32: []float32{0.5, -1.25, 3e9}},
-			{Name: "scale", Datatype: "FP64", Shape: []int64{2}, FP64: []float64{math.Pi, -0.0}},
+			{Name: "scale", Datatype: "FP64", Shape: []int64{2}, FP64: []float64{math.Pi, math.Copysign(0, -1)}},
 			{Name: "ids", Datatype: "INT32", Shape: []int64{3}, Int32: []int32{-1, 0, math.MaxInt32}},
 			{Name: "offsets", Datatype: "INT64", Shape: []int64{2}, Int64: []int64{math.MinInt64, 1 << 40}},
 			{Name: "mask", Datatype: "BOOL", Shape: []int64{2}, Bool: []bool{true, false}},

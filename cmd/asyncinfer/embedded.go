@@ -81,8 +81,21 @@ func (e *embedded) loadRegistry() error {
 	if err := json.Unmarshal(b, &saved); err != nil {
 		return fmt.Errorf("embedded registry: %s: %w", registryFile, err)
 	}
+	// SeedSchema takes each id once; a schema shared by several subjects
+	// (requests and requests.accepted) is registered again under the others,
+	// which must give the same id back.
+	seeded := map[int]bool{}
 	for _, s := range saved {
-		e.registry.SeedSchema(s.Subject, s.Version, s.ID, sr.Schema{Schema: s.Schema, Type: sr.TypeAvro})
+		sch := sr.Schema{Schema: s.Schema, Type: sr.TypeAvro}
+		if !seeded[s.ID] {
+			e.registry.SeedSchema(s.Subject, s.Version, s.ID, sch)
+			seeded[s.ID] = true
+			continue
+		}
+		id, _, err := e.registry.RegisterSchema(s.Subject, sch)
+		if err != nil || id != s.ID {
+			return fmt.Errorf("embedded registry: %s: restoring %s gave id %d, want %d (%v)", registryFile, s.Subject, id, s.ID, err)
+		}
 	}
 	return nil
 }

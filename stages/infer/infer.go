@@ -43,7 +43,7 @@ type ModelConfig struct {
 	MaxWait      time.Duration // longest wait for a fuller batch; 0: greedy
 	Timeout      time.Duration // per call; default 30s
 	Concurrency  int           // workers (parallel calls); default 1
-	MaxAttempts  int           // calls per batch on transient errors; default 5
+	MaxAttempts  int           // transient failures an item may see before it fails; default 5
 	// Circuit breaker: consecutive transient failures that open it, and how
 	// long it stays open before a probe. Defaults 5 and 500ms.
 	BreakerThreshold int
@@ -281,18 +281,16 @@ func (s *Stage) run(ctx context.Context, sv *served, b []*item) {
 				return
 			}
 			s.m.Calls.WithLabelValues(name, "transient").Inc()
-			// Attempts made while the circuit is open or probing do not
-			// count: an outage makes requests wait, not fail.
+			// Failures while the circuit is open or probing do not count:
+			// an outage makes requests wait, not fail.
 			counted := sv.br.isClosed() && !probe
 			sv.br.failure(probe)
-			if !counted {
-				for _, it := range b {
-					it.attempt--
-				}
-			}
 			var keep []*item
 			for _, it := range b {
-				if int(it.attempt) >= sv.cfg.MaxAttempts {
+				if counted {
+					it.failures++
+				}
+				if it.failures >= sv.cfg.MaxAttempts {
 					s.answer(it.w, it.req, &schemas.Result{Status: schemas.StatusFailed, ErrorCode: CodeModelUnavailable,
 						ErrorMessage: err.Error(), Attempt: it.attempt, BatchSize: int32(len(b))}, took)
 					continue
@@ -300,7 +298,7 @@ func (s *Stage) run(ctx context.Context, sv *served, b []*item) {
 				keep = append(keep, it)
 			}
 			b = keep
-			if len(b) > 0 && !sleep(ctx, backoff(int(b[0].attempt))) {
+			if len(b) > 0 && !sleep(ctx, backoff(b[0].failures)) {
 				return
 			}
 		default:

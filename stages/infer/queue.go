@@ -16,7 +16,8 @@ type item struct {
 	size     int       // encoded bytes, for the batch byte limit
 	enqueued time.Time // entered the queue
 	deadline time.Time // zero: none
-	attempt  int32
+	attempt  int32     // model calls that carried it
+	failures int       // transient failures counted against MaxAttempts
 }
 
 // queue is the bounded in-memory queue of one model, in front of its

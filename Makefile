@@ -1,0 +1,33 @@
+# asyncinfer — the two commands: `make run` (the demo) and `make test`.
+GO      ?= go
+BIN     := bin/asyncinfer
+PKGS    := ./...
+# The demo make run shows: a little of every kind of trouble, all answered.
+DEMO_FLAGS ?= --duplicates 0.05 --malformed 0.005 --poison-items 0.001 --model-error-rate 0.01
+
+.PHONY: all run test build lint deps clean
+
+all: build
+
+deps:
+	@command -v $(GO) >/dev/null || { echo "Go 1.26 is required: https://go.dev/dl/" >&2; exit 1; }
+	$(GO) mod download
+
+build: deps
+	$(GO) build -o $(BIN) ./cmd/asyncinfer
+
+## run: the demo on the embedded broker (kfake + srfake in process)
+run: build
+	./$(BIN) demo $(DEMO_FLAGS)
+
+## test: every test, with the race detector
+test: deps lint
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:" $$out >&2; exit 1; fi
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,166 @@
+package schemas
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/sr"
+)
+
+// Clients may register their own versions of the schemas; decoding maps
+// their fields by name.
+func TestResolveByFieldName(t *testing.T) {
+	c, _ := newTestCodec(t)
+	ctx := context.Background()
+
+	// The client's request (clientRequestSchema, seeded at clientRequestID):
+	// goavro needs time.Time for the timestamp-millis field.
+	created := time.UnixMilli(1_700_000_000_123)
+	client := goavroMessage(t, clientRequestID, clientRequestSchema, map[string]any{
+		"request_id":      "req-9",
+		"trace_id":        "00-abc-01",
+		"model":           "bert",
+		"idempotency_key": "k-9",
+		"inputs": []any{map[string]any{
+			"name": "tokens", "datatype": "INT64", "shape": []any{int32(1), int32(3)},
+			"layout":         map[string]any{"string": "NCHW"},
+			"raw_contents":   nil,
+			"int64_contents": []any{int32(101), int32(-2), int32(7)},
+		}},
+		"parameters": map[string]any{
+			"k":     map[string]any{"int": int32(5)},
+			"temp":  map[string]any{"float": float32(0.5)},
+			"style": map[string]any{"string": "terse"},
+		},
+		"priority":      int64(3),
+		"created_at_ms": created,
+		"deadline_ms":   int64(1_700_000_009_000),
+	})
+	got, err := c.DecodeRequest(ctx, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Request{
+		RequestID:      "req-9",
+		IdempotencyKey: "k-9",
+		Model:          "bert",
+		Inputs:         []Tensor{{Name: "tokens", Datatype: "INT64", Shape: []int64{1, 3}, Int64: []int64{101, -2, 7}}},
+		Parameters:     map[string]any{"k": int64(5), "temp": 0.5, "style": "terse"},
+		Priority:       3,
+		DeadlineMs:     1_700_000_009_000,
+		CreatedAtMs:    1_700_000_000_123,
+	}
+	if !same(got, want) {
+		t.Errorf("decoded\n%+v\nwant\n%+v", got, want)
+	}
+
+	// Writer schemas that differ from ours in other ways, registered under
+	// their own subjects.
+	for _, tc := range []struct {
+		name   string
+		schema string
+		native map[string]any
+		decode func([]byte) (any, error)
+		want   any
+		err    string
+	}{
+		{
+			name: "result with status as a string and timings in a union",
+			schema: `{"type": "record", "name": "Result", "fields": [
+				{"name": "request_id", "type": "string"},
+				{"name": "status", "type": "string"},
+				{"name": "timings", "type": ["null", {"type": "record", "name": "T", "fields": [
+					{"name": "inference_ms", "type": "float"}, {"name": "gpu", "type": "string"}]}]},
+				{"name": "attempt", "type": ["null", "int"]}]}`,
+			native: map[string]any{
+				"request_id": "r", "status": "EXPIRED",
+				"timings": map[string]any{"T": map[string]any{"inference_ms": float32(2.5), "gpu": "a100"}},
+				"attempt": nil,
+			},
+			decode: func(b []byte) (any, error) { return c.DecodeResult(ctx, b) },
+			want:   &Result{RequestID: "r", Status: StatusExpired, Timings: Timings{InferenceMs: 2.5}},
+		},
+		{
+			name: "result with a status this version does not know",
+			schema: `{"type": "record", "name": "Result", "fields": [
+				{"name": "request_id", "type": "string"},
+				{"name": "status", "type": {"type": "enum", "name": "S", "symbols": ["SUCCEEDED", "CANCELLED"]}}]}`,
+			native: map[string]any{"request_id": "r", "status": "CANCELLED"},
+			decode: func(b []byte) (any, error) { return c.DecodeResult(ctx, b) },
+			err:    `field status: unknown status "CANCELLED"`,
+		},
+		{
+			name: "state entry without status, with extra fields",
+			schema: `{"type": "record", "name": "StateEntry", "namespace": "other", "fields": [
+				{"name": "shard", "type": "int"},
+				{"name": "key", "type": "string"},
+				{"name": "request_id", "type": "bytes"},
+				{"name": "expires_at_ms", "type": "int"}]}`,
+			native: map[string]any{"shard": int32(4), "key": "k", "request_id": []byte("r"), "expires_at_ms": int32(99)},
+			decode: func(b []byte) (any, error) { return c.DecodeStateEntry(ctx, b) },
+			want:   &StateEntry{Key: "k", RequestID: "r", ExpiresAtMs: 99},
+		},
+		{
+			name: "dead letter with the payload as a fixed, partition as a long",
+			schema: `{"type": "record", "name": "DeadLetter", "fields": [
+				{"name": "reason", "type": "string"},
+				{"name": "payload", "type": {"type": "fixed", "name": "F", "size": 3}},
+				{"name": "source_partition", "type": "long"}]}`,
+			native: map[string]any{"reason": "x", "payload": []byte{1, 2, 3}, "source_partition": int64(12)},
+			decode: func(b []byte) (any, error) { return c.DecodeDeadLetter(ctx, b) },
+			want:   &DeadLetter{Reason: "x", Payload: []byte{1, 2, 3}, SourcePartition: 12},
+		},
+		{
+			name: "dead letter partition that does not fit an int",
+			schema: `{"type": "record", "name": "DeadLetter", "fields": [
+				{"name": "reason", "type": "string"}, {"name": "source_partition", "type": "long"}]}`,
+			native: map[string]any{"reason": "x", "source_partition": int64(1) << 40},
+			decode: func(b []byte) (any, error) { return c.DecodeDeadLetter(ctx, b) },
+			err:    "field source_partition: 1099511627776 does not fit an int",
+		},
+		{
+			name: "request whose parameters map is in a union",
+			schema: `{"type": "record", "name": "Request", "fields": [
+				{"name": "request_id", "type": "string"}, {"name": "model", "type": "string"},
+				{"name": "parameters", "type": ["null", {"type": "map", "values": "string"}]}]}`,
+			native: map[string]any{"request_id": "r", "model": "m",
+				"parameters": map[string]any{"map": map[string]any{"map": "x"}}},
+			decode: func(b []byte) (any, error) { return c.DecodeRequest(ctx, b) },
+			want:   &Request{RequestID: "r", Model: "m", Parameters: map[string]any{"map": "x"}},
+		},
+		{
+			name: "request with a tensor field of another type",
+			schema: `{"type": "record", "name": "Request", "fields": [
+				{"name": "request_id", "type": "string"}, {"name": "model", "type": "string"},
+				{"name": "inputs", "type": {"type": "array", "items": {"type": "record", "name": "Tensor", "fields": [
+					{"name": "name", "type": "string"},
+					{"name": "fp32_contents", "type": {"type": "array", "items": "double"}}]}}}]}`,
+			native: map[string]any{"request_id": "r", "model": "m",
+				"inputs": []any{map[string]any{"name": "x", "fp32_contents": []any{1.0, 2.0}}}},
+			decode: func(b []byte) (any, error) { return c.DecodeRequest(ctx, b) },
+			err:    "field inputs[0].fp32_contents[0]: wrong type: writer has double, want float",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ss, err := c.reg.CreateSchema(ctx, "client."+strings.ReplaceAll(tc.name, " ", "_")+"-value", sr.Schema{Schema: tc.schema})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := tc.decode(goavroMessage(t, ss.ID, tc.schema, tc.native))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got %+v, %v; want error containing %q", got, err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !same(got, tc.want) {
+				t.Errorf("decoded\n%+v\nwant\n%+v", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,198 @@
+package dedup_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/asyncinfer/asyncinfer/internal/kafkatest"
+	"github.com/asyncinfer/asyncinfer/pipeline"
+	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/stages/dedup"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const group = "asyncinfer.dedup"
+
+type member struct {
+	stage *dedup.Stage
+	r     *pipeline.Runner
+	m     *dedup.Metrics
+	stop  func()
+}
+
+// start runs one dedup member until stop (graceful) or r.Kill (a crash).
+func start(t *testing.T, e *kafkatest.Env, opts ...pipeline.Option) *member {
+	t.Helper()
+	m := dedup.NewMetrics(nil)
+	st, err := dedup.New(dedup.Config{Topics: e.Topics}, e.Codec, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append([]pipeline.Option{e.Conn(), e.DLQ(), pipeline.ManualPartitions(e.Topics.DedupState),
+		pipeline.SessionTimeout(6 * time.Second)}, opts...)
+	r, err := pipeline.New("dedup", group, []string{e.Topics.Requests}, st, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	mem := &member{stage: st, r: r, m: m}
+	var stopped bool
+	mem.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil && err.Error() != "killed" {
+			t.Errorf("dedup runner: %v", err)
+		}
+	}
+	t.Cleanup(mem.stop)
+	return mem
+}
+
+func decisions(m *dedup.Metrics, d string) int {
+	return int(testutil.ToFloat64(m.Decisions.WithLabelValues(d)))
+}
+
+func requests(prefix string, n int) []*schemas.Request {
+	out := make([]*schemas.Request, n)
+	for i := range out {
+		out[i] = kafkatest.Request(fmt.Sprintf("%s-%d", prefix, i), fmt.Sprintf("key-%d", i), "m")
+	}
+	return out
+}
+
+// A member that dies after producing its outputs and changelog, before
+// committing, gets its records re-delivered to the next member, which finds
+// them in the restored window and drops them silently: the accepted topic
+// holds each request once.
+func TestKilledBeforeCommitRedeliversAndDropsSilently(t *testing.T) {
+	e := kafkatest.New(t, 2)
+	const n = 50
+	e.Produce(t, requests("a", n)...)
+
+	// A commit interval of an hour: nothing is committed before the kill.
+	first := start(t, e, pipeline.CommitInterval(time.Hour))
+	kafkatest.Eventually(t, "changelog of every request", func() bool {
+		return len(e.ReadAll(t, e.Topics.DedupState)) == n
+	})
+	first.r.Kill()
+	first.stop()
+	if c := e.Committed(t, group, e.Topics.Requests); len(c) != 0 {
+		t.Fatalf("committed %v before the kill; the test needs nothing committed", c)
+	}
+
+	second := start(t, e)
+	kafkatest.Eventually(t, "re-delivered records handled", func() bool {
+		return decisions(second.m, "redelivery") == n
+	})
+	second.stop()
+	if got := decisions(second.m, "accepted"); got != 0 {
+		t.Errorf("second member accepted %d requests again, want 0", got)
+	}
+	if got := len(e.ReadAll(t, e.Topics.Accepted)); got != n {
+		t.Errorf("accepted topic holds %d records, want %d", got, n)
+	}
+	committed := e.Committed(t, group, e.Topics.Requests)
+	total := int64(0)
+	for _, o := range committed {
+		total += o
+	}
+	if total != n {
+		t.Errorf("committed offsets %v add up to %d, want %d", committed, total, n)
+	}
+}
+
+// The window survives a restart: it is rebuilt from the changelog, so a new
+// request with a known key is a DUPLICATE of the original.
+func TestStateSurvivesRestart(t *testing.T) {
+	e := kafkatest.New(t, 2)
+	const n = 20
+	e.Produce(t, requests("orig", n)...)
+	first := start(t, e)
+	kafkatest.Eventually(t, "originals accepted", func() bool { return decisions(first.m, "accepted") == n })
+	first.stop()
+
+	second := start(t, e)
+	e.Produce(t, requests("again", n)...) // new ids, same keys
+	kafkatest.Eventually(t, "duplicates answered", func() bool { return decisions(second.m, "duplicate") == n })
+	second.stop()
+	outs := e.Results(t, e.Topics.Outcomes)
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("again-%d", i)
+		rs := outs[id]
+		if len(rs) != 1 || rs[0].Status != schemas.StatusDuplicate || rs[0].OriginalRequestID != fmt.Sprintf("orig-%d", i) {
+			t.Fatalf("%s: got %+v, want one DUPLICATE of orig-%d", id, rs, i)
+		}
+	}
+}
+
+// When a second member joins, partitions move to it; it restores their
+// windows before deciding, so duplicates are still recognised.
+func TestStateFollowsRebalance(t *testing.T) {
+	e := kafkatest.New(t, 4)
+	const n = 40
+	e.Produce(t, requests("orig", n)...)
+	first := start(t, e, pipeline.InstanceID("a"))
+	kafkatest.Eventually(t, "originals accepted", func() bool { return decisions(first.m, "accepted") == n })
+
+	second := start(t, e, pipeline.InstanceID("b"))
+	kafkatest.Eventually(t, "second member owns partitions", func() bool {
+		gi := e.Cluster.GroupInfo(group)
+		return gi != nil && len(gi.Members) == 2 && second.stage.Window().Len() > 0
+	})
+	e.Produce(t, requests("again", n)...)
+	kafkatest.Eventually(t, "every duplicate answered", func() bool {
+		return decisions(first.m, "duplicate")+decisions(second.m, "duplicate") == n
+	})
+	if decisions(second.m, "duplicate") == 0 {
+		t.Error("the second member answered no duplicate: the rebalance moved no partition to it")
+	}
+	if a := decisions(first.m, "accepted") + decisions(second.m, "accepted"); a != n {
+		t.Errorf("accepted %d, want %d (a duplicate was accepted)", a, n)
+	}
+}
+
+// Undecodable bytes get one dead letter and nothing else; an invalid
+// request gets FAILED; an expired one EXPIRED.
+func TestAnswersWhatCannotBeServed(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	e.ProduceRaw(t, e.Topics.Requests, []byte("k"), []byte("\xffnot avro"))
+	bad := kafkatest.Request("bad", "", "m")
+	bad.Inputs[0].Shape = []int64{3}
+	late := kafkatest.Request("late", "", "m")
+	late.DeadlineMs = time.Now().Add(-time.Minute).UnixMilli()
+	e.Produce(t, bad, late)
+	m := start(t, e)
+	kafkatest.Eventually(t, "three decisions", func() bool {
+		return decisions(m.m, "undecodable")+decisions(m.m, "invalid")+decisions(m.m, "expired") == 3
+	})
+	m.stop()
+	dl := e.ReadAll(t, e.Topics.DLQ)
+	if len(dl) != 1 {
+		t.Fatalf("dlq has %d records, want 1", len(dl))
+	}
+	d, err := e.Codec.DecodeDeadLetter(context.Background(), dl[0].Value)
+	if err != nil || d.Reason != "undecodable" || d.SourceTopic != e.Topics.Requests || string(d.Payload) != "\xffnot avro" {
+		t.Fatalf("dead letter %+v, %v", d, err)
+	}
+	outs := e.Results(t, e.Topics.Outcomes)
+	if r := outs["bad"]; len(r) != 1 || r[0].Status != schemas.StatusFailed || r[0].ErrorCode != dedup.CodeInvalidRequest {
+		t.Errorf("bad: %+v", r)
+	}
+	if r := outs["late"]; len(r) != 1 || r[0].Status != schemas.StatusExpired || r[0].Reason != "deadline_passed" {
+		t.Errorf("late: %+v", r)
+	}
+	if len(e.ReadAll(t, e.Topics.Accepted)) != 0 {
+		t.Error("something was accepted")
+	}
+}
