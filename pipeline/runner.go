@@ -107,7 +107,13 @@ type Runner struct {
 	fatal     chan struct{}
 	killed    atomic.Bool
 	drained   atomic.Bool // the drain is over: revokes at close wait no more
+	closeOnce sync.Once   // kgo's Close must not run twice concurrently
+	// ready is closed when New is done: the client joins the group as soon
+	// as it exists, so a rebalance callback can fire before New returns.
+	ready chan struct{}
 }
+
+func (r *Runner) closeClient() { r.closeOnce.Do(r.cl.Close) }
 
 // New creates the runner of stage as a member of group consuming topics. The
 // client connection (seed brokers, TLS, SASL) comes from ConnOpts.
@@ -128,6 +134,7 @@ func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runn
 		log:   c.logger.With("stage", stage, "group", group),
 		m:     c.metrics,
 		fatal: make(chan struct{}),
+		ready: make(chan struct{}),
 	}
 	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
 	kopts := append(append([]kgo.Opt(nil), c.connOpts...),
@@ -161,6 +168,7 @@ func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runn
 	if b, ok := h.(Binder); ok {
 		b.Bind(r)
 	}
+	close(r.ready)
 	return r, nil
 }
 
@@ -207,7 +215,7 @@ func (r *Runner) Fail(err error) {
 // closes the client. It returns nil after a clean drain and the first fatal
 // error otherwise.
 func (r *Runner) Run(ctx context.Context) error {
-	defer r.cl.Close()
+	defer r.closeClient()
 	loopCtx, cancelLoop := context.WithCancel(ctx)
 	defer cancelLoop()
 	go func() {
@@ -266,7 +274,7 @@ func (r *Runner) Run(ctx context.Context) error {
 func (r *Runner) Kill() {
 	r.killed.Store(true)
 	r.Fail(errors.New("killed"))
-	r.cl.Close()
+	r.closeClient()
 }
 
 func (r *Runner) pollLoop(ctx context.Context) {
@@ -378,6 +386,7 @@ func toTPs(m map[string][]int32) []tp {
 }
 
 func (r *Runner) onAssigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	<-r.ready
 	ts := toTPs(assigned)
 	for _, t := range ts {
 		r.tr.assign(t)
@@ -396,6 +405,7 @@ func (r *Runner) onAssigned(ctx context.Context, _ *kgo.Client, assigned map[str
 // onRevoked finishes the revoked partitions' work before they move: wait for
 // it (bounded by the drain timeout), commit it, forget the partitions.
 func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	<-r.ready
 	ts := toTPs(revoked)
 	if len(ts) == 0 {
 		return
@@ -420,6 +430,7 @@ func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 // onLost forgets the partitions at once: another member owns them already,
 // and a commit would fail.
 func (r *Runner) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	<-r.ready
 	ts := toTPs(lost)
 	r.forget(ts)
 	if len(ts) > 0 {

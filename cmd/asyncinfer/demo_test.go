@@ -92,7 +92,7 @@ func TestVerifyDataDirRecountsTheSame(t *testing.T) {
 	}
 	type counts struct {
 		Requests, Unique, Duplicates, Malformed, DLQ, Lost, Conflicting, Repeated int
-		Results                                                                  resultCounts
+		Results                                                                   resultCounts
 	}
 	c := func(r report) counts {
 		return counts{r.Requests, r.Unique, r.Duplicates, r.Malformed, r.DLQ, r.Lost, r.Conflicting, r.Repeated, r.Results}

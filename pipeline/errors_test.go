@@ -1,0 +1,67 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+)
+
+func TestRetryable(t *testing.T) {
+	expired, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))
+	defer cancel()
+	<-expired.Done()
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+
+	base := errors.New("backend said no")
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"plain error is permanent", base, false},
+		{"wrapped plain error", fmt.Errorf("call: %w", base), false},
+		{"transient", Transient(base), true},
+		{"wrapped transient", fmt.Errorf("infer: %w", Transient(base)), true},
+		{"twice wrapped transient", fmt.Errorf("a: %w", fmt.Errorf("b: %w", Transient(io.ErrUnexpectedEOF))), true},
+		{"transient in a join", errors.Join(base, Transient(io.EOF)), true},
+		{"deadline exceeded", context.DeadlineExceeded, true},
+		{"wrapped deadline exceeded", fmt.Errorf("call: %w", context.DeadlineExceeded), true},
+		{"deadline of an expired context", expired.Err(), true},
+		{"cancellation", context.Canceled, false},
+		{"cancellation of a context", cancelled.Err(), false},
+		{"wrapped cancellation", fmt.Errorf("call: %w", context.Canceled), false},
+		{"cancellation marked transient", Transient(context.Canceled), false},
+		{"cancellation joined with a transient error", errors.Join(Transient(base), context.Canceled), false},
+		{"cancellation joined with a deadline", errors.Join(context.DeadlineExceeded, context.Canceled), false},
+		{"error text alone is not a mark", errors.New(Transient(base).Error()), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Retryable(tc.err); got != tc.want {
+				t.Fatalf("Retryable(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTransient(t *testing.T) {
+	if err := Transient(nil); err != nil {
+		t.Fatalf("Transient(nil) = %v, want nil", err)
+	}
+	base := errors.New("unavailable")
+	err := Transient(base)
+	if err.Error() != base.Error() {
+		t.Fatalf("Transient changes the message: %q, want %q", err.Error(), base.Error())
+	}
+	if !errors.Is(err, base) {
+		t.Fatal("Transient(err) does not wrap err")
+	}
+	if errors.Unwrap(err) != base {
+		t.Fatalf("Unwrap = %v, want %v", errors.Unwrap(err), base)
+	}
+}

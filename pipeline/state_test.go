@@ -1,0 +1,324 @@
+package pipeline
+
+import (
+	"testing"
+	"time"
+
+	"github.com/asyncinfer/asyncinfer/schemas"
+)
+
+// testWindow is a Window on a settable clock.
+type testWindow struct {
+	*Window
+	clock time.Time
+}
+
+func newTestWindow(ttl time.Duration, maxKeys int) *testWindow {
+	tw := &testWindow{Window: NewWindow(ttl, maxKeys), clock: time.UnixMilli(1_700_000_000_000)}
+	tw.now = func() time.Time { return tw.clock }
+	return tw
+}
+
+func (tw *testWindow) advance(d time.Duration) { tw.clock = tw.clock.Add(d) }
+
+// entry builds the entry key claimed by req, as a stage would, now.
+func (tw *testWindow) entry(key, req string) schemas.StateEntry {
+	return tw.Entry(key, req, schemas.StatusSucceeded)
+}
+
+func (tw *testWindow) put(p int32, key, req string) {
+	e := tw.entry(key, req)
+	tw.Stage(p, e)
+	tw.Commit(p, e)
+}
+
+func TestWindow(t *testing.T) {
+	const ttl = 10 * time.Second
+	// seen is an expected Get: the request id that claims key on p, or ""
+	// when the key must be unknown.
+	type seen struct {
+		p   int32
+		key string
+		req string
+	}
+	tests := []struct {
+		name    string
+		maxKeys int
+		ops     func(w *testWindow)
+		want    []seen
+		wantLen int
+	}{
+		{
+			name: "staged entry is visible, not counted as committed",
+			ops: func(w *testWindow) {
+				w.Stage(0, w.entry("k", "r1"))
+			},
+			want:    []seen{{0, "k", "r1"}, {1, "k", ""}, {0, "other", ""}},
+			wantLen: 0,
+		},
+		{
+			name: "commit makes it permanent",
+			ops: func(w *testWindow) {
+				w.put(0, "k", "r1")
+			},
+			want:    []seen{{0, "k", "r1"}},
+			wantLen: 1,
+		},
+		{
+			name: "discard leaves no trace",
+			ops: func(w *testWindow) {
+				e := w.entry("k", "r1")
+				w.Stage(0, e)
+				w.Discard(0, e)
+			},
+			want:    []seen{{0, "k", ""}},
+			wantLen: 0,
+		},
+		{
+			name: "discard of a staged key keeps the committed one",
+			ops: func(w *testWindow) {
+				w.put(0, "k", "r1")
+				e := w.entry("k", "r2")
+				w.Stage(0, e)
+				w.Discard(0, e)
+			},
+			want:    []seen{{0, "k", "r1"}},
+			wantLen: 1,
+		},
+		{
+			name: "staged entry shadows the committed one",
+			ops: func(w *testWindow) {
+				w.put(0, "k", "r1")
+				w.Stage(0, w.entry("k", "r2"))
+			},
+			want:    []seen{{0, "k", "r2"}},
+			wantLen: 1,
+		},
+		{
+			name: "two stagers: discarding the first leaves the second staged",
+			ops: func(w *testWindow) {
+				e1, e2 := w.entry("k", "r1"), w.entry("k", "r2")
+				w.Stage(0, e1)
+				w.Stage(0, e2)
+				w.Discard(0, e1)
+			},
+			want:    []seen{{0, "k", "r2"}},
+			wantLen: 0,
+		},
+		{
+			name: "two stagers: both discarded",
+			ops: func(w *testWindow) {
+				e1, e2 := w.entry("k", "r1"), w.entry("k", "r2")
+				w.Stage(0, e1)
+				w.Stage(0, e2)
+				w.Discard(0, e2)
+				w.Discard(0, e1)
+			},
+			want:    []seen{{0, "k", ""}},
+			wantLen: 0,
+		},
+		{
+			name: "two stagers of one entry: one discarded, the other committed",
+			ops: func(w *testWindow) {
+				e := w.entry("k", "r1")
+				w.Stage(0, e)
+				w.Stage(0, e)
+				w.Discard(0, e)
+				w.Commit(0, e)
+			},
+			want:    []seen{{0, "k", "r1"}},
+			wantLen: 1,
+		},
+		{
+			name: "two stagers: one committed, the other discarded",
+			ops: func(w *testWindow) {
+				e1, e2 := w.entry("k", "r1"), w.entry("k", "r2")
+				w.Stage(0, e1)
+				w.Stage(0, e2)
+				w.Commit(0, e1)
+				w.Discard(0, e2)
+			},
+			want:    []seen{{0, "k", "r1"}},
+			wantLen: 1,
+		},
+		{
+			name: "discard on an unknown partition",
+			ops: func(w *testWindow) {
+				w.Stage(0, w.entry("k", "r1"))
+				w.Discard(1, w.entry("k", "r1"))
+			},
+			want: []seen{{0, "k", "r1"}, {1, "k", ""}},
+		},
+		{
+			name: "committed entry lives until just before its ttl",
+			ops: func(w *testWindow) {
+				w.put(0, "k", "r1")
+				w.advance(ttl - time.Millisecond)
+			},
+			want:    []seen{{0, "k", "r1"}},
+			wantLen: 1,
+		},
+		{
+			name: "committed entry expires at its ttl",
+			ops: func(w *testWindow) {
+				w.put(0, "k", "r1")
+				w.advance(ttl)
+			},
+			want:    []seen{{0, "k", ""}},
+			wantLen: 1, // not swept yet
+		},
+		{
+			name: "expired entries are swept by the next put",
+			ops: func(w *testWindow) {
+				w.put(0, "old1", "r1")
+				w.put(0, "old2", "r2")
+				w.advance(ttl)
+				w.put(0, "new", "r3")
+			},
+			want:    []seen{{0, "old1", ""}, {0, "old2", ""}, {0, "new", "r3"}},
+			wantLen: 1,
+		},
+		{
+			name: "re-put refreshes the ttl",
+			ops: func(w *testWindow) {
+				w.put(0, "k", "r1")
+				w.advance(ttl / 2)
+				w.put(0, "k", "r1")
+				w.advance(ttl/2 + time.Millisecond)
+			},
+			want:    []seen{{0, "k", "r1"}},
+			wantLen: 1,
+		},
+		{
+			name:    "maxKeys evicts the oldest",
+			maxKeys: 3,
+			ops: func(w *testWindow) {
+				for _, k := range []string{"k1", "k2", "k3", "k4"} {
+					w.put(0, k, "r-"+k)
+				}
+			},
+			want:    []seen{{0, "k1", ""}, {0, "k2", "r-k2"}, {0, "k3", "r-k3"}, {0, "k4", "r-k4"}},
+			wantLen: 3,
+		},
+		{
+			name:    "maxKeys: a re-put key becomes the newest",
+			maxKeys: 3,
+			ops: func(w *testWindow) {
+				for _, k := range []string{"k1", "k2", "k3", "k1", "k4"} {
+					w.put(0, k, "r-"+k)
+				}
+			},
+			want:    []seen{{0, "k1", "r-k1"}, {0, "k2", ""}, {0, "k3", "r-k3"}, {0, "k4", "r-k4"}},
+			wantLen: 3,
+		},
+		{
+			name:    "maxKeys is per partition",
+			maxKeys: 2,
+			ops: func(w *testWindow) {
+				w.put(0, "a", "r0a")
+				w.put(0, "b", "r0b")
+				w.put(1, "a", "r1a")
+				w.put(1, "b", "r1b")
+			},
+			want:    []seen{{0, "a", "r0a"}, {0, "b", "r0b"}, {1, "a", "r1a"}, {1, "b", "r1b"}},
+			wantLen: 4,
+		},
+		{
+			name: "restore ignores expired entries",
+			ops: func(w *testWindow) {
+				live := w.entry("live", "r1")
+				dead := w.entry("dead", "r2")
+				dead.ExpiresAtMs = w.clock.UnixMilli() // expires now
+				older := w.entry("older", "r3")
+				older.ExpiresAtMs = w.clock.Add(-time.Hour).UnixMilli()
+				w.Restore(0, live)
+				w.Restore(0, dead)
+				w.Restore(0, older)
+			},
+			want:    []seen{{0, "live", "r1"}, {0, "dead", ""}, {0, "older", ""}},
+			wantLen: 1,
+		},
+		{
+			name: "restore overwrites an older entry of the key",
+			ops: func(w *testWindow) {
+				w.Restore(0, w.entry("k", "r1"))
+				w.Restore(0, w.entry("k", "r2"))
+			},
+			want:    []seen{{0, "k", "r2"}},
+			wantLen: 1,
+		},
+		{
+			name: "delete removes a committed key",
+			ops: func(w *testWindow) {
+				w.put(0, "k", "r1")
+				w.put(0, "j", "r2")
+				w.Delete(0, "k")
+				w.Delete(0, "missing")
+				w.Delete(7, "k")
+			},
+			want:    []seen{{0, "k", ""}, {0, "j", "r2"}},
+			wantLen: 1,
+		},
+		{
+			name: "drop forgets one partition",
+			ops: func(w *testWindow) {
+				w.put(0, "k", "r0")
+				w.Stage(0, w.entry("s", "r0s"))
+				w.put(1, "k", "r1")
+				w.Drop(0)
+			},
+			want:    []seen{{0, "k", ""}, {0, "s", ""}, {1, "k", "r1"}},
+			wantLen: 1,
+		},
+		{
+			name: "partitions are independent",
+			ops: func(w *testWindow) {
+				w.put(0, "k", "r0")
+				e := w.entry("k", "r1")
+				w.Stage(1, e)
+				w.Discard(1, e)
+				w.Stage(2, w.entry("k", "r2"))
+				w.Delete(2, "k")
+			},
+			want:    []seen{{0, "k", "r0"}, {1, "k", ""}, {2, "k", "r2"}},
+			wantLen: 1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			maxKeys := tc.maxKeys
+			if maxKeys == 0 {
+				maxKeys = 1000
+			}
+			w := newTestWindow(ttl, maxKeys)
+			tc.ops(w)
+			for _, s := range tc.want {
+				e, ok := w.Get(s.p, s.key)
+				switch {
+				case s.req == "" && ok:
+					t.Errorf("Get(%d, %q) = %+v, want none", s.p, s.key, e)
+				case s.req != "" && !ok:
+					t.Errorf("Get(%d, %q) = none, want request %q", s.p, s.key, s.req)
+				case s.req != "" && e.RequestID != s.req:
+					t.Errorf("Get(%d, %q) = request %q, want %q", s.p, s.key, e.RequestID, s.req)
+				}
+			}
+			if got := w.Len(); got != tc.wantLen {
+				t.Errorf("Len = %d, want %d", got, tc.wantLen)
+			}
+		})
+	}
+}
+
+func TestWindowEntry(t *testing.T) {
+	w := newTestWindow(90*time.Second, 10)
+	e := w.Entry("key", "req", schemas.StatusExpired)
+	want := schemas.StateEntry{Key: "key", RequestID: "req", Status: schemas.StatusExpired,
+		ExpiresAtMs: w.clock.Add(90 * time.Second).UnixMilli()}
+	if e != want {
+		t.Fatalf("Entry = %+v, want %+v", e, want)
+	}
+	if w.TTL() != 90*time.Second {
+		t.Fatalf("TTL = %v, want 90s", w.TTL())
+	}
+}

@@ -1,0 +1,315 @@
+package infer
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// sizes lists the sizes of a batch: the tests tell items apart by size.
+func itemSizes(b []*item) []int {
+	var out []int
+	for _, it := range b {
+		out = append(out, it.size)
+	}
+	return out
+}
+
+func pushSizes(t *testing.T, q *queue, ss ...int) {
+	t.Helper()
+	for _, s := range ss {
+		if !q.push(&item{size: s, enqueued: time.Now()}) {
+			t.Fatalf("push(size %d) refused", s)
+		}
+	}
+}
+
+// takeAsync runs take in a goroutine of the bubble; the batch arrives on the
+// channel (nil when take gave up).
+func takeAsync(ctx context.Context, q *queue, maxItems, maxBytes int, maxWait time.Duration) <-chan []*item {
+	ch := make(chan []*item, 1)
+	go func() { ch <- q.take(ctx, maxItems, maxBytes, maxWait) }()
+	return ch
+}
+
+func mustNotReturn(t *testing.T, ch <-chan []*item, when string) {
+	t.Helper()
+	synctest.Wait()
+	select {
+	case b := <-ch:
+		t.Fatalf("%s: take returned %v early", when, itemSizes(b))
+	default:
+	}
+}
+
+func mustReturn(t *testing.T, ch <-chan []*item, when string) []*item {
+	t.Helper()
+	synctest.Wait()
+	select {
+	case b := <-ch:
+		return b
+	default:
+		t.Fatalf("%s: take still blocked", when)
+		return nil
+	}
+}
+
+// TestQueueTakeQueued covers takes that find their batch already due.
+func TestQueueTakeQueued(t *testing.T) {
+	tests := []struct {
+		name     string
+		queued   []int
+		maxItems int
+		maxBytes int
+		maxWait  time.Duration
+		want     [][]int // successive takes
+	}{
+		{"greedy takes what is queued", []int{1, 2, 3}, 8, 0, 0, [][]int{{1, 2, 3}}},
+		{"greedy up to maxItems", []int{1, 2, 3, 4, 5}, 2, 0, 0, [][]int{{1, 2}, {3, 4}, {5}}},
+		{"maxItems reached with a wait", []int{1, 2, 3}, 3, 0, time.Hour, [][]int{{1, 2, 3}}},
+		{"more than maxItems with a wait", []int{1, 2, 3, 4, 5}, 2, 0, time.Hour, [][]int{{1, 2}, {3, 4}}},
+		{"maxBytes stops the batch", []int{4, 4, 4}, 10, 8, 0, [][]int{{4, 4}, {4}}},
+		{"maxBytes exactly filled", []int{3, 5, 1}, 10, 8, 0, [][]int{{3, 5}, {1}}},
+		{"first item goes even if too large", []int{50, 1, 1}, 10, 8, 0, [][]int{{50}, {1, 1}}},
+		{"too large item waits for the next batch", []int{1, 50, 1}, 10, 8, 0, [][]int{{1}, {50}, {1}}},
+		{"maxBytes 0 is no limit", []int{1 << 20, 1 << 20}, 10, 0, 0, [][]int{{1 << 20, 1 << 20}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				q := newQueue(16)
+				pushSizes(t, q, tc.queued...)
+				start := time.Now()
+				for i, want := range tc.want {
+					got := q.take(t.Context(), tc.maxItems, tc.maxBytes, tc.maxWait)
+					if !slices.Equal(itemSizes(got), want) {
+						t.Fatalf("take %d = %v, want %v", i, itemSizes(got), want)
+					}
+				}
+				if d := time.Since(start); d != 0 {
+					t.Fatalf("takes of due batches waited %v", d)
+				}
+				var left int
+				for _, w := range tc.want {
+					left -= len(w)
+				}
+				left += len(tc.queued)
+				if q.len() != left {
+					t.Fatalf("len = %d after the takes, want %d", q.len(), left)
+				}
+			})
+		})
+	}
+}
+
+func TestQueueGreedyBlocksUntilPush(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := newQueue(4)
+		ch := takeAsync(t.Context(), q, 4, 0, 0)
+		mustNotReturn(t, ch, "empty queue")
+		time.Sleep(time.Minute)
+		mustNotReturn(t, ch, "empty queue after a minute")
+		pushSizes(t, q, 7)
+		if got := itemSizes(mustReturn(t, ch, "after push")); !slices.Equal(got, []int{7}) {
+			t.Fatalf("take = %v, want [7]", got)
+		}
+	})
+}
+
+func TestQueueMaxWait(t *testing.T) {
+	const maxWait = 100 * time.Millisecond
+	tests := []struct {
+		name string
+		// before runs before take is called; after while take waits.
+		before, after func(t *testing.T, q *queue)
+		want          []int
+		wantWait      time.Duration // fake time from take to its return
+	}{
+		{
+			name:     "single item goes after maxWait",
+			before:   func(t *testing.T, q *queue) { pushSizes(t, q, 1) },
+			want:     []int{1},
+			wantWait: maxWait,
+		},
+		{
+			name:   "maxWait counts from the oldest item",
+			before: func(t *testing.T, q *queue) { pushSizes(t, q, 1); time.Sleep(60 * time.Millisecond) },
+			after: func(t *testing.T, q *queue) {
+				time.Sleep(10 * time.Millisecond)
+				pushSizes(t, q, 2)
+			},
+			want:     []int{1, 2},
+			wantWait: 40 * time.Millisecond,
+		},
+		{
+			name:   "newer items do not extend the wait",
+			before: func(t *testing.T, q *queue) { pushSizes(t, q, 1) },
+			after: func(t *testing.T, q *queue) {
+				for i := range 3 {
+					time.Sleep(30 * time.Millisecond)
+					pushSizes(t, q, 2+i)
+				}
+			},
+			want:     []int{1, 2, 3, 4},
+			wantWait: maxWait,
+		},
+		{
+			name:   "goes at once when the queue reaches maxItems",
+			before: func(t *testing.T, q *queue) { pushSizes(t, q, 1) },
+			after: func(t *testing.T, q *queue) {
+				time.Sleep(10 * time.Millisecond)
+				pushSizes(t, q, 2, 3, 4, 5)
+			},
+			want:     []int{1, 2, 3, 4, 5},
+			wantWait: 10 * time.Millisecond,
+		},
+		{
+			name: "empty queue: the wait starts at the first push",
+			after: func(t *testing.T, q *queue) {
+				time.Sleep(time.Second)
+				pushSizes(t, q, 1)
+			},
+			want:     []int{1},
+			wantWait: time.Second + maxWait,
+		},
+		{
+			name:     "an item older than maxWait goes at once",
+			before:   func(t *testing.T, q *queue) { pushSizes(t, q, 1); time.Sleep(time.Second) },
+			want:     []int{1},
+			wantWait: 0,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				q := newQueue(16)
+				if tc.before != nil {
+					tc.before(t, q)
+				}
+				start := time.Now()
+				var end time.Time
+				ch := make(chan []*item, 1)
+				go func() {
+					b := q.take(t.Context(), 5, 0, maxWait)
+					end = time.Now()
+					ch <- b
+				}()
+				if tc.after != nil {
+					tc.after(t, q)
+				}
+				b := <-ch
+				if got := itemSizes(b); !slices.Equal(got, tc.want) {
+					t.Fatalf("take = %v, want %v", got, tc.want)
+				}
+				if got := end.Sub(start); got != tc.wantWait {
+					t.Fatalf("take returned after %v, want %v", got, tc.wantWait)
+				}
+			})
+		})
+	}
+}
+
+func TestQueueMaxWaitNotEarly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := newQueue(4)
+		pushSizes(t, q, 1)
+		ch := takeAsync(t.Context(), q, 4, 0, time.Second)
+		mustNotReturn(t, ch, "at once")
+		time.Sleep(time.Second - time.Nanosecond)
+		mustNotReturn(t, ch, "just before maxWait")
+		time.Sleep(time.Nanosecond)
+		if got := itemSizes(mustReturn(t, ch, "at maxWait")); !slices.Equal(got, []int{1}) {
+			t.Fatalf("take = %v, want [1]", got)
+		}
+	})
+}
+
+func TestQueuePushFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := newQueue(3)
+		pushSizes(t, q, 1, 2, 3)
+		if q.push(&item{size: 4, enqueued: time.Now()}) {
+			t.Fatal("push on a full queue = true, want false")
+		}
+		if q.len() != 3 {
+			t.Fatalf("len = %d, want 3", q.len())
+		}
+		// Free two slots, then wrap around the ring: FIFO order holds.
+		if got := itemSizes(q.take(t.Context(), 2, 0, 0)); !slices.Equal(got, []int{1, 2}) {
+			t.Fatalf("take = %v, want [1 2]", got)
+		}
+		pushSizes(t, q, 4, 5)
+		if q.push(&item{size: 6, enqueued: time.Now()}) {
+			t.Fatal("push on a full (wrapped) queue = true, want false")
+		}
+		if got := itemSizes(q.take(t.Context(), 10, 0, 0)); !slices.Equal(got, []int{3, 4, 5}) {
+			t.Fatalf("take = %v, want [3 4 5]", got)
+		}
+		if q.len() != 0 {
+			t.Fatalf("len = %d, want 0", q.len())
+		}
+	})
+}
+
+func TestQueueZeroCapacity(t *testing.T) {
+	q := newQueue(0)
+	if q.push(&item{size: 1}) {
+		t.Fatal("push on a zero-capacity queue = true, want false")
+	}
+}
+
+func TestQueueTakeCancelled(t *testing.T) {
+	tests := []struct {
+		name    string
+		queued  []int
+		maxWait time.Duration
+	}{
+		{"empty queue", nil, 0},
+		{"empty queue with a wait", nil, time.Second},
+		{"waiting for a fuller batch", []int{1}, time.Hour},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				q := newQueue(4)
+				pushSizes(t, q, tc.queued...)
+				ctx, cancel := context.WithCancel(t.Context())
+				ch := takeAsync(ctx, q, 4, 0, tc.maxWait)
+				mustNotReturn(t, ch, "before cancel")
+				cancel()
+				if b := mustReturn(t, ch, "after cancel"); b != nil {
+					t.Fatalf("take after cancel = %v, want nil", itemSizes(b))
+				}
+				if q.len() != len(tc.queued) {
+					t.Fatalf("len = %d after a cancelled take, want %d", q.len(), len(tc.queued))
+				}
+			})
+		})
+	}
+}
+
+// TestQueueWakesEveryIdleWorker: items pushed in a burst wake one worker
+// (the signal holds one token); what it leaves must wake the next.
+func TestQueueWakesEveryIdleWorker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := newQueue(8)
+		const workers = 3
+		chs := make([]<-chan []*item, workers)
+		for i := range chs {
+			chs[i] = takeAsync(t.Context(), q, 1, 0, 0)
+		}
+		synctest.Wait()
+		pushSizes(t, q, 1, 2, 3)
+		var got []int
+		for i, ch := range chs {
+			got = append(got, itemSizes(mustReturn(t, ch, fmt.Sprintf("worker %d", i)))...)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, []int{1, 2, 3}) {
+			t.Fatalf("workers took %v, want [1 2 3]", got)
+		}
+	})
+}
