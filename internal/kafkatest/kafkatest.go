@@ -28,8 +28,9 @@ type Env struct {
 }
 
 // New starts a one-broker kfake and srfake, creates the topics with the given
-// partition count, and binds a codec. Everything is closed at the end of t.
-func New(t testing.TB, partitions int32) *Env {
+// partition count, and binds a codec, also to replyTopics (as results).
+// Everything is closed at the end of t.
+func New(t testing.TB, partitions int32, replyTopics ...string) *Env {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
@@ -50,11 +51,15 @@ func New(t testing.TB, partitions int32) *Env {
 		t.Fatal(err)
 	}
 	tt := e.Topics
-	e.Codec, err = schemas.NewCodec(ctx, src, map[string]schemas.Kind{
+	bind := map[string]schemas.Kind{
 		tt.Requests: schemas.KindRequest, tt.Accepted: schemas.KindRequest, tt.Outcomes: schemas.KindResult,
 		tt.Results: schemas.KindResult, tt.DLQ: schemas.KindDeadLetter, tt.DedupState: schemas.KindStateEntry,
 		tt.EmittedIDs: schemas.KindStateEntry,
-	})
+	}
+	for _, r := range replyTopics {
+		bind[r] = schemas.KindResult
+	}
+	e.Codec, err = schemas.NewCodec(ctx, src, bind)
 	if err != nil {
 		t.Fatal(err)
 	}

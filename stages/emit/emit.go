@@ -158,6 +158,14 @@ func (s *Stage) Handle(ctx context.Context, w *pipeline.Work) {
 		}
 	}
 	v, err := s.codec.EncodeResult(topic, res)
+	if err != nil && topic != s.cfg.Topics.Results {
+		// A reply topic the codec has no schema for: answer on the results
+		// topic rather than stop the stage for one client's topic.
+		s.r.Logger().Warn("cannot encode for reply topic; using the results topic", "topic", topic, "err", err)
+		s.m.ReplyDenied.Inc()
+		topic = s.cfg.Topics.Results
+		v, err = s.codec.EncodeResult(topic, res)
+	}
 	if err != nil {
 		s.r.Fail(fmt.Errorf("emit: encode result for %s: %w", topic, err))
 		return
