@@ -37,10 +37,12 @@ func testDemoFlags(t *testing.T, args ...string) *demoFlags {
 // The invariant over a mixed stream: every decodable request id gets an
 // answer, no two answers for one id disagree, every malformed record has a
 // dead letter, every duplicate is answered DUPLICATE and every poison item
-// FAILED alone, while transient model errors are retried away.
+// FAILED alone, while transient model errors are retried away and an outage
+// makes requests wait (the circuit breaker pauses the input) instead of fail.
 func TestDemoInvariantMixedStream(t *testing.T) {
 	f := testDemoFlags(t, "--requests", "3000", "--duplicates", "0.1", "--malformed", "0.02",
-		"--poison-items", "0.01", "--model-error-rate", "0.05", "--model-cost", "1ms,0.05ms")
+		"--poison-items", "0.01", "--model-error-rate", "0.05", "--model-cost", "1ms,0.05ms",
+		"--model-outage", "300ms@300ms")
 	rep, err := runDemo(context.Background(), f, io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -283,8 +283,9 @@ func (s *Stage) run(ctx context.Context, sv *served, b []*item) {
 			s.m.Calls.WithLabelValues(name, "transient").Inc()
 			// Failures while the circuit is open or probing do not count:
 			// an outage makes requests wait, not fail.
-			counted := sv.br.isClosed() && !probe
+			// The failure that opens the circuit does not count either.
 			sv.br.failure(probe)
+			counted := sv.br.isClosed() && !probe
 			var keep []*item
 			for _, it := range b {
 				if counted {
