@@ -87,7 +87,7 @@ type Registry interface {
 // DeadLetter, StateEntry), as Avro schema resolution requires.
 type Codec struct {
 	reg    Registry
-	topics map[string]binding   // fixed at construction
+	topics map[string]binding    // fixed at construction
 	own    map[int]*writerSchema // ids we registered: no lookup needed
 	// looked up: id -> *writerSchema, or the error that makes the id
 	// unusable for good (ids are immutable, so both are final).
@@ -104,7 +104,7 @@ type binding struct {
 var ownSchemas = sync.OnceValues(func() (map[Kind]*writerSchema, error) {
 	m := make(map[Kind]*writerSchema)
 	for k := KindRequest; k <= KindStateEntry; k++ {
-		w, err := parseWriter(0, Schema(k))
+		w, err := parseWriter(Schema(k))
 		if err != nil {
 			return nil, fmt.Errorf("schemas: embedded %s schema: %w", k, err)
 		}
@@ -148,11 +148,11 @@ func NewCodec(ctx context.Context, reg Registry, topics map[string]Kind) (*Codec
 		if ss.ID <= 0 {
 			return nil, fmt.Errorf("schemas: register %s schema under %q: registry returned id %d", k, subject, ss.ID)
 		}
-		if w, ok := c.own[ss.ID]; ok && w.root != parsed[k].root {
+		if w, ok := c.own[ss.ID]; ok && w != parsed[k] {
 			return nil, fmt.Errorf("schemas: registry returned id %d for two different schemas", ss.ID)
 		}
 		c.topics[topic] = binding{k, ss.ID}
-		c.own[ss.ID] = &writerSchema{id: ss.ID, root: parsed[k].root, codec: parsed[k].codec}
+		c.own[ss.ID] = parsed[k]
 	}
 	return c, nil
 }
@@ -205,7 +205,7 @@ func encode[T any](c *Codec, topic string, k Kind, v *T, size func(*T) int, app 
 // or model; it does not otherwise validate it (see Request.Validate).
 // Errors about the message match ErrMalformed.
 func (c *Codec) DecodeRequest(ctx context.Context, b []byte) (*Request, error) {
-	return decode(c, ctx, b, KindRequest, (*conv).request, func(r *Request) error {
+	return decode(ctx, c, b, KindRequest, (*conv).request, func(r *Request) error {
 		return required("request_id", r.RequestID, "model", r.Model)
 	})
 }
@@ -213,7 +213,7 @@ func (c *Codec) DecodeRequest(ctx context.Context, b []byte) (*Request, error) {
 // DecodeResult decodes a result. It fails if the result has no request id or
 // status. Errors about the message match ErrMalformed.
 func (c *Codec) DecodeResult(ctx context.Context, b []byte) (*Result, error) {
-	return decode(c, ctx, b, KindResult, (*conv).result, func(r *Result) error {
+	return decode(ctx, c, b, KindResult, (*conv).result, func(r *Result) error {
 		return required("request_id", r.RequestID, "status", string(r.Status))
 	})
 }
@@ -221,7 +221,7 @@ func (c *Codec) DecodeResult(ctx context.Context, b []byte) (*Result, error) {
 // DecodeDeadLetter decodes a dead letter. It fails if the dead letter has no
 // reason. Errors about the message match ErrMalformed.
 func (c *Codec) DecodeDeadLetter(ctx context.Context, b []byte) (*DeadLetter, error) {
-	return decode(c, ctx, b, KindDeadLetter, (*conv).deadLetter, func(d *DeadLetter) error {
+	return decode(ctx, c, b, KindDeadLetter, (*conv).deadLetter, func(d *DeadLetter) error {
 		return required("reason", d.Reason)
 	})
 }
@@ -229,7 +229,7 @@ func (c *Codec) DecodeDeadLetter(ctx context.Context, b []byte) (*DeadLetter, er
 // DecodeStateEntry decodes a state entry. It fails if the entry has no key or
 // request id. Errors about the message match ErrMalformed.
 func (c *Codec) DecodeStateEntry(ctx context.Context, b []byte) (*StateEntry, error) {
-	return decode(c, ctx, b, KindStateEntry, (*conv).stateEntry, func(e *StateEntry) error {
+	return decode(ctx, c, b, KindStateEntry, (*conv).stateEntry, func(e *StateEntry) error {
 		return required("key", e.Key, "request_id", e.RequestID)
 	})
 }
@@ -244,7 +244,7 @@ func required(pairs ...string) error {
 	return nil
 }
 
-func decode[T any](c *Codec, ctx context.Context, b []byte, k Kind, conv2 func(*conv, rec) *T, check func(*T) error) (v *T, err error) {
+func decode[T any](ctx context.Context, c *Codec, b []byte, k Kind, mapTo func(*conv, rec) *T, check func(*T) error) (v *T, err error) {
 	// Nothing here should panic, but a stage must not die of a message:
 	// whatever slips through is one more malformed message.
 	defer func() {
@@ -257,7 +257,7 @@ func decode[T any](c *Codec, ctx context.Context, b []byte, k Kind, conv2 func(*
 		return nil, fmt.Errorf("schemas: decode %s: %w", k, err)
 	}
 	var cv conv
-	v = conv2(&cv, r)
+	v = mapTo(&cv, r)
 	if cv.err == nil {
 		cv.err = check(v)
 	}
@@ -327,7 +327,7 @@ func (c *Codec) writer(ctx context.Context, id int) (*writerSchema, error) {
 	case len(s.References) > 0:
 		err = malformedf("schema id %d uses schema references, which are not supported", id)
 	default:
-		w, err = parseWriter(id, s.Schema)
+		w, err = parseWriter(s.Schema)
 		if err != nil {
 			err = malformedf("schema id %d: %w", id, err)
 		}

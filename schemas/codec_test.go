@@ -403,3 +403,40 @@ func TestEveryKindDecodesOnlyItsOwn(t *testing.T) {
 		}
 	}
 }
+
+// Decoders are used from many goroutines; schemas looked up are shared.
+func TestConcurrentDecode(t *testing.T) {
+	enc, _ := newTestCodec(t)
+	msgs := [][]byte{clientRequestMessage(t)}
+	for _, m := range fixtures() {
+		if m.kind != KindRequest {
+			continue
+		}
+		b, err := m.encode(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, b)
+	}
+	c, err := NewCodec(context.Background(), newMemRegistry(), nil) // every id looked up
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			for i := range 50 {
+				if _, err := c.DecodeRequest(context.Background(), msgs[i%len(msgs)]); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

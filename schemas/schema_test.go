@@ -34,7 +34,7 @@ func TestSchemaContract(t *testing.T) {
 		"asyncinfer.Tensor.name": true, "asyncinfer.Tensor.datatype": true, "asyncinfer.Tensor.shape": true,
 		"asyncinfer.Result.request_id": true, "asyncinfer.Result.status": true,
 		"asyncinfer.DeadLetter.reason": true,
-		"asyncinfer.StateEntry.key": true, "asyncinfer.StateEntry.request_id": true,
+		"asyncinfer.StateEntry.key":    true, "asyncinfer.StateEntry.request_id": true,
 	}
 	snake := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 

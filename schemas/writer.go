@@ -17,15 +17,17 @@ import (
 // enough to map its output:
 //
 //   - goavro preallocates an array or map from the block count on the wire
-//     (make([]any, 0, count), up to MaxBlockCount = 2^31-1), so six bytes can
-//     ask for 32 GiB, and the runtime's out-of-memory is fatal, not a panic
-//     that recover could catch. scan walks the body first and bounds every
-//     count by the bytes left to hold it, so goavro never sees such a count.
+//     (make([]any, 0, count), up to MaxBlockCount = 2^31-1), so a few bytes
+//     can ask for 32 GiB, and the runtime's out-of-memory is fatal, not a
+//     panic that recover could catch. scan walks the body first and bounds
+//     every count by the bytes left to hold it, so goavro never sees such a
+//     count. (goavro's MaxBlockCount and MaxBlockSize are left alone: they
+//     are global to the process, and any limit low enough to be safe would
+//     refuse large tensors that the bytes-left bound accepts.)
 //   - goavro wraps union values as map[string]any{branch: value}, which a map
 //     or record value can look like too; the tree says which fields really are
 //     unions.
 type writerSchema struct {
-	id    int
 	root  *node
 	codec *goavro.Codec
 }
@@ -69,6 +71,13 @@ var primitives = map[string]kindOf{
 	"double":  tDouble,
 	"bytes":   tBytes,
 	"string":  tString,
+}
+
+// reserved are the names a named type may not have.
+var reserved = map[string]bool{
+	"null": true, "boolean": true, "int": true, "long": true, "float": true,
+	"double": true, "bytes": true, "string": true, "record": true, "error": true,
+	"enum": true, "array": true, "map": true, "fixed": true,
 }
 
 // stringNode is the type of map keys.
@@ -137,7 +146,7 @@ func (n *node) shortName() string {
 // dropped first: the bytes are those of the underlying type, and goavro would
 // otherwise hand back time.Time or *big.Rat where a client annotated, say,
 // created_at_ms as timestamp-millis.
-func parseWriter(id int, text string) (w *writerSchema, err error) {
+func parseWriter(text string) (w *writerSchema, err error) {
 	var doc any
 	if err := json.Unmarshal([]byte(text), &doc); err != nil {
 		return nil, fmt.Errorf("schema is not JSON: %w", err)
@@ -164,7 +173,7 @@ func parseWriter(id int, text string) (w *writerSchema, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return &writerSchema{id: id, root: root, codec: codec}, nil
+	return &writerSchema{root: root, codec: codec}, nil
 }
 
 func stripLogicalTypes(v any) any {
@@ -339,6 +348,11 @@ func (p *parser) define(m map[string]any, ens string, k kindOf) (*node, string, 
 		full = ns + "." + name
 	case ens != "":
 		full, ns = ens+"."+name, ens
+	}
+	// goavro looks a name up before it reads a keyword, so a type named
+	// "array" or "int" would mean one thing to goavro and another to us.
+	if reserved[full[strings.LastIndexByte(full, '.')+1:]] {
+		return nil, "", fmt.Errorf("type name %s is reserved", full)
 	}
 	if _, ok := p.named[full]; ok {
 		return nil, "", fmt.Errorf("type %s defined twice", full)

@@ -123,6 +123,9 @@ func TestParseWriter(t *testing.T) {
 		{"unnamed field", `{"type": "record", "name": "R", "fields": [{"type": "int"}]}`, "record R: field 0 has no name"},
 		{"repeated field", `{"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}, {"name": "a", "type": "int"}]}`, "two fields named a"},
 		{"type defined twice", `["null", {"type": "fixed", "name": "F", "size": 1}, {"type": "enum", "name": "F", "symbols": ["A"]}]`, "type F defined twice"},
+		{"type named like a keyword", `{"type": "record", "name": "a.array", "fields": [
+			{"name": "x", "type": {"type": "array", "items": "int"}}]}`, "type name a.array is reserved"},
+		{"type named like a primitive", `{"type": "fixed", "name": "int", "size": 1}`, "type name int is reserved"},
 		{"union in union", `["null", ["int"]]`, "union directly inside a union"},
 		{"repeated branch", `["int", "int"]`, "union has two branches of type int"},
 		{"empty union", `[]`, "empty union"},
@@ -142,7 +145,7 @@ func TestParseWriter(t *testing.T) {
 			{"name": "d", "type": {"type": "bytes", "logicalType": "decimal"}}]}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w, err := parseWriter(1, tc.schema)
+			w, err := parseWriter(tc.schema)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("want success, got %v", err)
@@ -156,7 +159,7 @@ func TestParseWriter(t *testing.T) {
 // Union branches are found by the names goavro gives them, so both must
 // agree on names however namespaces are written.
 func TestUnionBranchNames(t *testing.T) {
-	w, err := parseWriter(1, `{"type": "record", "name": "R", "namespace": "a.b", "fields": [
+	w, err := parseWriter(`{"type": "record", "name": "R", "namespace": "a.b", "fields": [
 		{"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["X"]}},
 		{"name": "f", "type": {"type": "fixed", "name": "c.F", "size": 1}},
 		{"name": "r", "type": {"type": "record", "name": "In", "namespace": "d", "fields": [

@@ -149,7 +149,17 @@ func (s *Stage) Revoked(_ string, p int32) {
 // Handle decides about one request.
 func (s *Stage) Handle(ctx context.Context, w *pipeline.Work) {
 	rec := w.Record
-	req, err := s.codec.DecodeRequest(ctx, rec.Value)
+	var req *schemas.Request
+	err := pipeline.Retry(ctx, func() (err error) {
+		req, err = s.codec.DecodeRequest(ctx, rec.Value)
+		return err
+	}, func(err error) bool { return !errors.Is(err, schemas.ErrMalformed) })
+	if err != nil && !errors.Is(err, schemas.ErrMalformed) {
+		// Not the bytes' fault (the registry is unreachable): stop rather
+		// than dead-letter good input; the restart re-delivers it.
+		s.r.Fail(fmt.Errorf("dedup: decode: %w", err))
+		return
+	}
 	if err != nil {
 		s.m.Decisions.WithLabelValues("undecodable").Inc()
 		dl, derr := w.DeadLetter("undecodable", err)

@@ -133,7 +133,17 @@ func (s *Stage) Revoked(_ string, p int32) {
 // Handle delivers one outcome.
 func (s *Stage) Handle(ctx context.Context, w *pipeline.Work) {
 	rec := w.Record
-	res, err := s.codec.DecodeResult(ctx, rec.Value)
+	var res *schemas.Result
+	err := pipeline.Retry(ctx, func() (err error) {
+		res, err = s.codec.DecodeResult(ctx, rec.Value)
+		return err
+	}, func(err error) bool { return !errors.Is(err, schemas.ErrMalformed) })
+	if err != nil && !errors.Is(err, schemas.ErrMalformed) {
+		// Not the bytes' fault (the registry is unreachable): stop rather
+		// than dead-letter good input; the restart re-delivers it.
+		s.r.Fail(fmt.Errorf("emit: decode: %w", err))
+		return
+	}
 	if err != nil {
 		dl, derr := w.DeadLetter("undecodable", err)
 		if derr != nil {

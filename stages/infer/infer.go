@@ -192,7 +192,17 @@ func (s *Stage) Run(ctx context.Context) error {
 
 // Handle queues the request for its model, or answers it at once.
 func (s *Stage) Handle(ctx context.Context, w *pipeline.Work) {
-	req, err := s.codec.DecodeRequest(ctx, w.Record.Value)
+	var req *schemas.Request
+	err := pipeline.Retry(ctx, func() (err error) {
+		req, err = s.codec.DecodeRequest(ctx, w.Record.Value)
+		return err
+	}, func(err error) bool { return !errors.Is(err, schemas.ErrMalformed) })
+	if err != nil && !errors.Is(err, schemas.ErrMalformed) {
+		// Not the bytes' fault (the registry is unreachable): stop rather
+		// than dead-letter good input; the restart re-delivers it.
+		s.r.Fail(fmt.Errorf("infer: decode: %w", err))
+		return
+	}
 	if err != nil {
 		// dedup let it through, so this is corruption or a foreign writer.
 		dl, derr := w.DeadLetter("undecodable", err)
