@@ -265,6 +265,26 @@ func TestPauses(t *testing.T) {
 			lastCalls: 1,
 		},
 		{
+			// The client keeps pauses of partitions it does not consume
+			// and would apply them at their next assignment.
+			name: "pause of an unassigned partition does not reach the client",
+			ops: []func(p *Pauses){
+				func(p *Pauses) { p.assign([]tp{a0}) },
+				func(p *Pauses) { p.Pause(PauseBreaker, "a", 1) },
+			},
+			want:      []want{{a0, false, nil}},
+			lastCalls: 0,
+		},
+		{
+			name: "resume of an unassigned partition does not reach the client",
+			ops: []func(p *Pauses){
+				func(p *Pauses) { p.Pause(PauseBreaker, "a", 1) },
+				func(p *Pauses) { p.Resume(PauseBreaker, "a", 1) },
+			},
+			want:      []want{{a1, false, nil}},
+			lastCalls: 0,
+		},
+		{
 			name: "resume of a reason never held is a no-op",
 			ops: []func(p *Pauses){
 				func(p *Pauses) { p.assign([]tp{a0}) },

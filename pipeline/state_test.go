@@ -263,12 +263,13 @@ func TestWindow(t *testing.T) {
 			name: "drop forgets one partition",
 			ops: func(w *testWindow) {
 				w.put(0, "k", "r0")
-				w.Stage(0, w.entry("s", "r0s"))
 				w.put(1, "k", "r1")
-				w.Drop(0)
+				w.Stage(1, w.entry("s", "r1s"))
+				w.put(2, "k", "r2")
+				w.Drop(1)
 			},
-			want:    []seen{{0, "k", ""}, {0, "s", ""}, {1, "k", "r1"}},
-			wantLen: 1,
+			want:    []seen{{0, "k", "r0"}, {1, "k", ""}, {1, "s", ""}, {2, "k", "r2"}},
+			wantLen: 2,
 		},
 		{
 			name: "partitions are independent",

@@ -25,10 +25,10 @@ func newCountingBreaker() *countingBreaker {
 	return cb
 }
 
-func (cb *countingBreaker) check(t *testing.T, step string, closed bool, opens, closes int) {
+func (cb *countingBreaker) check(t *testing.T, step string, wantClosed bool, opens, closes int) {
 	t.Helper()
-	if got := cb.isClosed(); got != closed {
-		t.Fatalf("%s: isClosed = %v, want %v", step, got, closed)
+	if got := cb.isClosed(); got != wantClosed {
+		t.Fatalf("%s: isClosed = %v, want %v", step, got, wantClosed)
 	}
 	if cb.opens != opens || cb.closes != closes {
 		t.Fatalf("%s: onOpen called %d times, onClose %d; want %d and %d", step, cb.opens, cb.closes, opens, closes)
@@ -50,7 +50,7 @@ func acquireAsync(ctx context.Context, b *breaker) <-chan acquired {
 	return ch
 }
 
-// blocked reports, once the bubble is idle, whether acquire has not returned.
+// acquireBlocked reports, once the bubble is idle, whether acquire has not returned.
 func acquireBlocked(ch <-chan acquired) bool {
 	synctest.Wait()
 	return len(ch) == 0

@@ -291,8 +291,8 @@ func TestQueueTakeCancelled(t *testing.T) {
 	}
 }
 
-// TestQueueWakesEveryIdleWorker: items pushed in a burst wake one worker
-// (the signal holds one token); what it leaves must wake the next.
+// TestQueueWakesEveryIdleWorker: a burst of items, one per idle worker, must
+// reach every worker, although the signal holds a single token.
 func TestQueueWakesEveryIdleWorker(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		q := newQueue(8)
