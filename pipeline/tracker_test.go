@@ -305,16 +305,6 @@ func TestTrackerInflight(t *testing.T) {
 	}
 }
 
-func TestTrackerEpoch(t *testing.T) {
-	tr := newTracker()
-	tr.assign(tpA)
-	tr.add(tpA, 1, 3)
-	tr.add(tpA, 2, 5)
-	if got := tr.epochOf(tpA); got != 5 {
-		t.Fatalf("epochOf = %d, want the latest added epoch 5", got)
-	}
-}
-
 // TestTrackerRandomOrder finishes many offsets in random order, adding them
 // in chunks meanwhile (so the pending slice is compacted and appended to in
 // every combination), and checks the mark against the model after each step.

@@ -52,7 +52,7 @@ func (c Config) Validate() error {
 	if c.Fixed < 0 || c.PerItem < 0 {
 		errs = append(errs, fmt.Errorf("cost a=%v c=%v must not be negative", c.Fixed, c.PerItem))
 	}
-	if c.ErrorRate < 0 || c.ErrorRate >= 1 {
+	if !(c.ErrorRate >= 0 && c.ErrorRate < 1) { // also NaN
 		errs = append(errs, fmt.Errorf("error rate %v must be in [0, 1)", c.ErrorRate))
 	}
 	for i, o := range c.Outages {

@@ -43,7 +43,7 @@ type ModelConfig struct {
 	MaxWait      time.Duration // longest wait for a fuller batch; 0: greedy
 	Timeout      time.Duration // per call; default 30s
 	Concurrency  int           // workers (parallel calls); default 1
-	MaxAttempts  int           // transient failures an item may see before it fails; default 5
+	MaxAttempts  int           // consecutive transient failures before an item fails; default 5
 	// Circuit breaker: consecutive transient failures that open it, and how
 	// long it stays open before a probe. Defaults 5 and 500ms.
 	BreakerThreshold int
@@ -276,6 +276,9 @@ func (s *Stage) run(ctx context.Context, sv *served, b []*item) {
 			}
 			s.m.Calls.WithLabelValues(name, "permanent").Inc()
 			sv.br.success(probe) // the model answered: it is up
+			for _, it := range b {
+				it.failures = 0 // the limit is on consecutive transient failures
+			}
 			if len(b) == 1 {
 				s.answer(b[0].w, b[0].req, &schemas.Result{Status: schemas.StatusFailed, ErrorCode: CodeInferenceFailed,
 					ErrorMessage: err.Error(), Attempt: b[0].attempt, BatchSize: 1}, took)
