@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -75,7 +76,12 @@ is visible: far fewer model calls than requests.`,
 			return nil
 		},
 	}
-	fs := cmd.Flags()
+	f.register(cmd.Flags())
+	return cmd
+}
+
+// register defines the demo's flags on fs.
+func (f *demoFlags) register(fs *pflag.FlagSet) {
 	f.pipelineFlags.register(fs)
 	fs.IntVar(&f.requests, "requests", 10000, "requests to produce (duplicates and malformed included)")
 	fs.Float64Var(&f.rate, "rate", 2000, "requests per second (0: as fast as possible)")
@@ -87,7 +93,6 @@ is visible: far fewer model calls than requests.`,
 	fs.DurationVar(&f.stall, "stall-timeout", 30*time.Second, "give up waiting for answers after this long without progress")
 	fs.BoolVar(&f.quiet, "quiet", false, "no live progress")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-	return cmd
 }
 
 func (f *demoFlags) validate() error {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"testing"
-	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -15,16 +14,9 @@ func testDemoFlags(t *testing.T, args ...string) *demoFlags {
 	t.Helper()
 	f := &demoFlags{}
 	fs := pflag.NewFlagSet("demo", pflag.ContinueOnError)
-	f.pipelineFlags.register(fs)
-	fs.IntVar(&f.requests, "requests", 2000, "")
-	fs.Float64Var(&f.rate, "rate", 0, "")
-	fs.Float64Var(&f.duplicates, "duplicates", 0, "")
-	fs.Float64Var(&f.malformed, "malformed", 0, "")
-	fs.Float64Var(&f.poison, "poison-items", 0, "")
-	fs.StringVar(&f.dataDir, "data-dir", "", "")
-	fs.StringVar(&f.format, "report", "json", "")
-	fs.DurationVar(&f.stall, "stall-timeout", 20*time.Second, "")
-	fs.StringVar(&f.logLevel, "log-level", "error", "")
+	f.register(fs)
+	// Tests run as fast as possible and print JSON, quietly.
+	args = append([]string{"--rate", "0", "--report", "json", "--log-level", "error", "--stall-timeout", "20s", "--requests", "2000"}, args...)
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
