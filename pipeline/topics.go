@@ -1,5 +1,7 @@
 package pipeline
 
+import "github.com/asyncinfer/asyncinfer/schemas"
+
 // DefaultTopicPrefix is prepended to every topic name.
 const DefaultTopicPrefix = "asyncinfer."
 
@@ -40,4 +42,22 @@ func (t Topics) Internal(name string) bool {
 		return true
 	}
 	return false
+}
+
+// Kinds binds each topic of the deployment, and each reply topic, to the kind
+// of message it carries, as a codec takes it.
+func (t Topics) Kinds(replyTopics ...string) map[string]schemas.Kind {
+	m := map[string]schemas.Kind{
+		t.Requests:   schemas.KindRequest,
+		t.Accepted:   schemas.KindRequest,
+		t.Outcomes:   schemas.KindResult,
+		t.Results:    schemas.KindResult,
+		t.DLQ:        schemas.KindDeadLetter,
+		t.DedupState: schemas.KindStateEntry,
+		t.EmittedIDs: schemas.KindStateEntry,
+	}
+	for _, r := range replyTopics {
+		m[r] = schemas.KindResult
+	}
+	return m
 }

@@ -2,36 +2,23 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/asyncinfer/asyncinfer/connectors/sim"
+	"github.com/asyncinfer/asyncinfer/internal/stack"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
-	"github.com/asyncinfer/asyncinfer/stages/dedup"
-	"github.com/asyncinfer/asyncinfer/stages/emit"
 	"github.com/asyncinfer/asyncinfer/stages/infer"
 )
-
-// Stage names, as --stages takes them.
-const (
-	stageDedup = "dedup"
-	stageInfer = "infer"
-	stageEmit  = "emit"
-)
-
-var allStages = []string{stageDedup, stageInfer, stageEmit}
 
 // pipelineFlags are the settings shared by run and demo.
 type pipelineFlags struct {
@@ -130,47 +117,13 @@ func (f *pipelineFlags) newModel() (*sim.Model, error) {
 	return sim.New(sim.Config{Fixed: a, PerItem: c, Spin: f.modelSpin, ErrorRate: f.errorRate, Outages: outages})
 }
 
-// parseStages validates --stages.
-func parseStages(s []string) ([]string, error) {
-	seen := map[string]bool{}
-	var out []string
-	for _, st := range s {
-		st = strings.TrimSpace(st)
-		switch st {
-		case stageDedup, stageInfer, stageEmit:
-		default:
-			return nil, fmt.Errorf("--stages: unknown stage %q (want some of %s)", st, strings.Join(allStages, ","))
-		}
-		if !seen[st] {
-			seen[st] = true
-			out = append(out, st)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("--stages: no stage given")
-	}
-	return out, nil
-}
-
 // newCodec binds every topic the process writes or reads.
 func newCodec(ctx context.Context, registryURL string, t pipeline.Topics, replyTopics []string) (*schemas.Codec, error) {
 	cl, err := sr.NewClient(sr.URLs(registryURL))
 	if err != nil {
 		return nil, fmt.Errorf("schema registry %s: %w", registryURL, err)
 	}
-	bind := map[string]schemas.Kind{
-		t.Requests:   schemas.KindRequest,
-		t.Accepted:   schemas.KindRequest,
-		t.Outcomes:   schemas.KindResult,
-		t.Results:    schemas.KindResult,
-		t.DLQ:        schemas.KindDeadLetter,
-		t.DedupState: schemas.KindStateEntry,
-		t.EmittedIDs: schemas.KindStateEntry,
-	}
-	for _, r := range replyTopics {
-		bind[r] = schemas.KindResult
-	}
-	c, err := schemas.NewCodec(ctx, cl, bind)
+	c, err := schemas.NewCodec(ctx, cl, t.Kinds(replyTopics...))
 	if err != nil {
 		return nil, fmt.Errorf("schema registry %s: %w", registryURL, err)
 	}
@@ -197,114 +150,21 @@ func createTopics(ctx context.Context, brokers []string, f *pipelineFlags, repli
 	return nil
 }
 
-// stageSet is the runners of one process.
-type stageSet struct {
-	runners []*pipeline.Runner
-	names   []string
-	dedup   *dedup.Stage
-	emit    *emit.Stage
-	infer   *infer.Stage
-}
-
-type metricSet struct {
-	pipe  *pipeline.Metrics
-	dedup *dedup.Metrics
-	infer *infer.Metrics
-	emit  *emit.Metrics
-}
-
-func newMetricSet(reg prometheus.Registerer) *metricSet {
-	return &metricSet{
-		pipe:  pipeline.NewMetrics(reg),
-		dedup: dedup.NewMetrics(reg),
-		infer: infer.NewMetrics(reg),
-		emit:  emit.NewMetrics(reg),
+// stackOptions are the stack's options from the flags.
+func (f *pipelineFlags) stackOptions(brokers []string, model infer.Model, ms *stack.Metrics, log *slog.Logger) stack.Options {
+	return stack.Options{
+		Conn:            []kgo.Opt{kgo.SeedBrokers(brokers...)},
+		Prefix:          f.prefix,
+		InstanceID:      f.instanceID,
+		MaxInflight:     f.maxInflight,
+		Linger:          f.linger,
+		DedupWindow:     f.window,
+		ReplyTopics:     f.replyTopics,
+		CopyFailedToDLQ: f.copyFailed,
+		Models: []infer.ModelConfig{{
+			Name: f.model, Backend: model, MaxBatch: f.maxBatch, MaxWait: f.maxWait, Concurrency: f.concurrency,
+		}},
+		Metrics: ms,
+		Logger:  log,
 	}
-}
-
-// buildStages creates the runners of the given stages.
-func buildStages(brokers []string, f *pipelineFlags, codec *schemas.Codec, model infer.Model, names []string,
-	ms *metricSet, log *slog.Logger) (*stageSet, error) {
-	t := f.topics()
-	common := []pipeline.Option{
-		pipeline.ConnOpts(kgo.SeedBrokers(brokers...)),
-		pipeline.MaxInFlight(f.maxInflight),
-		pipeline.ProducerLinger(f.linger),
-		pipeline.DeadLetters(t.DLQ, pipeline.NewDeadLetterEncoder(codec, t.DLQ)),
-		pipeline.WithLogger(log),
-		pipeline.WithMetrics(ms.pipe),
-	}
-	set := &stageSet{}
-	for _, name := range names {
-		opts := append([]pipeline.Option(nil), common...)
-		if f.instanceID != "" {
-			opts = append(opts, pipeline.InstanceID(f.instanceID+"-"+name))
-		}
-		var (
-			h     pipeline.Handler
-			input string
-			group = f.prefix + name
-			err   error
-		)
-		switch name {
-		case stageDedup:
-			set.dedup, err = dedup.New(dedup.Config{Topics: t, Window: f.window}, codec, ms.dedup)
-			h, input = set.dedup, t.Requests
-			opts = append(opts, pipeline.ManualPartitions(t.DedupState))
-		case stageInfer:
-			set.infer, err = infer.New(t, codec, []infer.ModelConfig{{
-				Name: f.model, Backend: model, MaxBatch: f.maxBatch, MaxWait: f.maxWait, Concurrency: f.concurrency,
-			}}, f.maxInflight, ms.infer)
-			h, input = set.infer, t.Accepted
-		case stageEmit:
-			set.emit, err = emit.New(emit.Config{Topics: t, ReplyTopics: f.replyTopics, Window: f.window,
-				CopyFailedToDLQ: f.copyFailed}, codec, ms.emit)
-			h, input = set.emit, t.Outcomes
-			opts = append(opts, pipeline.ManualPartitions(t.EmittedIDs))
-		}
-		if err != nil {
-			return nil, err
-		}
-		r, err := pipeline.New(name, group, []string{input}, h, opts...)
-		if err != nil {
-			return nil, err
-		}
-		set.runners = append(set.runners, r)
-		set.names = append(set.names, name)
-	}
-	return set, nil
-}
-
-// run runs every runner until ctx is done; the first failure stops them all.
-func (s *stageSet) run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	for i, r := range s.runners {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := r.Run(ctx); err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("%s: %w", s.names[i], err))
-				mu.Unlock()
-				cancel()
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// groups are the consumer groups of the stages, in pipeline order.
-func groups(prefix string) []string {
-	out := make([]string, len(allStages))
-	for i, s := range allStages {
-		out[i] = prefix + s
-	}
-	return out
 }

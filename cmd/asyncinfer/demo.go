@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/asyncinfer/asyncinfer/connectors/sim"
+	"github.com/asyncinfer/asyncinfer/internal/stack"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
 )
@@ -170,14 +171,14 @@ func runDemo(ctx context.Context, f *demoFlags, progress io.Writer) (report, err
 	if err != nil {
 		return report{}, err
 	}
-	set, err := buildStages(brokers, &f.pipelineFlags, codec, model, allStages, newMetricSet(prometheus.NewRegistry()), log)
+	set, err := stack.Build(f.stackOptions(brokers, model, stack.NewMetrics(prometheus.NewRegistry()), log), codec, stack.All)
 	if err != nil {
 		return report{}, err
 	}
 	stagesCtx, stopStages := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStages()
 	stagesErr := make(chan error, 1)
-	go func() { stagesErr <- set.run(stagesCtx) }()
+	go func() { stagesErr <- set.Run(stagesCtx) }()
 
 	w := &watcher{answered: map[string]bool{}, byStatus: map[schemas.Status]int{}}
 	watchCtx, stopWatch := context.WithCancel(ctx)
@@ -397,7 +398,7 @@ func generate(ctx context.Context, brokers []string, codec *schemas.Codec, topic
 
 // lagLine is the records each stage group has not consumed yet.
 func lagLine(ctx context.Context, adm *kadm.Client, prefix string) string {
-	gs := groups(prefix)
+	gs := stack.Groups(prefix)
 	lags, err := adm.Lag(ctx, gs...)
 	if err != nil {
 		return "?"
@@ -405,7 +406,7 @@ func lagLine(ctx context.Context, adm *kadm.Client, prefix string) string {
 	out := ""
 	for i, g := range gs {
 		l := lags[g]
-		out += fmt.Sprintf("%s=%d ", allStages[i], l.Lag.Total())
+		out += fmt.Sprintf("%s=%d ", stack.All[i], l.Lag.Total())
 	}
 	return out
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+
+	"github.com/asyncinfer/asyncinfer/internal/stack"
 )
 
 func newRunCmd() *cobra.Command {
@@ -38,7 +40,7 @@ in as many processes as the topics have partitions.`,
   asyncinfer run --brokers kafka-1:9092 --registry http://registry:8081 --stages infer --instance-id infer-0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			names, err := parseStages(stages)
+			names, err := stack.ParseStages(stages)
 			if err != nil {
 				return err
 			}
@@ -49,7 +51,7 @@ in as many processes as the topics have partitions.`,
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 			ctx := cmd.Context()
 			if len(brokers) == 0 {
-				if len(names) != len(allStages) {
+				if len(names) != len(stack.All) {
 					return errors.New("--stages without --brokers: the embedded broker lives in this process, so every stage must run here; give --brokers to run a subset")
 				}
 				e, err := startEmbedded(dataDir)
@@ -75,19 +77,19 @@ in as many processes as the topics have partitions.`,
 			if err != nil {
 				return err
 			}
-			set, err := buildStages(brokers, f, codec, model, names, newMetricSet(prometheus.DefaultRegisterer), log)
+			set, err := stack.Build(f.stackOptions(brokers, model, stack.NewMetrics(prometheus.DefaultRegisterer), log), codec, names)
 			if err != nil {
 				return err
 			}
 			log.Info("running", "stages", names, "brokers", brokers)
-			return set.run(ctx)
+			return set.Run(ctx)
 		},
 	}
 	fs := cmd.Flags()
 	f.register(fs)
 	fs.StringSliceVar(&brokers, "brokers", nil, "seed brokers (none: embedded broker, all stages)")
 	fs.StringVar(&registry, "registry", "", "schema registry URL (required with --brokers)")
-	fs.StringSliceVar(&stages, "stages", allStages, "stages to run: dedup, infer, emit")
+	fs.StringSliceVar(&stages, "stages", stack.All, "stages to run: dedup, infer, emit")
 	fs.BoolVar(&create, "create-topics", true, "create missing topics at start")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&dataDir, "data-dir", "", "embedded broker only: keep its data here")

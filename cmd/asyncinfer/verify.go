@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/asyncinfer/asyncinfer/internal/stack"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 )
 
@@ -114,7 +115,7 @@ func verify(ctx context.Context, brokers []string, registry, prefix string, repl
 	if err != nil {
 		return report{}, err
 	}
-	settled, err := groupsSettled(ctx, brokers, groups(prefix))
+	settled, err := groupsSettled(ctx, brokers, stack.Groups(prefix))
 	if err != nil {
 		return report{}, err
 	}

@@ -50,16 +50,7 @@ func New(t testing.TB, partitions int32, replyTopics ...string) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tt := e.Topics
-	bind := map[string]schemas.Kind{
-		tt.Requests: schemas.KindRequest, tt.Accepted: schemas.KindRequest, tt.Outcomes: schemas.KindResult,
-		tt.Results: schemas.KindResult, tt.DLQ: schemas.KindDeadLetter, tt.DedupState: schemas.KindStateEntry,
-		tt.EmittedIDs: schemas.KindStateEntry,
-	}
-	for _, r := range replyTopics {
-		bind[r] = schemas.KindResult
-	}
-	e.Codec, err = schemas.NewCodec(ctx, src, bind)
+	e.Codec, err = schemas.NewCodec(ctx, src, e.Topics.Kinds(replyTopics...))
 	if err != nil {
 		t.Fatal(err)
 	}
