@@ -1,0 +1,169 @@
+// Package config is asyncinfer's configuration: one struct, filled from
+// defaults, then a YAML file, then ASYNCINFER_* environment variables, then
+// flags (each later source wins), and validated with errors that name the
+// field. The struct is also the source of the configuration reference
+// (Reference), so the documentation cannot drift from the code.
+//
+// Every setting has a dotted path (kafka.sasl.username), an environment
+// variable (ASYNCINFER_KAFKA_SASL_USERNAME) and a flag (--kafka-sasl-username).
+// Models are a list, set in the file only.
+package config
+
+import (
+	"time"
+)
+
+// Config is everything one asyncinfer process is told.
+type Config struct {
+	Kafka    Kafka    `yaml:"kafka"`
+	Registry Registry `yaml:"registry"`
+	Topics   Topics   `yaml:"topics"`
+
+	Stages     []string `yaml:"stages" doc:"stages this process runs: some of dedup, infer, emit"`
+	InstanceID string   `yaml:"instance_id" doc:"stable identity of this process across restarts: static group membership (KIP-345), later the transactional id; empty: dynamic membership"`
+	AdminAddr  string   `yaml:"admin_addr" doc:"listen address of the admin HTTP server (/metrics, /healthz, /readyz, status page); :0 picks a free port; empty: no server"`
+	LogLevel   string   `yaml:"log_level" doc:"debug, info, warn or error"`
+	DataDir    string   `yaml:"data_dir" doc:"embedded broker only: keep its data and registry here"`
+
+	Runner Runner `yaml:"runner"`
+	Dedup  Dedup  `yaml:"dedup"`
+	Emit   Emit   `yaml:"emit"`
+
+	Models []Model `yaml:"models" doc:"the models served; requests naming any other model get FAILED with error_code UNKNOWN_MODEL"`
+}
+
+// Kafka is how to reach the cluster.
+type Kafka struct {
+	Brokers  []string `yaml:"brokers" doc:"seed brokers host:port; empty: the embedded broker (every stage in this process)"`
+	ClientID string   `yaml:"client_id" doc:"Kafka client id (shows in broker logs and quotas)"`
+	TLS      TLS      `yaml:"tls"`
+	SASL     SASL     `yaml:"sasl"`
+}
+
+// TLS is a client's TLS setup.
+type TLS struct {
+	Enabled            bool   `yaml:"enabled" doc:"connect with TLS"`
+	CAFile             string `yaml:"ca_file" doc:"PEM CA bundle to verify the server; empty: the system's roots"`
+	CertFile           string `yaml:"cert_file" doc:"PEM client certificate (mutual TLS)"`
+	KeyFile            string `yaml:"key_file" doc:"PEM private key of cert_file"`
+	ServerName         string `yaml:"server_name" doc:"name to verify in the server's certificate; empty: the host dialled"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" doc:"do not verify the server's certificate (testing only)"`
+}
+
+// SASL is how the client authenticates to Kafka.
+type SASL struct {
+	Mechanism string `yaml:"mechanism" doc:"PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER; empty: no SASL"`
+	Username  string `yaml:"username" doc:"PLAIN and SCRAM user"`
+	Password  string `yaml:"password" secret:"true" doc:"PLAIN and SCRAM password"`
+	Token     string `yaml:"token" secret:"true" doc:"OAUTHBEARER token"`
+	TokenFile string `yaml:"token_file" doc:"OAUTHBEARER: read the token from this file at every authentication (rotated tokens)"`
+}
+
+// Registry is how to reach the schema registry.
+type Registry struct {
+	URL         string `yaml:"url" doc:"Confluent-compatible schema registry URL; required with kafka.brokers"`
+	Username    string `yaml:"username" doc:"basic auth user"`
+	Password    string `yaml:"password" secret:"true" doc:"basic auth password"`
+	BearerToken string `yaml:"bearer_token" secret:"true" doc:"bearer token (instead of basic auth)"`
+	TLS         TLS    `yaml:"tls"`
+}
+
+// Topics is the deployment's topic layout.
+type Topics struct {
+	Prefix                string        `yaml:"prefix" doc:"prefix of every topic and consumer group name"`
+	Partitions            int32         `yaml:"partitions" doc:"partitions of each topic the pipeline creates (requests and dedup-state, outcomes and emitted-ids must match)"`
+	ReplicationFactor     int16         `yaml:"replication_factor" doc:"replication factor of created topics; -1: the broker's default"`
+	Create                bool          `yaml:"create" doc:"create missing topics at start"`
+	Retention             time.Duration `yaml:"retention" doc:"retention.ms of the data topics; 0: the broker's default"`
+	MaxMessageBytes       int32         `yaml:"max_message_bytes" doc:"max.message.bytes of the data topics"`
+	DLQMaxMessageBytes    int32         `yaml:"dlq_max_message_bytes" doc:"max.message.bytes of the dlq topic (a dead letter carries its source record)"`
+}
+
+// Runner is how every stage consumes and commits.
+type Runner struct {
+	MaxInflight    int           `yaml:"max_inflight" doc:"records a stage holds unfinished before it pauses its input"`
+	ProducerLinger time.Duration `yaml:"producer_linger" doc:"how long producers wait to fill a batch (franz-go's 10ms default would add 10ms per hop)"`
+}
+
+// Dedup is the dedup stage.
+type Dedup struct {
+	Window time.Duration `yaml:"window" doc:"how long an idempotency key is remembered"`
+}
+
+// Emit is the emit stage.
+type Emit struct {
+	ReplyTopics []string      `yaml:"reply_topics" doc:"topics a request may name as reply_topic, besides the results topic"`
+	Window      time.Duration `yaml:"window" doc:"how long emitted request ids are remembered, so a re-delivered outcome is not emitted twice"`
+	DLQFailed   bool          `yaml:"dlq_failed" doc:"also copy FAILED results to the dlq topic, marked answered"`
+}
+
+// Model is how one model is served.
+type Model struct {
+	Name             string        `yaml:"name" doc:"the model name requests carry"`
+	Backend          string        `yaml:"backend" doc:"model backend: sim (the simulated model; HTTP backends plug in here)"`
+	MaxBatchItems    int           `yaml:"max_batch_items" doc:"most requests per model call"`
+	MaxBatchBytes    int           `yaml:"max_batch_bytes" doc:"most bytes of encoded requests per model call"`
+	MaxWait          time.Duration `yaml:"max_wait" doc:"longest wait for a fuller batch; 0: greedy (a free worker takes what is queued)"`
+	Timeout          time.Duration `yaml:"timeout" doc:"per model call"`
+	Concurrency      int           `yaml:"concurrency" doc:"parallel model calls (workers)"`
+	LatencyObjective time.Duration `yaml:"latency_objective" doc:"end-to-end objective: a request not inferred within it of its created_at is answered EXPIRED (reason objective_passed); 0: none"`
+	Deterministic    bool          `yaml:"deterministic" doc:"the model gives the same output for the same input; at-least-once repeats are then identical even past emit's window"`
+	MaxAttempts      int           `yaml:"max_attempts" doc:"consecutive transient failures before an item fails"`
+	BreakerThreshold int           `yaml:"breaker_threshold" doc:"consecutive transient failures that open the circuit (the input pauses)"`
+	BreakerCooldown  time.Duration `yaml:"breaker_cooldown" doc:"how long the circuit stays open before a probe"`
+	Sim              Sim           `yaml:"sim"`
+}
+
+// Sim is the simulated model: a call of b items costs fixed + per_item*b.
+type Sim struct {
+	Fixed     time.Duration `yaml:"fixed" doc:"cost of a call, whatever its size"`
+	PerItem   time.Duration `yaml:"per_item" doc:"cost of each item of a call"`
+	Spin      bool          `yaml:"spin" doc:"burn CPU for the cost instead of sleeping"`
+	ErrorRate float64       `yaml:"error_rate" doc:"fraction of calls that fail transiently"`
+	Outage    string        `yaml:"outage" doc:"D@T: unavailable for D, starting T after the start (e.g. 2s@5s)"`
+}
+
+// Defaults is the configuration before any source is read.
+func Defaults() Config {
+	return Config{
+		Kafka:  Kafka{ClientID: "asyncinfer"},
+		Topics: Topics{Prefix: "asyncinfer.", Partitions: 4, ReplicationFactor: -1, Create: true, Retention: 7 * 24 * time.Hour,
+			MaxMessageBytes: 1 << 20, DLQMaxMessageBytes: 8 << 20},
+		Stages:    []string{"dedup", "infer", "emit"},
+		AdminAddr: "127.0.0.1:9464",
+		LogLevel:  "info",
+		Runner:    Runner{MaxInflight: 2048},
+		Dedup:     Dedup{Window: 10 * time.Minute},
+		Emit:      Emit{Window: 10 * time.Minute},
+	}
+}
+
+// ModelDefaults fills the unset fields of a model.
+func ModelDefaults(m Model) Model {
+	if m.Backend == "" {
+		m.Backend = "sim"
+	}
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&m.MaxBatchItems, 64)
+	def(&m.MaxBatchBytes, 900<<10)
+	def(&m.Concurrency, 1)
+	def(&m.MaxAttempts, 5)
+	def(&m.BreakerThreshold, 5)
+	if m.Timeout == 0 {
+		m.Timeout = 30 * time.Second
+	}
+	if m.BreakerCooldown == 0 {
+		m.BreakerCooldown = 500 * time.Millisecond
+	}
+	if m.Backend == "sim" && m.Sim.Fixed == 0 && m.Sim.PerItem == 0 {
+		m.Sim.Fixed, m.Sim.PerItem = 5*time.Millisecond, 250*time.Microsecond
+	}
+	return m
+}
+
+// DefaultModel is served when the configuration names none.
+var DefaultModel = Model{Name: "sim", Deterministic: true}

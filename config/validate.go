@@ -1,0 +1,193 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Stage names a process may run.
+var stageNames = []string{"dedup", "infer", "emit"}
+
+// Validate checks the configuration; every error names the field's path.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, a...)))
+	}
+	for _, b := range c.Kafka.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			bad("kafka.brokers", "%q is not host:port", b)
+		}
+	}
+	c.Kafka.TLS.validate("kafka.tls", bad)
+	c.Registry.TLS.validate("registry.tls", bad)
+	s := c.Kafka.SASL
+	switch strings.ToUpper(s.Mechanism) {
+	case "":
+		if s.Username != "" || s.Password != "" || s.Token != "" || s.TokenFile != "" {
+			bad("kafka.sasl.mechanism", "credentials are set but no mechanism (want PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)")
+		}
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		if s.Username == "" || s.Password == "" {
+			bad("kafka.sasl", "%s needs username and password", s.Mechanism)
+		}
+	case "OAUTHBEARER":
+		if (s.Token == "") == (s.TokenFile == "") {
+			bad("kafka.sasl", "OAUTHBEARER needs exactly one of token and token_file")
+		}
+	default:
+		bad("kafka.sasl.mechanism", "%q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER", s.Mechanism)
+	}
+	if len(c.Kafka.Brokers) > 0 && c.Registry.URL == "" {
+		bad("registry.url", "required with kafka.brokers: messages are Avro with schema ids from a registry")
+	}
+	if c.Registry.URL != "" {
+		if u, err := url.Parse(c.Registry.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("registry.url", "%q is not an http(s) URL", c.Registry.URL)
+		}
+	}
+	if c.Registry.BearerToken != "" && (c.Registry.Username != "" || c.Registry.Password != "") {
+		bad("registry", "set basic auth (username, password) or bearer_token, not both")
+	}
+	if (c.Registry.Username == "") != (c.Registry.Password == "") {
+		bad("registry", "basic auth needs both username and password")
+	}
+	t := c.Topics
+	if t.Prefix == "" {
+		bad("topics.prefix", "empty (topics would collide with everything else on the cluster)")
+	}
+	if t.Partitions < 1 {
+		bad("topics.partitions", "%d: want at least 1", t.Partitions)
+	}
+	if t.ReplicationFactor == 0 || t.ReplicationFactor < -1 {
+		bad("topics.replication_factor", "%d: want -1 (broker default) or at least 1", t.ReplicationFactor)
+	}
+	if t.Retention < 0 {
+		bad("topics.retention", "negative")
+	}
+	if t.MaxMessageBytes < 1024 {
+		bad("topics.max_message_bytes", "%d: want at least 1024", t.MaxMessageBytes)
+	}
+	if t.DLQMaxMessageBytes < t.MaxMessageBytes {
+		bad("topics.dlq_max_message_bytes", "%d is below topics.max_message_bytes %d: a dead letter carries its source record", t.DLQMaxMessageBytes, t.MaxMessageBytes)
+	}
+	if len(c.Stages) == 0 {
+		bad("stages", "no stage given (want some of %s)", strings.Join(stageNames, ", "))
+	}
+	for _, st := range c.Stages {
+		if !slices.Contains(stageNames, st) {
+			bad("stages", "unknown stage %q (want some of %s)", st, strings.Join(stageNames, ", "))
+		}
+	}
+	if c.AdminAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			bad("admin_addr", "%q is not host:port (:0 picks a free port)", c.AdminAddr)
+		}
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		bad("log_level", "%q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.Runner.MaxInflight < 1 {
+		bad("runner.max_inflight", "%d: want at least 1", c.Runner.MaxInflight)
+	}
+	if c.Runner.ProducerLinger < 0 {
+		bad("runner.producer_linger", "negative")
+	}
+	if c.Dedup.Window <= 0 {
+		bad("dedup.window", "want a positive duration")
+	}
+	if c.Emit.Window <= 0 {
+		bad("emit.window", "want a positive duration")
+	}
+	for _, r := range c.Emit.ReplyTopics {
+		if strings.HasPrefix(r, t.Prefix) && r != t.Prefix+"results" {
+			bad("emit.reply_topics", "%q starts with the pipeline's prefix %q: reply topics may not be internal topics", r, t.Prefix)
+		}
+	}
+	names := map[string]bool{}
+	for i, m := range c.Models {
+		p := fmt.Sprintf("models[%d]", i)
+		if m.Name == "" {
+			bad(p+".name", "required")
+		} else if names[m.Name] {
+			bad(p+".name", "%q configured twice", m.Name)
+		}
+		names[m.Name] = true
+		m.validate(p, bad)
+	}
+	return errors.Join(errs...)
+}
+
+func (m Model) validate(p string, bad func(path, format string, a ...any)) {
+	if m.Backend != "" && m.Backend != "sim" {
+		bad(p+".backend", "%q: the only backend so far is sim", m.Backend)
+	}
+	nonNeg := func(name string, v int) {
+		if v < 0 {
+			bad(p+"."+name, "%d: negative", v)
+		}
+	}
+	nonNeg("max_batch_items", m.MaxBatchItems)
+	nonNeg("max_batch_bytes", m.MaxBatchBytes)
+	nonNeg("concurrency", m.Concurrency)
+	nonNeg("max_attempts", m.MaxAttempts)
+	nonNeg("breaker_threshold", m.BreakerThreshold)
+	for name, d := range map[string]time.Duration{"max_wait": m.MaxWait, "timeout": m.Timeout,
+		"latency_objective": m.LatencyObjective, "breaker_cooldown": m.BreakerCooldown,
+		"sim.fixed": m.Sim.Fixed, "sim.per_item": m.Sim.PerItem} {
+		if d < 0 {
+			bad(p+"."+name, "negative")
+		}
+	}
+	if m.LatencyObjective > 0 && m.MaxWait >= m.LatencyObjective {
+		bad(p+".max_wait", "%v is not below latency_objective %v: every waiting batch would miss it", m.MaxWait, m.LatencyObjective)
+	}
+	if m.Sim.ErrorRate < 0 || m.Sim.ErrorRate > 1 || m.Sim.ErrorRate != m.Sim.ErrorRate {
+		bad(p+".sim.error_rate", "%v: want a fraction in [0, 1]", m.Sim.ErrorRate)
+	}
+	if _, err := ParseOutage(m.Sim.Outage); err != nil {
+		bad(p+".sim.outage", "%v", err)
+	}
+}
+
+func (t TLS) validate(p string, bad func(path, format string, a ...any)) {
+	if !t.Enabled {
+		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify {
+			bad(p+".enabled", "TLS files or options are set but enabled is false")
+		}
+		return
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad(p, "cert_file and key_file go together (mutual TLS)")
+	}
+}
+
+// Outage is a model outage window, relative to the start.
+type Outage struct{ Start, Duration time.Duration }
+
+// ParseOutage parses D@T ("" is none).
+func ParseOutage(s string) (*Outage, error) {
+	if s == "" {
+		return nil, nil
+	}
+	d, t, ok := strings.Cut(s, "@")
+	if !ok {
+		return nil, fmt.Errorf("%q: want D@T (e.g. 2s@5s)", s)
+	}
+	dur, err := time.ParseDuration(d)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", s, err)
+	}
+	at, err := time.ParseDuration(t)
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", s, err)
+	}
+	return &Outage{Start: at, Duration: dur}, nil
+}
