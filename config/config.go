@@ -70,13 +70,13 @@ type Registry struct {
 
 // Topics is the deployment's topic layout.
 type Topics struct {
-	Prefix                string        `yaml:"prefix" doc:"prefix of every topic and consumer group name"`
-	Partitions            int32         `yaml:"partitions" doc:"partitions of each topic the pipeline creates (requests and dedup-state, outcomes and emitted-ids must match)"`
-	ReplicationFactor     int16         `yaml:"replication_factor" doc:"replication factor of created topics; -1: the broker's default"`
-	Create                bool          `yaml:"create" doc:"create missing topics at start"`
-	Retention             time.Duration `yaml:"retention" doc:"retention.ms of the data topics; 0: the broker's default"`
-	MaxMessageBytes       int32         `yaml:"max_message_bytes" doc:"max.message.bytes of the data topics"`
-	DLQMaxMessageBytes    int32         `yaml:"dlq_max_message_bytes" doc:"max.message.bytes of the dlq topic (a dead letter carries its source record)"`
+	Prefix             string        `yaml:"prefix" doc:"prefix of every topic and consumer group name"`
+	Partitions         int32         `yaml:"partitions" doc:"partitions of each topic the pipeline creates (requests and dedup-state, outcomes and emitted-ids must match)"`
+	ReplicationFactor  int16         `yaml:"replication_factor" doc:"replication factor of created topics; -1: the broker's default"`
+	Create             bool          `yaml:"create" doc:"create missing topics at start"`
+	Retention          time.Duration `yaml:"retention" doc:"retention.ms of the data topics; 0: the broker's default"`
+	MaxMessageBytes    int32         `yaml:"max_message_bytes" doc:"max.message.bytes of the data topics"`
+	DLQMaxMessageBytes int32         `yaml:"dlq_max_message_bytes" doc:"max.message.bytes of the dlq topic (a dead letter carries its source record)"`
 }
 
 // Runner is how every stage consumes and commits.
@@ -126,7 +126,7 @@ type Sim struct {
 // Defaults is the configuration before any source is read.
 func Defaults() Config {
 	return Config{
-		Kafka:  Kafka{ClientID: "asyncinfer"},
+		Kafka: Kafka{ClientID: "asyncinfer"},
 		Topics: Topics{Prefix: "asyncinfer.", Partitions: 4, ReplicationFactor: -1, Create: true, Retention: 7 * 24 * time.Hour,
 			MaxMessageBytes: 1 << 20, DLQMaxMessageBytes: 8 << 20},
 		Stages:    []string{"dedup", "infer", "emit"},

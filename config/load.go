@@ -178,10 +178,10 @@ type Flags struct {
 
 // Aliases are the short flag names of the common settings.
 var Aliases = map[string]string{
-	"brokers":     "kafka.brokers",
-	"registry":    "registry.url",
+	"brokers":      "kafka.brokers",
+	"registry":     "registry.url",
 	"topic-prefix": "topics.prefix",
-	"partitions":  "topics.partitions",
+	"partitions":   "topics.partitions",
 	"reply-topics": "emit.reply_topics",
 	"max-inflight": "runner.max_inflight",
 }
