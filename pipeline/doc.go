@@ -3,7 +3,8 @@
 // consume loop of a consumer group (cooperative-sticky, static membership),
 // commit tracking by low-water mark, pauses keyed by reason, bounded
 // in-flight work, partition-local stage state with staged changes restored
-// from a changelog, dead letters, and a graceful drain.
+// from a changelog, dead letters, a graceful drain, and the runner's status
+// (readiness) for the admin server.
 //
 // A stage implements Handler. The runner hands it every polled record as a
 // Work and the stage finishes each Work exactly once, at once or later from

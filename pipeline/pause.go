@@ -110,6 +110,28 @@ func (p *Pauses) Reasons(topic string, partition int32) []string {
 	return out
 }
 
+// snapshot lists, under one lock, every assigned partition with the reasons
+// holding it, sorted (nil when none).
+func (p *Pauses) snapshot() map[tp][]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[tp][]string, len(p.assigned))
+	for t := range p.assigned {
+		var rs []string
+		for r := range p.global {
+			rs = append(rs, r)
+		}
+		for r := range p.local[t] {
+			if !p.global[r] {
+				rs = append(rs, r)
+			}
+		}
+		sort.Strings(rs)
+		out[t] = rs
+	}
+	return out
+}
+
 // Paused reports whether any reason holds the partition.
 func (p *Pauses) Paused(topic string, partition int32) bool {
 	p.mu.Lock()

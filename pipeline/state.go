@@ -15,48 +15,71 @@ import (
 // input partition (dedup's idempotency keys, emit's request ids), each with
 // the request id that claimed it, for a time-to-live and up to a key count.
 //
-// Changes are staged per unit of work and become visible to everyone only
-// when that work's effects are acknowledged (Commit); a staged key is
-// already visible to Get, so two records with one key in flight together are
-// still told apart, and Discard undoes it without a trace. The changelog is
-// the durable copy: a partition's window is rebuilt from it on assignment.
+// Changes are staged per unit of work and become permanent only when that
+// work's effects are acknowledged (Commit); a staged key is already visible
+// to Get, so two records with one key in flight together are still told
+// apart, and Discard undoes it without a trace. With several stagers of one
+// key in flight, Get shows the latest one still staged, else the committed
+// entry. The changelog is the durable copy: a partition's window is rebuilt
+// from it on assignment.
+//
+// A partition's state lives from Open (or its first use) to Drop. After
+// Drop, calls for the partition are no-ops until it is opened again: work
+// that finishes after its partition was revoked must not bring it back.
 type Window struct {
 	ttl     time.Duration
 	maxKeys int
 	now     func() time.Time
 
-	mu    sync.Mutex
-	parts map[int32]*partWindow
+	mu      sync.Mutex
+	parts   map[int32]*partWindow
+	dropped map[int32]bool // dropped and not opened since
 }
 
 type partWindow struct {
 	entries map[string]*list.Element // committed, in insertion order
 	order   *list.List               // of *schemas.StateEntry, oldest first
-	staged  map[string]schemas.StateEntry
-	stagedN map[string]int // concurrent stagers of one key
+	// staged holds, per key, the entries of the stagers in flight in the
+	// order they staged; the last one is what Get shows.
+	staged map[string][]schemas.StateEntry
 }
 
 // NewWindow returns a window keeping keys for ttl, at most maxKeys per
 // partition (the oldest go first when it is full).
 func NewWindow(ttl time.Duration, maxKeys int) *Window {
-	return &Window{ttl: ttl, maxKeys: maxKeys, now: time.Now, parts: make(map[int32]*partWindow)}
+	return &Window{ttl: ttl, maxKeys: maxKeys, now: time.Now, parts: make(map[int32]*partWindow),
+		dropped: make(map[int32]bool)}
 }
 
 // TTL is how long a key is kept.
 func (w *Window) TTL() time.Duration { return w.ttl }
 
+// part returns partition p's state, created on first use; nil when p was
+// dropped and not opened since.
 func (w *Window) part(p int32) *partWindow {
+	if w.dropped[p] {
+		return nil
+	}
 	pw, ok := w.parts[p]
 	if !ok {
 		pw = &partWindow{
 			entries: make(map[string]*list.Element),
 			order:   list.New(),
-			staged:  make(map[string]schemas.StateEntry),
-			stagedN: make(map[string]int),
+			staged:  make(map[string][]schemas.StateEntry),
 		}
 		w.parts[p] = pw
 	}
 	return pw
+}
+
+// Open starts partition p's state, empty, for a new assignment; a partition
+// that is open already is kept as it is. RestoreWindow calls it; a stage
+// that fills the window otherwise calls it from Assigned.
+func (w *Window) Open(p int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.dropped, p)
+	w.part(p)
 }
 
 // Get returns the live entry for key on partition p, staged or committed.
@@ -67,8 +90,8 @@ func (w *Window) Get(p int32, key string) (schemas.StateEntry, bool) {
 	if !ok {
 		return schemas.StateEntry{}, false
 	}
-	if e, ok := pw.staged[key]; ok {
-		return e, true
+	if es := pw.staged[key]; len(es) > 0 {
+		return es[len(es)-1], true
 	}
 	el, ok := pw.entries[key]
 	if !ok {
@@ -87,36 +110,52 @@ func (w *Window) Entry(key, requestID string, status schemas.Status) schemas.Sta
 }
 
 // Stage makes e visible to Get on partition p until Commit or Discard.
+// Each Stage is undone by one Commit or Discard of the same entry.
 func (w *Window) Stage(p int32, e schemas.StateEntry) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	pw := w.part(p)
-	pw.staged[e.Key] = e
-	pw.stagedN[e.Key]++
+	if pw := w.part(p); pw != nil {
+		pw.staged[e.Key] = append(pw.staged[e.Key], e)
+	}
 }
 
 // Commit makes a staged entry permanent.
 func (w *Window) Commit(p int32, e schemas.StateEntry) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	pw := w.part(p)
-	w.unstageLocked(pw, e.Key)
-	w.putLocked(pw, e)
+	if pw := w.part(p); pw != nil {
+		w.unstageLocked(pw, e)
+		w.putLocked(pw, e)
+	}
 }
 
-// Discard drops a staged entry: its work did not take effect.
+// Discard drops a staged entry: its work did not take effect. An entry that
+// is not staged (its partition was dropped and opened again since) is
+// ignored, so that it cannot undo another stager of the key.
 func (w *Window) Discard(p int32, e schemas.StateEntry) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if pw, ok := w.parts[p]; ok {
-		w.unstageLocked(pw, e.Key)
+		w.unstageLocked(pw, e)
 	}
 }
 
-func (w *Window) unstageLocked(pw *partWindow, key string) {
-	if pw.stagedN[key]--; pw.stagedN[key] <= 0 {
-		delete(pw.stagedN, key)
-		delete(pw.staged, key)
+// unstageLocked removes one stager of e, the latest: stagers of one entry
+// are interchangeable, so which one goes does not matter, and the entry Get
+// shows is the latest still staged.
+func (w *Window) unstageLocked(pw *partWindow, e schemas.StateEntry) {
+	es := pw.staged[e.Key]
+	for i := len(es) - 1; i >= 0; i-- {
+		if es[i] != e {
+			continue
+		}
+		es = append(es[:i], es[i+1:]...)
+		if len(es) == 0 {
+			delete(pw.staged, e.Key)
+		} else {
+			pw.staged[e.Key] = es
+		}
+		return
 	}
 }
 
@@ -127,7 +166,9 @@ func (w *Window) Restore(p int32, e schemas.StateEntry) {
 	if e.ExpiresAtMs <= w.now().UnixMilli() {
 		return
 	}
-	w.putLocked(w.part(p), e)
+	if pw := w.part(p); pw != nil {
+		w.putLocked(pw, e)
+	}
 }
 
 // Delete removes key on partition p (a changelog tombstone).
@@ -162,10 +203,12 @@ func (w *Window) putLocked(pw *partWindow, e schemas.StateEntry) {
 }
 
 // Drop forgets partition p: it was revoked, and its next owner restores it.
+// Until Open, calls for p are no-ops.
 func (w *Window) Drop(p int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.parts, p)
+	w.dropped[p] = true
 }
 
 // Len counts committed keys over all partitions (expired ones included until
@@ -180,13 +223,15 @@ func (w *Window) Len() int {
 	return n
 }
 
-// RestoreWindow pauses an input partition (PauseRestore), rebuilds its window
-// from the changelog partition of the same number in a goroutine of the
-// runner, and resumes it. current reports whether the partition is still
+// RestoreWindow opens an input partition's window (Window.Open), pauses the
+// partition (PauseRestore), rebuilds its window from the changelog partition
+// of the same number in a goroutine of the runner, and resumes it. The
+// runner is not Ready while the pause holds. current reports whether the partition is still
 // assigned in the same generation; a stale restore stops without resuming.
 // A failing restore is retried every second: the partition stays paused, so
 // nothing is decided on a partial window.
 func RestoreWindow(r *Runner, win *Window, codec *schemas.Codec, inputTopic, changelog string, p int32, current func() bool) {
+	win.Open(p)
 	r.Pauses().Pause(PauseRestore, inputTopic, p)
 	r.Go(func(ctx context.Context) {
 		start := time.Now()

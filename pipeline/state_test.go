@@ -142,6 +142,128 @@ func TestWindow(t *testing.T) {
 			wantLen: 1,
 		},
 		{
+			// The key must show the stager still in flight, not the one
+			// that was discarded.
+			name: "two stagers: discarding the later shows the earlier",
+			ops: func(w *testWindow) {
+				e1, e2 := w.entry("k", "r1"), w.entry("k", "r2")
+				w.Stage(0, e1)
+				w.Stage(0, e2)
+				w.Discard(0, e2)
+			},
+			want:    []seen{{0, "k", "r1"}},
+			wantLen: 0,
+		},
+		{
+			name: "two stagers: discarding the later shows the committed one",
+			ops: func(w *testWindow) {
+				w.put(0, "k", "r0")
+				e1, e2 := w.entry("k", "r1"), w.entry("k", "r2")
+				w.Stage(0, e1)
+				w.Stage(0, e2)
+				w.Discard(0, e2)
+				w.Discard(0, e1)
+			},
+			want:    []seen{{0, "k", "r0"}},
+			wantLen: 1,
+		},
+		{
+			name: "three stagers: discarding the middle, then the last, shows the first",
+			ops: func(w *testWindow) {
+				e1, e2, e3 := w.entry("k", "r1"), w.entry("k", "r2"), w.entry("k", "r3")
+				w.Stage(0, e1)
+				w.Stage(0, e2)
+				w.Stage(0, e3)
+				w.Discard(0, e2)
+				w.Discard(0, e3)
+			},
+			want:    []seen{{0, "k", "r1"}},
+			wantLen: 0,
+		},
+		{
+			// The earlier commits while the later is in flight: the later
+			// is still what a reader must see.
+			name: "two stagers: the earlier committed, the later still staged",
+			ops: func(w *testWindow) {
+				e1, e2 := w.entry("k", "r1"), w.entry("k", "r2")
+				w.Stage(0, e1)
+				w.Stage(0, e2)
+				w.Commit(0, e1)
+			},
+			want:    []seen{{0, "k", "r2"}},
+			wantLen: 1,
+		},
+		{
+			name: "discard of an entry never staged changes nothing",
+			ops: func(w *testWindow) {
+				w.Stage(0, w.entry("k", "r1"))
+				w.Discard(0, w.entry("k", "r2"))
+			},
+			want:    []seen{{0, "k", "r1"}},
+			wantLen: 0,
+		},
+		{
+			// A stale Commit (its work finished after the revoke) must not
+			// bring the dropped partition back.
+			name: "commit after drop does not re-create the partition",
+			ops: func(w *testWindow) {
+				w.put(1, "old", "r0")
+				e := w.entry("k", "r1")
+				w.Stage(1, e)
+				w.Drop(1)
+				w.Commit(1, e)
+			},
+			want:    []seen{{1, "k", ""}, {1, "old", ""}},
+			wantLen: 0,
+		},
+		{
+			name: "stage after drop does not re-create the partition",
+			ops: func(w *testWindow) {
+				w.put(1, "old", "r0")
+				w.Drop(1)
+				w.Stage(1, w.entry("k", "r1"))
+				w.Restore(1, w.entry("j", "r2"))
+			},
+			want:    []seen{{1, "k", ""}, {1, "j", ""}, {1, "old", ""}},
+			wantLen: 0,
+		},
+		{
+			name: "open after drop starts empty and takes changes",
+			ops: func(w *testWindow) {
+				w.put(1, "k", "r0")
+				w.Drop(1)
+				w.Open(1)
+				w.put(1, "j", "r1")
+			},
+			want:    []seen{{1, "k", ""}, {1, "j", "r1"}},
+			wantLen: 1,
+		},
+		{
+			name: "open keeps a partition that is open",
+			ops: func(w *testWindow) {
+				w.put(0, "k", "r0")
+				w.Stage(0, w.entry("s", "r1"))
+				w.Open(0)
+			},
+			want:    []seen{{0, "k", "r0"}, {0, "s", "r1"}},
+			wantLen: 1,
+		},
+		{
+			// Work of the old assignment is discarded after the partition
+			// came back: the new assignment's stager of the key stays.
+			name: "a stale discard after re-open leaves the new stager",
+			ops: func(w *testWindow) {
+				old := w.entry("k", "r1")
+				w.Stage(1, old)
+				w.Drop(1)
+				w.Open(1)
+				w.Stage(1, w.entry("k", "r2"))
+				w.Discard(1, old)
+			},
+			want:    []seen{{1, "k", "r2"}},
+			wantLen: 0,
+		},
+		{
 			name: "discard on an unknown partition",
 			ops: func(w *testWindow) {
 				w.Stage(0, w.entry("k", "r1"))

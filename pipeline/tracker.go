@@ -7,10 +7,16 @@ import "sync"
 // lowest offset whose effects are not yet all acknowledged. Completion may come
 // in any order (batching finishes records out of order); the committed offset
 // never passes an unfinished record.
+//
+// Every assignment of a partition gets a new generation, and records are
+// handed out under it: a record that finishes after its partition was
+// revoked (and perhaps assigned back) belongs to an older generation and
+// must not count for the offset of the same number handed out again.
 type tracker struct {
 	mu    sync.Mutex
 	parts map[tp]*partTrack
 	cond  *sync.Cond // broadcast whenever a record finishes
+	gens  uint64     // the last generation handed out, over all partitions
 }
 
 type tp struct {
@@ -19,6 +25,7 @@ type tp struct {
 }
 
 type partTrack struct {
+	gen uint64 // the assignment this state belongs to
 	// pending holds the offsets in the order they were added (ascending).
 	// head indexes its first live element: popping from the front is O(1)
 	// and the slice is compacted when head passes half its length.
@@ -26,15 +33,26 @@ type partTrack struct {
 	head    int
 	// next is the offset to commit when nothing is pending: one past the
 	// highest finished offset.
-	next      int64
+	next int64
+	// nextEpoch is the leader epoch of the record at next-1, the one a
+	// commit of the low-water mark stands on; -1 when unknown.
+	nextEpoch int32
 	committed int64 // what was last committed, -1 when nothing
 	inflight  int
-	epoch     int32
 }
 
 type trackedOffset struct {
 	offset int64
+	epoch  int32
 	done   bool
+}
+
+// mark is what to commit for a partition: the low-water mark with the epoch
+// of the record below it, and the generation it was computed in.
+type mark struct {
+	gen    uint64
+	offset int64
+	epoch  int32
 }
 
 func newTracker() *tracker {
@@ -43,40 +61,56 @@ func newTracker() *tracker {
 	return t
 }
 
-// assign starts tracking a partition. Records of partitions that are not
-// assigned are refused by add.
-func (t *tracker) assign(p tp) {
+// assign starts tracking a partition and returns its generation. Records of
+// partitions that are not assigned are refused by add. Assigning a partition
+// that is tracked already keeps its state and generation: its unfinished
+// records are still this member's.
+func (t *tracker) assign(p tp) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.parts[p]; !ok {
-		t.parts[p] = &partTrack{next: -1, committed: -1}
+	if pt, ok := t.parts[p]; ok {
+		return pt.gen
 	}
+	t.gens++
+	t.parts[p] = &partTrack{gen: t.gens, next: -1, nextEpoch: -1, committed: -1}
+	return t.gens
 }
 
-// add registers an offset as handed to the stage. It returns false when the
-// partition is not (or no longer) assigned: the record will be re-delivered
-// to its new owner, so the caller drops it.
-func (t *tracker) add(p tp, offset int64, epoch int32) bool {
+// add registers an offset as handed to the stage and returns the generation
+// it is handed out under. ok is false when the partition is not (or no
+// longer) assigned: the record will be re-delivered to its new owner, so the
+// caller drops it.
+func (t *tracker) add(p tp, offset int64, epoch int32) (gen uint64, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pt, ok := t.parts[p]
 	if !ok {
-		return false
+		return 0, false
 	}
-	pt.pending = append(pt.pending, trackedOffset{offset: offset})
+	pt.pending = append(pt.pending, trackedOffset{offset: offset, epoch: epoch})
 	pt.inflight++
-	pt.epoch = epoch
-	return true
+	return pt.gen, true
 }
 
-// done marks an offset finished and advances the partition's low-water mark
-// over every finished offset at the front.
-func (t *tracker) done(p tp, offset int64) {
+// current reports whether gen is the partition's generation: the partition
+// is assigned and was not revoked since.
+func (t *tracker) current(p tp, gen uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pt, ok := t.parts[p]
+	return ok && pt.gen == gen
+}
+
+// done marks an offset of generation gen finished and advances the
+// partition's low-water mark over every finished offset at the front. An
+// offset of another generation is ignored: the partition was revoked since,
+// and the offset, if handed out again, is a new record to wait for.
+func (t *tracker) done(p tp, gen uint64, offset int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	defer t.cond.Broadcast()
 	pt, ok := t.parts[p]
-	if !ok {
+	if !ok || pt.gen != gen {
 		return // revoked or lost meanwhile: nothing to commit for it here
 	}
 	live := pt.pending[pt.head:]
@@ -97,6 +131,7 @@ func (t *tracker) done(p tp, offset int64) {
 	pt.inflight--
 	for pt.head < len(pt.pending) && pt.pending[pt.head].done {
 		pt.next = pt.pending[pt.head].offset + 1
+		pt.nextEpoch = pt.pending[pt.head].epoch
 		pt.head++
 	}
 	if pt.head == len(pt.pending) {
@@ -107,49 +142,45 @@ func (t *tracker) done(p tp, offset int64) {
 	}
 }
 
-// watermark is the offset to commit for a partition: the first unfinished
-// offset, or one past the last finished one. ok is false when nothing was
-// finished yet.
-func (pt *partTrack) watermark() (int64, bool) {
+// watermark is the offset to commit for a partition, the first unfinished
+// offset or one past the last finished one, with the leader epoch of the
+// last finished record below it (-1 when none finished). ok is false when
+// nothing is known.
+func (pt *partTrack) watermark() (offset int64, epoch int32, ok bool) {
 	if pt.head < len(pt.pending) {
-		return pt.pending[pt.head].offset, true
+		return pt.pending[pt.head].offset, pt.nextEpoch, true
 	}
-	return pt.next, pt.next >= 0
+	return pt.next, pt.nextEpoch, pt.next >= 0
 }
 
 // commitable returns, for every partition whose low-water mark moved past
-// what was last committed, the offset to commit.
-func (t *tracker) commitable(only map[tp]bool) map[tp]int64 {
+// what was last committed, what to commit. The epoch is taken together with
+// the offset, so that it is the epoch of the record the offset stands on
+// even while more records finish.
+func (t *tracker) commitable(only map[tp]bool) map[tp]mark {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make(map[tp]int64)
+	out := make(map[tp]mark)
 	for p, pt := range t.parts {
 		if only != nil && !only[p] {
 			continue
 		}
-		if w, ok := pt.watermark(); ok && w > pt.committed {
-			out[p] = w
+		if o, e, ok := pt.watermark(); ok && o > pt.committed {
+			out[p] = mark{gen: pt.gen, offset: o, epoch: e}
 		}
 	}
 	return out
 }
 
-// committed records a successful commit.
-func (t *tracker) markCommitted(p tp, offset int64) {
+// markCommitted records a successful commit of m. A commit computed in an
+// earlier generation is ignored: it says nothing about the new one, whose
+// marks can start below it.
+func (t *tracker) markCommitted(p tp, m mark) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if pt, ok := t.parts[p]; ok && offset > pt.committed {
-		pt.committed = offset
+	if pt, ok := t.parts[p]; ok && pt.gen == m.gen && m.offset > pt.committed {
+		pt.committed = m.offset
 	}
-}
-
-func (t *tracker) epochOf(p tp) int32 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if pt, ok := t.parts[p]; ok {
-		return pt.epoch
-	}
-	return -1
 }
 
 // inflight counts unfinished records, over all partitions or the given ones.

@@ -24,6 +24,34 @@ func lowWater(added []int64, finished map[int64]bool) int64 {
 	return added[len(added)-1] + 1
 }
 
+// genOf is p's current generation, 0 when it is not assigned.
+func genOf(tr *tracker, p tp) uint64 {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if pt, ok := tr.parts[p]; ok {
+		return pt.gen
+	}
+	return 0
+}
+
+// finish marks offset done in p's current generation, as the runner does for
+// a Work that is not stale.
+func finish(tr *tracker, p tp, offset int64) { tr.done(p, genOf(tr, p), offset) }
+
+// commitAt records a commit of offset in p's current generation.
+func commitAt(tr *tracker, p tp, offset int64) {
+	tr.markCommitted(p, mark{gen: genOf(tr, p), offset: offset})
+}
+
+// markOffsets are the offsets of marks.
+func markOffsets(marks map[tp]mark) map[tp]int64 {
+	out := make(map[tp]int64, len(marks))
+	for p, m := range marks {
+		out[p] = m.offset
+	}
+	return out
+}
+
 func TestTrackerLowWaterMark(t *testing.T) {
 	seq := func(from, to int64) []int64 {
 		var out []int64
@@ -77,13 +105,13 @@ func TestTrackerLowWaterMark(t *testing.T) {
 			tr := newTracker()
 			tr.assign(tpA)
 			for _, o := range tc.added {
-				if !tr.add(tpA, o, 0) {
+				if _, ok := tr.add(tpA, o, 0); !ok {
 					t.Fatalf("add(%d) refused on an assigned partition", o)
 				}
 			}
 			for i, o := range tc.order {
-				tr.done(tpA, o)
-				got, ok := tr.commitable(nil)[tpA]
+				finish(tr, tpA, o)
+				got, ok := markOffsets(tr.commitable(nil))[tpA]
 				if !ok || got != tc.want[i] {
 					t.Fatalf("after done(%d): commit offset %d (present %v), want %d", o, got, ok, tc.want[i])
 				}
@@ -98,14 +126,14 @@ func TestTrackerLowWaterMark(t *testing.T) {
 func TestTrackerNothingFinishedNeverCommitsPastHead(t *testing.T) {
 	tr := newTracker()
 	tr.assign(tpA)
-	if got := tr.commitable(nil); len(got) != 0 {
+	if got := markOffsets(tr.commitable(nil)); len(got) != 0 {
 		t.Fatalf("commitable with nothing added = %v, want none", got)
 	}
 	for o := int64(40); o < 45; o++ {
 		tr.add(tpA, o, 0)
 	}
 	// Nothing finished: whatever is offered must not pass the first record.
-	if got, ok := tr.commitable(nil)[tpA]; ok && got > 40 {
+	if got, ok := markOffsets(tr.commitable(nil))[tpA]; ok && got > 40 {
 		t.Fatalf("commit offset %d with nothing finished, must be <= 40", got)
 	}
 }
@@ -128,20 +156,17 @@ func TestTrackerAddRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := newTracker()
 			tc.setup(tr)
-			if tr.add(tpA, 5, 0) {
+			if _, ok := tr.add(tpA, 5, 0); ok {
 				t.Fatal("add on an unassigned partition = true, want false")
 			}
 			if n := tr.inflight(nil); n != 0 {
 				t.Fatalf("inflight = %d after a refused add, want 0", n)
 			}
 			// A late completion of a forgotten partition is harmless.
-			tr.done(tpA, 1)
-			tr.done(tpA, 5)
-			if got := tr.commitable(nil); len(got) != 0 {
+			finish(tr, tpA, 1)
+			finish(tr, tpA, 5)
+			if got := markOffsets(tr.commitable(nil)); len(got) != 0 {
 				t.Fatalf("commitable = %v, want none", got)
-			}
-			if e := tr.epochOf(tpA); e != -1 {
-				t.Fatalf("epochOf unassigned = %d, want -1", e)
 			}
 		})
 	}
@@ -152,8 +177,8 @@ func TestTrackerReassignStartsClean(t *testing.T) {
 	tr.assign(tpA)
 	tr.add(tpA, 1, 0)
 	tr.add(tpA, 2, 0)
-	tr.done(tpA, 1)
-	tr.markCommitted(tpA, 2)
+	finish(tr, tpA, 1)
+	commitAt(tr, tpA, 2)
 	tr.remove([]tp{tpA})
 	tr.assign(tpA)
 	if n := tr.inflight(nil); n != 0 {
@@ -163,8 +188,8 @@ func TestTrackerReassignStartsClean(t *testing.T) {
 	// commit by someone else in between can move it anywhere): the old
 	// committed offset must not hide the new mark.
 	tr.add(tpA, 0, 0)
-	tr.done(tpA, 0)
-	if got, ok := tr.commitable(nil)[tpA]; !ok || got != 1 {
+	finish(tr, tpA, 0)
+	if got, ok := markOffsets(tr.commitable(nil))[tpA]; !ok || got != 1 {
 		t.Fatalf("commit offset after re-assign = %d (present %v), want 1", got, ok)
 	}
 }
@@ -177,8 +202,8 @@ func TestTrackerAssignTwiceKeepsState(t *testing.T) {
 	if n := tr.inflight(nil); n != 1 {
 		t.Fatalf("inflight = %d, want 1", n)
 	}
-	tr.done(tpA, 1)
-	if got := tr.commitable(nil)[tpA]; got != 2 {
+	finish(tr, tpA, 1)
+	if got := markOffsets(tr.commitable(nil))[tpA]; got != 2 {
 		t.Fatalf("commit offset = %d, want 2", got)
 	}
 }
@@ -205,12 +230,12 @@ func TestTrackerDoneIdempotent(t *testing.T) {
 				tr.add(tpA, o, 0)
 			}
 			for _, o := range tc.done {
-				tr.done(tpA, o)
+				finish(tr, tpA, o)
 			}
 			if n := tr.inflight(nil); n != tc.wantInfl {
 				t.Fatalf("inflight = %d, want %d", n, tc.wantInfl)
 			}
-			got, ok := tr.commitable(nil)[tpA]
+			got, ok := markOffsets(tr.commitable(nil))[tpA]
 			if !ok || got != tc.wantMark {
 				t.Fatalf("commit offset = %d (present %v), want %d", got, ok, tc.wantMark)
 			}
@@ -226,14 +251,14 @@ func TestTrackerCommitable(t *testing.T) {
 			tr.add(p, o, 0)
 		}
 	}
-	tr.done(tpA, 0)
-	tr.done(tpB, 0)
-	tr.done(tpB, 1)
-	tr.done(tpC, 0)
+	finish(tr, tpA, 0)
+	finish(tr, tpB, 0)
+	finish(tr, tpB, 1)
+	finish(tr, tpC, 0)
 
 	check := func(step string, only map[tp]bool, want map[tp]int64) {
 		t.Helper()
-		got := tr.commitable(only)
+		got := markOffsets(tr.commitable(only))
 		if len(got) != len(want) {
 			t.Fatalf("%s: commitable(%v) = %v, want %v", step, only, got, want)
 		}
@@ -247,23 +272,23 @@ func TestTrackerCommitable(t *testing.T) {
 	check("filtered", map[tp]bool{tpB: true}, map[tp]int64{tpB: 2})
 	check("filter on an unknown partition", map[tp]bool{{"nope", 9}: true}, map[tp]int64{})
 
-	tr.markCommitted(tpA, 1)
-	tr.markCommitted(tpB, 2)
+	commitAt(tr, tpA, 1)
+	commitAt(tr, tpB, 2)
 	check("after commits", nil, map[tp]int64{tpC: 1})
 
 	// A stale (lower) commit confirmation never moves committed back.
-	tr.markCommitted(tpB, 1)
+	commitAt(tr, tpB, 1)
 	check("after a stale commit", nil, map[tp]int64{tpC: 1})
 
 	// Finishing behind the hole does not move the mark: nothing new.
-	tr.done(tpA, 2)
+	finish(tr, tpA, 2)
 	check("done behind a hole", nil, map[tp]int64{tpC: 1})
 
-	tr.done(tpA, 1)
+	finish(tr, tpA, 1)
 	check("hole filled", nil, map[tp]int64{tpA: 3, tpC: 1})
 
 	// A commit of an unassigned partition is ignored.
-	tr.markCommitted(tp{"nope", 0}, 10)
+	commitAt(tr, tp{"nope", 0}, 10)
 	check("unknown commit", nil, map[tp]int64{tpA: 3, tpC: 1})
 }
 
@@ -277,7 +302,7 @@ func TestTrackerInflight(t *testing.T) {
 	}
 	tr.add(tpB, 10, 0)
 	tr.add(tpB, 11, 0)
-	tr.done(tpA, 1)
+	finish(tr, tpA, 1)
 
 	tests := []struct {
 		name string
@@ -338,7 +363,7 @@ func TestTrackerRandomOrder(t *testing.T) {
 				if len(unfinished) == 0 || (added < tc.n && rng.IntN(4) == 0) {
 					end := min(added+tc.chunk, tc.n)
 					for _, o := range offsets[added:end] {
-						if !tr.add(tpA, o, 0) {
+						if _, ok := tr.add(tpA, o, 0); !ok {
 							t.Fatalf("add(%d) refused", o)
 						}
 						unfinished = append(unfinished, o)
@@ -349,11 +374,11 @@ func TestTrackerRandomOrder(t *testing.T) {
 				o := unfinished[k]
 				unfinished[k] = unfinished[len(unfinished)-1]
 				unfinished = unfinished[:len(unfinished)-1]
-				tr.done(tpA, o)
+				finish(tr, tpA, o)
 				finished[o] = true
 
 				want := lowWater(offsets[:added], finished)
-				got, ok := tr.commitable(nil)[tpA]
+				got, ok := markOffsets(tr.commitable(nil))[tpA]
 				if want > committed {
 					if !ok || got != want {
 						t.Fatalf("after done(%d) (%d finished): commit offset %d (present %v), want %d",
@@ -366,7 +391,7 @@ func TestTrackerRandomOrder(t *testing.T) {
 					t.Fatalf("after done(%d): inflight %d, want %d", o, n, len(unfinished))
 				}
 				if rng.IntN(16) == 0 && ok {
-					tr.markCommitted(tpA, got)
+					commitAt(tr, tpA, got)
 					committed = got
 				}
 			}
@@ -381,7 +406,7 @@ func TestTrackerWait(t *testing.T) {
 		want    bool
 	}{
 		{"condition met by completions", func(tr *tracker, _ chan struct{}) {
-			tr.done(tpA, 2)
+			finish(tr, tpA, 2)
 		}, true},
 		{"condition met by removal", func(tr *tracker, _ chan struct{}) {
 			tr.remove([]tp{tpA})
@@ -404,7 +429,7 @@ func TestTrackerWait(t *testing.T) {
 				}()
 				synctest.Wait()
 				// One completion is not enough, and must not wake it for good.
-				tr.done(tpA, 1)
+				finish(tr, tpA, 1)
 				synctest.Wait()
 				select {
 				case got := <-res:
@@ -435,4 +460,155 @@ func TestTrackerWaitConditionAlreadyTrue(t *testing.T) {
 			t.Fatal("wait = false with its condition already true")
 		}
 	})
+}
+
+// The committed leader epoch is the epoch of the record just below the
+// committed offset (the last one finished), not of the newest record added:
+// a consumer resuming there validates its position against that epoch.
+func TestTrackerCommitEpoch(t *testing.T) {
+	type rec struct {
+		offset int64
+		epoch  int32
+	}
+	tests := []struct {
+		name      string
+		added     []rec
+		done      []int64
+		wantOff   int64
+		wantEpoch int32
+	}{
+		{
+			name:      "newer epoch added, not finished",
+			added:     []rec{{0, 1}, {1, 1}, {2, 2}},
+			done:      []int64{0, 1},
+			wantOff:   2,
+			wantEpoch: 1,
+		},
+		{
+			name:      "finished behind a hole of a newer epoch",
+			added:     []rec{{0, 1}, {1, 2}, {2, 3}},
+			done:      []int64{0, 2},
+			wantOff:   1,
+			wantEpoch: 1,
+		},
+		{
+			name:      "all finished",
+			added:     []rec{{0, 1}, {1, 2}, {2, 3}},
+			done:      []int64{2, 1, 0},
+			wantOff:   3,
+			wantEpoch: 3,
+		},
+		{
+			name:      "gap before the committed offset",
+			added:     []rec{{3, 4}, {9, 5}, {12, 6}},
+			done:      []int64{3, 9},
+			wantOff:   12,
+			wantEpoch: 5,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTracker()
+			tr.assign(tpA)
+			for _, r := range tc.added {
+				tr.add(tpA, r.offset, r.epoch)
+			}
+			for _, o := range tc.done {
+				finish(tr, tpA, o)
+			}
+			got, ok := tr.commitable(nil)[tpA]
+			if !ok || got.offset != tc.wantOff {
+				t.Fatalf("commit offset %d (present %v), want %d", got.offset, ok, tc.wantOff)
+			}
+			if got.epoch != tc.wantEpoch {
+				t.Fatalf("commit epoch %d, want %d (of the last finished record below %d)", got.epoch, tc.wantEpoch, tc.wantOff)
+			}
+		})
+	}
+}
+
+// A partition revoked and assigned back gets a new generation; what is done
+// or committed under the old one must not touch the new one, whose offsets
+// are records handed out again.
+func TestTrackerGenerations(t *testing.T) {
+	tests := []struct {
+		name string
+		// run gets the generations of the first and the second assignment
+		// (offsets 0..2 added under each) and acts on the tracker.
+		run          func(tr *tracker, g1, g2 uint64)
+		wantMark     int64 // what commitable offers for tpA
+		wantInflight int
+	}{
+		{
+			name:         "nothing done",
+			run:          func(tr *tracker, g1, g2 uint64) {},
+			wantMark:     0,
+			wantInflight: 3,
+		},
+		{
+			name: "done under the old generation is ignored",
+			run: func(tr *tracker, g1, g2 uint64) {
+				tr.done(tpA, g1, 0)
+				tr.done(tpA, g1, 1)
+			},
+			wantMark:     0,
+			wantInflight: 3,
+		},
+		{
+			name: "done under the new generation counts",
+			run: func(tr *tracker, g1, g2 uint64) {
+				tr.done(tpA, g1, 1)
+				tr.done(tpA, g2, 0)
+			},
+			wantMark:     1,
+			wantInflight: 2,
+		},
+		{
+			name: "a commit of the old generation does not hide the new mark",
+			run: func(tr *tracker, g1, g2 uint64) {
+				tr.markCommitted(tpA, mark{gen: g1, offset: 3})
+				tr.done(tpA, g2, 0)
+			},
+			wantMark:     1,
+			wantInflight: 2,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTracker()
+			g1 := tr.assign(tpA)
+			for o := int64(0); o < 3; o++ {
+				tr.add(tpA, o, 0)
+			}
+			if !tr.current(tpA, g1) {
+				t.Fatal("first generation not current while assigned")
+			}
+			tr.remove([]tp{tpA})
+			if tr.current(tpA, g1) {
+				t.Fatal("first generation current after the partition was removed")
+			}
+			g2 := tr.assign(tpA)
+			if g2 == g1 {
+				t.Fatalf("re-assignment kept generation %d", g1)
+			}
+			if again := tr.assign(tpA); again != g2 {
+				t.Fatalf("repeated assignment changed the generation from %d to %d", g2, again)
+			}
+			for o := int64(0); o < 3; o++ {
+				if g, ok := tr.add(tpA, o, 0); !ok || g != g2 {
+					t.Fatalf("add(%d) = %d, %v, want %d, true", o, g, ok, g2)
+				}
+			}
+			if tr.current(tpA, g1) || !tr.current(tpA, g2) {
+				t.Fatal("current does not follow the re-assignment")
+			}
+			tc.run(tr, g1, g2)
+			if got, ok := tr.commitable(nil)[tpA]; !ok || got.offset != tc.wantMark || got.gen != g2 {
+				t.Fatalf("commitable = %+v (present %v), want offset %d of generation %d", got, ok, tc.wantMark, g2)
+			}
+			if n := tr.inflight(nil); n != tc.wantInflight {
+				t.Fatalf("inflight = %d, want %d", n, tc.wantInflight)
+			}
+		})
+	}
 }
