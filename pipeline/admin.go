@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -26,6 +27,8 @@ type TopicLayout struct {
 	// MaxMessageBytes of the data topics; dlq gets twice as much, so a dead
 	// letter wrapping a record at the limit still fits. 0: broker default.
 	MaxMessageBytes int
+	// DLQMaxMessageBytes of the dlq topic; 0: twice MaxMessageBytes.
+	DLQMaxMessageBytes int
 	// StateRetention of the changelogs, which are compact,delete: the state
 	// window is shorter, so older entries only cost space. 0: 7 days.
 	StateRetention time.Duration
@@ -46,7 +49,9 @@ func (l TopicLayout) Specs() []TopicSpec {
 	for k, v := range data {
 		dlq[k] = v
 	}
-	if l.MaxMessageBytes > 0 {
+	if l.DLQMaxMessageBytes > 0 {
+		dlq["max.message.bytes"] = ptr(strconv.Itoa(l.DLQMaxMessageBytes))
+	} else if l.MaxMessageBytes > 0 {
 		dlq["max.message.bytes"] = ptr(strconv.Itoa(2 * l.MaxMessageBytes))
 	}
 	sr := l.StateRetention
@@ -88,4 +93,124 @@ func CreateTopics(ctx context.Context, adm *kadm.Client, l TopicLayout, replicat
 		return fmt.Errorf("pipeline: %w", err)
 	}
 	return nil
+}
+
+// TopicCheck is what CheckTopics found about one topic.
+type TopicCheck struct {
+	Topic      string
+	Partitions int32 // -1: missing
+	Configs    map[string]string
+	Problems   []string
+}
+
+// CheckTopics compares the cluster's topics with the layout: existence,
+// partition counts (and the co-partitioning the stages rely on: requests with
+// dedup-state, outcomes with emitted-ids), compaction of the changelogs, and
+// max.message.bytes of dlq against the data topics.
+func CheckTopics(ctx context.Context, adm *kadm.Client, l TopicLayout) ([]TopicCheck, error) {
+	specs := l.Specs()
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	details, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("list topics: %w", err)
+	}
+	var existing []string
+	for _, n := range names {
+		if d, ok := details[n]; ok && d.Err == nil {
+			existing = append(existing, n)
+		}
+	}
+	configs := map[string]map[string]string{}
+	if len(existing) > 0 {
+		rcs, err := adm.DescribeTopicConfigs(ctx, existing...)
+		if err != nil {
+			return nil, fmt.Errorf("describe topic configs: %w", err)
+		}
+		for _, rc := range rcs {
+			if rc.Err != nil {
+				return nil, fmt.Errorf("describe configs of %s: %w", rc.Name, rc.Err)
+			}
+			m := map[string]string{}
+			for _, c := range rc.Configs {
+				if c.Value != nil {
+					m[c.Key] = *c.Value
+				}
+			}
+			configs[rc.Name] = m
+		}
+	}
+	out := make([]TopicCheck, len(specs))
+	parts := map[string]int32{}
+	for i, s := range specs {
+		c := TopicCheck{Topic: s.Name, Partitions: -1, Configs: configs[s.Name]}
+		d, ok := details[s.Name]
+		switch {
+		case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
+			c.Problems = append(c.Problems, "missing (asyncinfer topics create makes it)")
+		case d.Err != nil:
+			c.Problems = append(c.Problems, d.Err.Error())
+		default:
+			c.Partitions = int32(len(d.Partitions))
+			parts[s.Name] = c.Partitions
+			if s.Partitions != c.Partitions {
+				c.Problems = append(c.Problems, fmt.Sprintf("%d partitions, the layout says %d", c.Partitions, s.Partitions))
+			}
+			for k, want := range s.Configs {
+				if k == "cleanup.policy" && !sameSet(c.Configs[k], *want) {
+					c.Problems = append(c.Problems, fmt.Sprintf("cleanup.policy=%s, want %s (the changelog would grow without bound or lose state)", c.Configs[k], *want))
+				}
+			}
+		}
+		out[i] = c
+	}
+	t := l.Topics
+	pair := func(a, b, why string) {
+		pa, oka := parts[a]
+		pb, okb := parts[b]
+		if oka && okb && pa != pb {
+			for i := range out {
+				if out[i].Topic == b {
+					out[i].Problems = append(out[i].Problems, fmt.Sprintf("%d partitions but %s has %d: %s", pb, a, pa, why))
+				}
+			}
+		}
+	}
+	pair(t.Requests, t.DedupState, "dedup restores partition p's state from changelog partition p")
+	pair(t.Outcomes, t.EmittedIDs, "emit restores partition p's state from changelog partition p")
+	dataMax, _ := strconv.Atoi(configs[t.Outcomes]["max.message.bytes"])
+	dlqMax, _ := strconv.Atoi(configs[t.DLQ]["max.message.bytes"])
+	if dataMax > 0 && dlqMax > 0 && dlqMax < dataMax {
+		for i := range out {
+			if out[i].Topic == t.DLQ {
+				out[i].Problems = append(out[i].Problems, fmt.Sprintf("max.message.bytes=%d is below %s's %d: a dead letter carries its source record", dlqMax, t.Outcomes, dataMax))
+			}
+		}
+	}
+	return out, nil
+}
+
+// sameSet compares comma-separated lists as sets.
+func sameSet(a, b string) bool {
+	set := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				m[p] = true
+			}
+		}
+		return m
+	}
+	x, y := set(a), set(b)
+	if len(x) != len(y) {
+		return false
+	}
+	for k := range x {
+		if !y[k] {
+			return false
+		}
+	}
+	return true
 }

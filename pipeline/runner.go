@@ -53,7 +53,10 @@ type Service interface {
 // Records, then, once Kafka acknowledged all of them, Changelog, then calls
 // Apply, and only then counts the input as finished for the commit. If any
 // produce fails, Discard is called instead of Apply and the input is dead-
-// lettered (or, on shutdown, left to be re-delivered).
+// lettered (or, on shutdown, left to be re-delivered). If the input's
+// partition was revoked since the Work was handed out, the Work is stale:
+// Discard is called instead of Apply, and the input is left to the
+// partition's next owner (which may be this member again).
 type Output struct {
 	Records   []*kgo.Record
 	Changelog []*kgo.Record
@@ -66,11 +69,14 @@ type Work struct {
 	Record   *kgo.Record
 	Received time.Time
 	r        *Runner
+	gen      uint64 // the assignment of the record's partition it belongs to
 	finished atomic.Bool
 }
 
 // Finish finishes the work with out. Calling it twice is a bug in the stage;
-// the second call is logged and ignored.
+// the second call is logged and ignored. Finishing a stale Work (its
+// partition was revoked since it was handed out) produces nothing and only
+// calls out.Discard.
 func (w *Work) Finish(out Output) {
 	if !w.finished.CompareAndSwap(false, true) {
 		w.r.log.Error("work finished twice", "stage", w.r.stage, "topic", w.Record.Topic,
@@ -79,6 +85,8 @@ func (w *Work) Finish(out Output) {
 	}
 	w.r.finish(w, out)
 }
+
+func (w *Work) tp() tp { return tp{w.Record.Topic, w.Record.Partition} }
 
 // DeadLetter returns the dead-letter record for the work's input, for a
 // stage to put in its Output.Records.
@@ -111,6 +119,16 @@ type Runner struct {
 	// ready is closed when New is done: the client joins the group as soon
 	// as it exists, so a rebalance callback can fire before New returns.
 	ready chan struct{}
+	// assignMu orders settling a Work against forgetting its partition:
+	// settle checks the generation and applies under the read lock, forget
+	// removes the partition under the write lock, so no Apply of a stale
+	// Work can land after the stage's Revoked.
+	assignMu sync.RWMutex
+
+	// For Status.
+	runState  atomic.Int32  // runNew, runRunning, runDraining, runStopped
+	joined    atomic.Bool   // onAssigned ran at least once
+	assignSeq atomic.Uint64 // odd while onAssigned runs
 }
 
 func (r *Runner) closeClient() { r.closeOnce.Do(r.cl.Close) }
@@ -215,6 +233,8 @@ func (r *Runner) Fail(err error) {
 // closes the client. It returns nil after a clean drain and the first fatal
 // error otherwise.
 func (r *Runner) Run(ctx context.Context) error {
+	r.runState.Store(runRunning)
+	defer r.runState.Store(runStopped)
 	defer r.closeClient()
 	loopCtx, cancelLoop := context.WithCancel(ctx)
 	defer cancelLoop()
@@ -241,6 +261,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}()
 
 	r.pollLoop(loopCtx)
+	r.runState.Store(runDraining)
 	cancelLoop()
 	<-commitDone
 	if r.killed.Load() {
@@ -300,15 +321,20 @@ func (r *Runner) pollLoop(ctx context.Context) {
 			if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
 				return
 			}
+			if fatalFetchError(err) {
+				r.Fail(fmt.Errorf("%s: not allowed to consume (%s/%d): %w; asyncinfer topics acls prints the ACLs each stage needs", r.group, t, p, err))
+				return
+			}
 			r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
 		})
 		now := time.Now()
 		fs.EachRecord(func(rec *kgo.Record) {
-			if !r.tr.add(tp{rec.Topic, rec.Partition}, rec.Offset, rec.LeaderEpoch) {
+			gen, ok := r.tr.add(tp{rec.Topic, rec.Partition}, rec.Offset, rec.LeaderEpoch)
+			if !ok {
 				return // revoked since the fetch: its new owner gets it
 			}
 			r.m.Consumed.WithLabelValues(r.stage).Inc()
-			r.h.Handle(r.workCtx, &Work{Record: rec, Received: now, r: r})
+			r.h.Handle(r.workCtx, &Work{Record: rec, Received: now, r: r, gen: gen})
 		})
 	}
 }
@@ -334,11 +360,11 @@ func (r *Runner) commit(ctx context.Context, only map[tp]bool) {
 		return
 	}
 	offs := make(map[string]map[int32]kgo.EpochOffset)
-	for p, o := range marks {
+	for p, m := range marks {
 		if offs[p.topic] == nil {
 			offs[p.topic] = make(map[int32]kgo.EpochOffset)
 		}
-		offs[p.topic][p.partition] = kgo.EpochOffset{Epoch: r.tr.epochOf(p), Offset: o}
+		offs[p.topic][p.partition] = kgo.EpochOffset{Epoch: m.epoch, Offset: m.offset}
 	}
 	r.cl.CommitOffsetsSync(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
@@ -387,6 +413,11 @@ func toTPs(m map[string][]int32) []tp {
 
 func (r *Runner) onAssigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	<-r.ready
+	// Status must not see the new partitions before the stage had its say
+	// (a restore pause): the sequence is odd meanwhile.
+	r.assignSeq.Add(1)
+	defer r.assignSeq.Add(1)
+	defer r.joined.Store(true)
 	ts := toTPs(assigned)
 	for _, t := range ts {
 		r.tr.assign(t)
@@ -439,6 +470,8 @@ func (r *Runner) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int3
 }
 
 func (r *Runner) forget(ts []tp) {
+	r.assignMu.Lock()
+	defer r.assignMu.Unlock()
 	r.tr.remove(ts)
 	r.pause.unassign(ts)
 	if a, ok := r.h.(Assigner); ok {
@@ -450,6 +483,10 @@ func (r *Runner) forget(ts []tp) {
 
 // finish carries out the write order of an Output.
 func (r *Runner) finish(w *Work, out Output) {
+	if !r.tr.current(w.tp(), w.gen) {
+		r.stale(w, out)
+		return
+	}
 	r.produceAll(out.Records, func(err error) {
 		if err != nil {
 			r.failed(w, out, err)
@@ -464,13 +501,37 @@ func (r *Runner) finish(w *Work, out Output) {
 					r.failed(w, out, err)
 					return
 				}
-				if out.Apply != nil {
-					out.Apply()
-				}
-				r.tr.done(tp{w.Record.Topic, w.Record.Partition}, w.Record.Offset)
+				r.settle(w, out)
 			})
 		}()
 	})
+}
+
+// settle applies a Work whose effects are all acknowledged and counts its
+// input as finished, unless its partition was revoked meanwhile.
+func (r *Runner) settle(w *Work, out Output) {
+	r.assignMu.RLock()
+	defer r.assignMu.RUnlock()
+	if !r.tr.current(w.tp(), w.gen) {
+		r.stale(w, out)
+		return
+	}
+	if out.Apply != nil {
+		out.Apply()
+	}
+	r.tr.done(w.tp(), w.gen, w.Record.Offset)
+}
+
+// stale drops a Work whose partition was revoked since it was handed out:
+// its offset is no longer this assignment's to commit, and its state must
+// not reach the window the partition's next assignment restores. The
+// partition's owner re-delivers the input.
+func (r *Runner) stale(w *Work, out Output) {
+	if out.Discard != nil {
+		out.Discard()
+	}
+	r.log.Debug("stale work dropped", "topic", w.Record.Topic, "partition", w.Record.Partition,
+		"offset", w.Record.Offset)
 }
 
 // produceAll produces rs and calls done once with the first error, after
@@ -519,6 +580,9 @@ func (r *Runner) failed(w *Work, out Output, err error) {
 	if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) || r.killed.Load() {
 		return
 	}
+	if !r.tr.current(w.tp(), w.gen) {
+		return // revoked meanwhile: the next owner tries again
+	}
 	r.log.Error("produce failed; dead-lettering the input", "topic", w.Record.Topic,
 		"partition", w.Record.Partition, "offset", w.Record.Offset, "err", err)
 	dl, derr := r.deadLetterRecord(w.Record, "produce_failed", err, false)
@@ -535,7 +599,7 @@ func (r *Runner) failed(w *Work, out Output, err error) {
 					w.Record.Topic, w.Record.Partition, w.Record.Offset, err))
 				return
 			}
-			r.tr.done(tp{w.Record.Topic, w.Record.Partition}, w.Record.Offset)
+			r.tr.done(w.tp(), w.gen, w.Record.Offset)
 		})
 	}()
 }
@@ -564,4 +628,17 @@ func (r *Runner) DeadLetterCopy(src *kgo.Record, reason string, err error) (*kgo
 // encoding.
 func NewDeadLetterEncoder(c *schemas.Codec, topic string) func(*schemas.DeadLetter) ([]byte, error) {
 	return func(d *schemas.DeadLetter) ([]byte, error) { return c.EncodeDeadLetter(topic, d) }
+}
+
+// fatalFetchError reports errors that retrying cannot fix: the broker refuses
+// this principal. Failing the stage says so at once, instead of a warning
+// every poll while nothing moves.
+func fatalFetchError(err error) bool {
+	for _, e := range []error{kerr.GroupAuthorizationFailed, kerr.TopicAuthorizationFailed,
+		kerr.ClusterAuthorizationFailed, kerr.TransactionalIDAuthorizationFailed, kerr.SaslAuthenticationFailed} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -5,6 +5,7 @@ package kafkatest
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -25,6 +26,9 @@ type Env struct {
 	Topics  pipeline.Topics
 	Codec   *schemas.Codec
 	Admin   *kadm.Client
+	// ClientOpts are added to every client Client makes (the superuser's
+	// credentials on a secured cluster).
+	ClientOpts []kgo.Opt
 }
 
 // New starts a one-broker kfake and srfake, creates the topics with the given
@@ -32,14 +36,21 @@ type Env struct {
 // Everything is closed at the end of t.
 func New(t testing.TB, partitions int32, replyTopics ...string) *Env {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	return NewSecured(t, partitions, nil, nil, replyTopics...)
+}
+
+// NewSecured is New with extra cluster options (SASL, ACLs, users) and the
+// client options the test's own clients use (a superuser's credentials).
+func NewSecured(t testing.TB, partitions int32, cluster []kfake.Opt, client []kgo.Opt, replyTopics ...string) *Env {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, cluster...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
 	reg := srfake.New()
 	t.Cleanup(reg.Close)
-	e := &Env{Cluster: c, Brokers: c.ListenAddrs(), Topics: pipeline.NewTopics("")}
+	e := &Env{Cluster: c, Brokers: c.ListenAddrs(), Topics: pipeline.NewTopics(""), ClientOpts: client}
 	cl := e.Client(t)
 	e.Admin = kadm.NewClient(cl)
 	ctx := Ctx(t)
@@ -68,7 +79,7 @@ func Ctx(t testing.TB) context.Context {
 // Client is a plain client of the cluster, closed at the end of t.
 func (e *Env) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(e.Brokers...), kgo.ProducerLinger(0)}, opts...)...)
+	cl, err := kgo.NewClient(slices.Concat([]kgo.Opt{kgo.SeedBrokers(e.Brokers...), kgo.ProducerLinger(0)}, e.ClientOpts, opts)...)
 	if err != nil {
 		t.Fatal(err)
 	}
