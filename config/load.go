@@ -178,27 +178,50 @@ type Flags struct {
 
 // Aliases are the short flag names of the common settings.
 var Aliases = map[string]string{
-	"brokers":      "kafka.brokers",
-	"registry":     "registry.url",
-	"topic-prefix": "topics.prefix",
-	"partitions":   "topics.partitions",
-	"reply-topics": "emit.reply_topics",
-	"max-inflight": "runner.max_inflight",
+	"brokers":         "kafka.brokers",
+	"registry":        "registry.url",
+	"topic-prefix":    "topics.prefix",
+	"partitions":      "topics.partitions",
+	"reply-topics":    "emit.reply_topics",
+	"max-inflight":    "runner.max_inflight",
+	"producer-linger": "runner.producer_linger",
 }
 
 // BindFlags defines --config and a flag per setting on fs (defaults shown
 // are Defaults()).
-func BindFlags(fs *pflag.FlagSet) *Flags {
-	f := &Flags{fs: fs, aliases: Aliases}
+func BindFlags(fs *pflag.FlagSet) *Flags { return BindSomeFlags(fs, nil) }
+
+// ConnectionSettings selects the settings a tool that only talks to the
+// cluster needs: kafka, registry, topics, reply topics, log level.
+func ConnectionSettings(path string) bool {
+	for _, p := range []string{"kafka.", "registry.", "topics.", "emit.reply_topics", "log_level"} {
+		if strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// BindSomeFlags is BindFlags for the settings keep selects (nil: all); the
+// others still come from the file and the environment.
+func BindSomeFlags(fs *pflag.FlagSet, keep func(path string) bool) *Flags {
+	f := &Flags{fs: fs, aliases: map[string]string{}}
 	f.file = fs.String("config", "", "YAML configuration file (also "+EnvPrefix+"CONFIG); flags > environment > file > defaults")
 	def := Defaults()
 	byPath := map[string]setting{}
 	for _, s := range settings(reflect.ValueOf(&def).Elem(), "") {
+		if keep != nil && !keep(s.Path) {
+			continue
+		}
 		byPath[s.Path] = s
 		fs.Var(&flagValue{typ: s.Type, def: s.format()}, s.Flag, s.Doc+" ("+s.Env+")")
 	}
-	for _, alias := range slices.Sorted(maps.Keys(f.aliases)) {
-		s := byPath[f.aliases[alias]]
+	for _, alias := range slices.Sorted(maps.Keys(Aliases)) {
+		s, ok := byPath[Aliases[alias]]
+		if !ok {
+			continue
+		}
+		f.aliases[alias] = s.Path
 		fs.Var(&flagValue{typ: s.Type, def: s.format()}, alias, "same as --"+s.Flag)
 	}
 	return f

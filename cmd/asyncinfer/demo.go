@@ -149,7 +149,7 @@ func runDemo(ctx context.Context, f *demoFlags, progress io.Writer) (report, err
 		progress = io.Discard
 	}
 
-	e, err := startEmbedded(f.dataDir)
+	e, err := startEmbedded(embeddedConfig{dataDir: f.dataDir})
 	if err != nil {
 		return report{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -37,8 +38,22 @@ type savedSchema struct {
 	Schema  string `json:"schema"`
 }
 
-func startEmbedded(dataDir string) (*embedded, error) {
+// embeddedConfig says where the embedded broker keeps data and listens.
+type embeddedConfig struct {
+	dataDir      string
+	kafkaPort    int    // 0: a free port
+	registryAddr string // "": 127.0.0.1 and a free port
+	// persist saves the registry after every registration (dev-broker:
+	// other processes register schemas).
+	persist bool
+}
+
+func startEmbedded(ec embeddedConfig) (*embedded, error) {
+	dataDir := ec.dataDir
 	opts := []kfake.Opt{kfake.NumBrokers(1)}
+	if ec.kafkaPort != 0 {
+		opts = append(opts, kfake.Ports(ec.kafkaPort))
+	}
 	if dataDir != "" {
 		if err := os.MkdirAll(dataDir, 0o755); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
@@ -56,15 +71,43 @@ func startEmbedded(dataDir string) (*embedded, error) {
 			return nil, err
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := ec.registryAddr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("embedded registry: %w", err)
 	}
-	e.srv = &http.Server{Handler: e.registry.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	h := e.registry.Handler()
+	if ec.persist && dataDir != "" {
+		h = e.saveAfterWrites(h)
+	}
+	e.srv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go e.srv.Serve(ln) //nolint:errcheck // returns on Close
 	e.url = "http://" + ln.Addr().String()
 	return e, nil
+}
+
+// saveAfterWrites saves the registry to the data dir after every request
+// that may have changed it, so a restarted dev-broker keeps the schema ids
+// the topics' records carry.
+func (e *embedded) saveAfterWrites(h http.Handler) http.Handler {
+	var mu sync.Mutex
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+		defer cancel()
+		if err := e.saveRegistry(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "asyncinfer dev-broker: saving the registry:", err)
+		}
+	})
 }
 
 func (e *embedded) brokers() []string { return e.cluster.ListenAddrs() }

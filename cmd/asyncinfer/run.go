@@ -1,97 +1,320 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/asyncinfer/asyncinfer/admin"
+	"github.com/asyncinfer/asyncinfer/config"
+	"github.com/asyncinfer/asyncinfer/connectors/sim"
 	"github.com/asyncinfer/asyncinfer/internal/stack"
+	"github.com/asyncinfer/asyncinfer/pipeline"
+	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/stages/infer"
 )
 
 func newRunCmd() *cobra.Command {
-	f := &pipelineFlags{}
-	var (
-		brokers  []string
-		registry string
-		stages   []string
-		create   bool
-		logLevel string
-		dataDir  string
-	)
+	var fl *config.Flags
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run pipeline stages against a Kafka cluster (or all of them on an embedded broker)",
-		Long: `run runs the given stages (default: all) in this process until SIGINT or
+		Long: `run runs the configured stages (default: all) in this process until SIGINT or
 SIGTERM, then drains: it stops fetching, finishes the records in flight,
 commits, and leaves.
 
-Without --brokers, every stage must run here: an embedded broker and schema
-registry are started, and their addresses printed. With --brokers, a schema
-registry is required (--registry), and any subset of the stages may run, each
-in as many processes as the topics have partitions.`,
+Settings come from a YAML file (--config), ASYNCINFER_* environment variables
+and flags, in that order of precedence from lowest to highest; "asyncinfer
+config reference" lists them all, "asyncinfer config print" shows the result.
+
+Without kafka.brokers, every stage must run here: an embedded broker and schema
+registry are started, and their addresses printed. With kafka.brokers, a schema
+registry is required (registry.url), and any subset of the stages may run, each
+in as many processes as the topics have partitions.
+
+The admin server (admin_addr, default 127.0.0.1:9464) serves /metrics,
+/healthz, /readyz (assigned and state restored) and a status page at /.`,
 		Example: `  # everything in one process, on an embedded broker
   asyncinfer run
 
   # one stage against a cluster, as a static member
-  asyncinfer run --brokers kafka-1:9092 --registry http://registry:8081 --stages infer --instance-id infer-0`,
+  asyncinfer run --brokers kafka-1:9092 --registry http://registry:8081 --stages infer --instance-id infer-0
+
+  # a secured cluster, settings in a file, the password from the environment
+  ASYNCINFER_KAFKA_SASL_PASSWORD=... asyncinfer run --config /etc/asyncinfer/prod.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			names, err := stack.ParseStages(stages)
+			cfg, log, err := loadConfig(fl, cmd)
 			if err != nil {
 				return err
 			}
-			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
-				return fmt.Errorf("--log-level %q: %w", logLevel, err)
-			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-			ctx := cmd.Context()
-			if len(brokers) == 0 {
-				if len(names) != len(stack.All) {
-					return errors.New("--stages without --brokers: the embedded broker lives in this process, so every stage must run here; give --brokers to run a subset")
-				}
-				e, err := startEmbedded(dataDir)
-				if err != nil {
-					return err
-				}
-				defer e.Close()
-				brokers, registry = e.brokers(), e.url
-				fmt.Fprintf(cmd.ErrOrStderr(), "embedded broker %v, schema registry %s\n", brokers, registry)
-			} else if registry == "" {
-				return errors.New("--registry is required with --brokers: messages are Avro with schema ids from a registry")
-			}
-			if create {
-				if err := createTopics(ctx, brokers, f, -1); err != nil {
-					return err
-				}
-			}
-			codec, err := newCodec(ctx, registry, f.topics(), f.replyTopics)
-			if err != nil {
-				return err
-			}
-			model, err := f.newModel()
-			if err != nil {
-				return err
-			}
-			set, err := stack.Build(f.stackOptions(brokers, model, stack.NewMetrics(prometheus.DefaultRegisterer), log), codec, names)
-			if err != nil {
-				return err
-			}
-			log.Info("running", "stages", names, "brokers", brokers)
-			return set.Run(ctx)
+			return runPipeline(cmd.Context(), cfg, log, cmd)
 		},
 	}
-	fs := cmd.Flags()
-	f.register(fs)
-	fs.StringSliceVar(&brokers, "brokers", nil, "seed brokers (none: embedded broker, all stages)")
-	fs.StringVar(&registry, "registry", "", "schema registry URL (required with --brokers)")
-	fs.StringSliceVar(&stages, "stages", stack.All, "stages to run: dedup, infer, emit")
-	fs.BoolVar(&create, "create-topics", true, "create missing topics at start")
-	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&dataDir, "data-dir", "", "embedded broker only: keep its data here")
+	fl = config.BindFlags(cmd.Flags())
 	return cmd
+}
+
+// loadConfig loads the configuration and makes the logger it asks for.
+func loadConfig(fl *config.Flags, cmd *cobra.Command) (*config.Config, *slog.Logger, error) {
+	cfg, src, err := config.Load(fl, os.Environ())
+	if err != nil {
+		return nil, nil, err
+	}
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel)) // validated
+	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
+	for _, w := range src.Warn {
+		log.Warn(w)
+	}
+	return cfg, log, nil
+}
+
+// cluster is a connection to Kafka and the registry, checked.
+type cluster struct {
+	kopts    []kgo.Opt
+	registry *sr.Client
+	embedded *embedded // nil: an external cluster
+}
+
+func (c *cluster) Close() {
+	if c.embedded != nil {
+		c.embedded.Close()
+	}
+}
+
+// connect reaches the configured cluster, or starts the embedded one when
+// embeddedOK and no brokers are configured, and checks both the broker and the
+// registry so that a wrong setting fails here, with the setting's name.
+func connect(ctx context.Context, cfg *config.Config, embeddedOK bool, log *slog.Logger) (*cluster, error) {
+	c := &cluster{}
+	var brokers []string
+	var url string
+	if len(cfg.Kafka.Brokers) == 0 {
+		if !embeddedOK {
+			return nil, errors.New("kafka.brokers (--brokers) is required: this command talks to an existing cluster (asyncinfer dev-broker runs one on this machine)")
+		}
+		e, err := startEmbedded(embeddedConfig{dataDir: cfg.DataDir})
+		if err != nil {
+			return nil, err
+		}
+		c.embedded = e
+		brokers, url = e.brokers(), e.url
+		log.Info("embedded broker started", "brokers", brokers, "registry", url)
+	}
+	kopts, err := cfg.KafkaOpts(brokers...)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := config.CheckKafka(ctx, cfg, kopts); err != nil {
+		c.Close()
+		return nil, err
+	}
+	ropts, err := cfg.RegistryOpts(url)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.registry, err = sr.NewClient(ropts...)
+	if err == nil {
+		err = config.CheckRegistry(ctx, cfg, c.registry)
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.kopts = kopts
+	return c, nil
+}
+
+// layout is the topic layout the configuration describes.
+func layout(cfg *config.Config) pipeline.TopicLayout {
+	return pipeline.TopicLayout{
+		Topics:             pipeline.NewTopics(cfg.Topics.Prefix),
+		Partitions:         cfg.Topics.Partitions,
+		Retention:          cfg.Topics.Retention,
+		MaxMessageBytes:    int(cfg.Topics.MaxMessageBytes),
+		DLQMaxMessageBytes: int(cfg.Topics.DLQMaxMessageBytes),
+	}
+}
+
+// createTopicsCfg creates the layout's topics and the reply topics if missing.
+func createTopicsCfg(ctx context.Context, c *cluster, cfg *config.Config) error {
+	cl, err := kgo.NewClient(c.kopts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	rf := cfg.Topics.ReplicationFactor
+	if c.embedded != nil {
+		rf = 1
+	}
+	if err := pipeline.CreateTopics(ctx, adm, layout(cfg), rf); err != nil {
+		return err
+	}
+	for _, r := range cfg.Emit.ReplyTopics {
+		resp, err := adm.CreateTopic(ctx, cfg.Topics.Partitions, rf, nil, r)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !isExists(err) {
+			return fmt.Errorf("create reply topic %s: %w", r, err)
+		}
+	}
+	return nil
+}
+
+// models builds the configured models (the default simulated one if none).
+func models(cfg *config.Config) ([]infer.ModelConfig, error) {
+	ms := cfg.Models
+	if len(ms) == 0 {
+		ms = []config.Model{config.DefaultModel}
+	}
+	var out []infer.ModelConfig
+	for _, m := range ms {
+		m = config.ModelDefaults(m)
+		o, _ := config.ParseOutage(m.Sim.Outage) // validated
+		var outages []sim.Outage
+		if o != nil {
+			outages = []sim.Outage{{Start: o.Start, Duration: o.Duration}}
+		}
+		backend, err := sim.New(sim.Config{Fixed: m.Sim.Fixed, PerItem: m.Sim.PerItem, Spin: m.Sim.Spin,
+			ErrorRate: m.Sim.ErrorRate, Outages: outages})
+		if err != nil {
+			return nil, fmt.Errorf("model %s: %w", m.Name, err)
+		}
+		out = append(out, infer.ModelConfig{
+			Name: m.Name, Backend: backend, MaxBatch: m.MaxBatchItems, MaxBatchSize: m.MaxBatchBytes,
+			MaxWait: m.MaxWait, Timeout: m.Timeout, Concurrency: m.Concurrency, MaxAttempts: m.MaxAttempts,
+			BreakerThreshold: m.BreakerThreshold, BreakerCooldown: m.BreakerCooldown,
+			Objective: m.LatencyObjective, Deterministic: m.Deterministic,
+		})
+	}
+	return out, nil
+}
+
+// runPipeline runs the configured stages until ctx ends.
+func runPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, cmd *cobra.Command) error {
+	if len(cfg.Kafka.Brokers) == 0 && len(cfg.Stages) != len(stack.All) {
+		return errors.New("stages without kafka.brokers: the embedded broker lives in this process, so every stage must run here; give --brokers (and --registry) to run a subset, or start a shared broker with asyncinfer dev-broker")
+	}
+	names, err := stack.ParseStages(cfg.Stages)
+	if err != nil {
+		return fmt.Errorf("stages: %w", err)
+	}
+	c, err := connect(ctx, cfg, true, log)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if c.embedded != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "embedded broker %v, schema registry %s\n", c.embedded.brokers(), c.embedded.url)
+	}
+	if cfg.Topics.Create {
+		if err := createTopicsCfg(ctx, c, cfg); err != nil {
+			return err
+		}
+	}
+	t := pipeline.NewTopics(cfg.Topics.Prefix)
+	codec, err := schemas.NewCodec(ctx, c.registry, t.Kinds(cfg.Emit.ReplyTopics...))
+	if err != nil {
+		return fmt.Errorf("schema registry: %w", err)
+	}
+	if c.embedded != nil {
+		if err := c.embedded.saveRegistry(ctx); err != nil {
+			return err
+		}
+	}
+	ms, err := models(cfg)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	set, err := stack.Build(stack.Options{
+		Conn: c.kopts, Prefix: cfg.Topics.Prefix, InstanceID: cfg.InstanceID, MaxInflight: cfg.Runner.MaxInflight,
+		Linger: cfg.Runner.ProducerLinger, DedupWindow: cfg.Dedup.Window, ReplyTopics: cfg.Emit.ReplyTopics,
+		CopyFailedToDLQ: cfg.Emit.DLQFailed, Models: ms, Metrics: stack.NewMetrics(reg), Logger: log,
+	}, codec, names)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.AdminAddr != "" {
+		srv, err := startAdmin(ctx, cfg, c, set, reg, log)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "admin http://%s/ (metrics, healthz, readyz, status)\n", srv.Addr())
+	}
+	log.Info("running", "stages", names, "instance", cfg.InstanceID)
+	return set.Run(ctx)
+}
+
+// statusSource is the admin server's view of this process.
+type statusSource struct {
+	instance string
+	set      *stack.Set
+	lag      *admin.Watcher
+}
+
+func (s *statusSource) Status() admin.Status {
+	st := admin.Status{Instance: s.instance}
+	for _, r := range s.set.Runners {
+		rs := r.Status()
+		ss := admin.StageStatus{Name: rs.Stage, Group: rs.Group, Ready: rs.Ready, Joined: rs.Joined, Inflight: rs.Inflight}
+		for _, p := range rs.Partitions {
+			ss.Partitions = append(ss.Partitions, admin.PartitionStatus{Topic: p.Topic, Partition: p.Partition,
+				Restoring: p.Restoring, PausedBy: p.PausedBy})
+		}
+		st.Stages = append(st.Stages, ss)
+	}
+	if s.lag != nil {
+		snap := s.lag.Snapshot()
+		st.Lag, st.LagUpdated = snap.Lag, snap.Updated
+		if snap.Err != nil {
+			st.LagError = snap.Err.Error()
+		}
+	}
+	return st
+}
+
+// startAdmin serves /metrics, /healthz, /readyz and the status page, and
+// watches the lag of every stage group.
+func startAdmin(ctx context.Context, cfg *config.Config, c *cluster, set *stack.Set, reg *prometheus.Registry,
+	log *slog.Logger) (*admin.Server, error) {
+	cl, err := kgo.NewClient(c.kopts...)
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, cl.Close)
+	w, err := admin.NewWatcher(kadm.NewClient(cl), stack.Groups(cfg.Topics.Prefix), admin.WithRegisterer(reg),
+		admin.WithLogger(log), admin.Interval(2*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	go w.Run(ctx) //nolint:errcheck // ends with ctx
+	srv, err := admin.New(cfg.AdminAddr, reg, &statusSource{instance: cfg.InstanceID, set: set, lag: w})
+	if err != nil {
+		return nil, fmt.Errorf("admin_addr %s: %w", cfg.AdminAddr, err)
+	}
+	go func() {
+		if err := srv.Serve(ctx); err != nil {
+			log.Error("admin server", "err", err)
+		}
+	}()
+	return srv, nil
 }

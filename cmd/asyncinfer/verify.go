@@ -56,7 +56,7 @@ It exits with status 1 when lost, conflicting or malformed_without_dlq is not 0.
 				if _, err := os.Stat(dataDir); err != nil {
 					return fmt.Errorf("--data-dir: %w", err)
 				}
-				e, err := startEmbedded(dataDir)
+				e, err := startEmbedded(embeddedConfig{dataDir: dataDir})
 				if err != nil {
 					return err
 				}

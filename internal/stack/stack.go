@@ -38,7 +38,7 @@ var All = []string{Dedup, Infer, Emit}
 type Options struct {
 	Conn        []kgo.Opt // seed brokers, TLS, SASL, client id
 	Prefix      string    // of topic and group names; "" for pipeline.DefaultTopicPrefix
-	InstanceID  string    // static membership: each stage's member id is InstanceID-stage
+	InstanceID  string    // static membership id, the same in every stage group (ids are unique per group)
 	MaxInflight int       // per stage; 0 for DefaultMaxInflight
 	Linger      time.Duration
 	// DedupWindow is how long idempotency keys and emitted ids are kept.
@@ -150,7 +150,7 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 	for _, name := range names {
 		opts := append([]pipeline.Option(nil), common...)
 		if o.InstanceID != "" {
-			opts = append(opts, pipeline.InstanceID(o.InstanceID+"-"+name))
+			opts = append(opts, pipeline.InstanceID(o.InstanceID))
 		}
 		var (
 			h     pipeline.Handler

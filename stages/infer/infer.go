@@ -48,6 +48,13 @@ type ModelConfig struct {
 	// long it stays open before a probe. Defaults 5 and 500ms.
 	BreakerThreshold int
 	BreakerCooldown  time.Duration
+	// Objective is the latency objective: a request's effective deadline is
+	// min(its deadline, created_at + Objective), so a request that can no
+	// longer make it is answered EXPIRED instead of taking a worker. 0: none.
+	Objective time.Duration
+	// Deterministic declares that the model gives the same outputs for the
+	// same inputs (shown on the status page and in config print).
+	Deterministic bool
 }
 
 func (m *ModelConfig) setDefaults() {
@@ -223,6 +230,11 @@ func (s *Stage) Handle(ctx context.Context, w *pipeline.Work) {
 	if req.DeadlineMs > 0 {
 		it.deadline = time.UnixMilli(req.DeadlineMs)
 	}
+	if obj := sv.cfg.Objective; obj > 0 && req.CreatedAtMs > 0 {
+		if d := time.UnixMilli(req.CreatedAtMs).Add(obj); it.deadline.IsZero() || d.Before(it.deadline) {
+			it.deadline, it.byObjective = d, true
+		}
+	}
 	if !sv.q.push(it) {
 		s.answer(w, req, &schemas.Result{Status: schemas.StatusRejected, Reason: "queue_full", ErrorCode: CodeQueueFull,
 			RetryAfterMs: 1000}, 0)
@@ -337,7 +349,11 @@ func (s *Stage) expire(b []*item) []*item {
 	keep := b[:0]
 	for _, it := range b {
 		if !it.deadline.IsZero() && now.After(it.deadline) {
-			s.answer(it.w, it.req, &schemas.Result{Status: schemas.StatusExpired, Reason: "deadline_passed",
+			reason := "deadline_passed"
+			if it.byObjective {
+				reason = "objective_passed"
+			}
+			s.answer(it.w, it.req, &schemas.Result{Status: schemas.StatusExpired, Reason: reason,
 				Attempt: it.attempt}, 0)
 			continue
 		}

@@ -16,8 +16,11 @@ type item struct {
 	size     int       // encoded bytes, for the batch byte limit
 	enqueued time.Time // entered the queue
 	deadline time.Time // zero: none
-	attempt  int32     // model calls that carried it
-	failures int       // transient failures counted against MaxAttempts
+	// byObjective: the deadline is created_at + the model's objective,
+	// earlier than the request's own.
+	byObjective bool
+	attempt     int32 // model calls that carried it
+	failures    int   // transient failures counted against MaxAttempts
 }
 
 // queue is the bounded in-memory queue of one model, in front of its

@@ -1,0 +1,157 @@
+package admin
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// PartitionLag is one consumer group's lag on one partition.
+type PartitionLag struct {
+	Group     string `json:"group"`
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	// Committed is the group's committed offset, -1 when it has none.
+	Committed int64 `json:"committed"`
+	// End is the partition's last stable offset: the end a read_committed
+	// consumer can reach. Records of open transactions are past it, so they
+	// are not counted as lag until they commit.
+	End int64 `json:"end"`
+	// Lag is End minus Committed, or End minus the log start offset when the
+	// group has not committed on the partition; never negative.
+	Lag int64 `json:"lag"`
+	// Member is the group member consuming the partition (its instance id
+	// when it has one, else its member id), "" when no member holds it.
+	Member string `json:"member,omitempty"`
+	// ClientID is that member's client id.
+	ClientID string `json:"client_id,omitempty"`
+}
+
+// Lag measures the lag of groups on every partition they are assigned or
+// have committed to, sorted by group, topic and partition.
+//
+// kadm's own Client.Lag measures against the high watermark, which counts
+// records of open and aborted transactions that a read_committed consumer
+// never sees as lag; this measures against the last stable offset
+// (ListCommittedOffsets lists with isolation level read_committed).
+//
+// A group that does not exist, or has neither members nor commits, has no
+// rows and is not an error. When one group or partition cannot be measured
+// the error names it and the rows hold everything else; an error with nil
+// rows means nothing could be measured. No groups: no rows.
+func Lag(ctx context.Context, adm *kadm.Client, groups ...string) ([]PartitionLag, error) {
+	groups = uniq(groups)
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	var errs []error
+
+	// Describing tells who holds which partition; the commits come from
+	// OffsetFetch either way, so a group that DescribeGroups cannot describe
+	// (a KIP-848 group, say) is still measured, only without members.
+	described, err := adm.DescribeGroups(ctx, groups...)
+	if err != nil {
+		if _, ok := errors.AsType[*kadm.ShardErrors](err); !ok {
+			return nil, fmt.Errorf("admin: describe groups: %w", err)
+		}
+		errs = append(errs, fmt.Errorf("admin: describe groups: %w", err))
+	}
+	for name, g := range described {
+		switch {
+		case errors.Is(g.Err, kerr.GroupIDNotFound), g.Err == nil && g.State == "Dead":
+			delete(described, name)
+		case g.Err != nil:
+			errs = append(errs, fmt.Errorf("admin: describe group %q: %w", name, g.Err))
+			delete(described, name)
+		}
+	}
+
+	fetched := adm.FetchManyOffsets(ctx, groups...)
+	measurable := groups[:0:0]
+	for _, name := range groups {
+		r := fetched[name]
+		switch {
+		case r.Err == nil:
+		case errors.Is(r.Err, kerr.GroupIDNotFound):
+			r = kadm.FetchOffsetsResponse{Group: name}
+			fetched[name] = r
+		default:
+			errs = append(errs, fmt.Errorf("admin: fetch committed offsets of group %q: %w", name, r.Err))
+			continue
+		}
+		measurable = append(measurable, name)
+	}
+
+	topics := described.AssignedPartitions()
+	topics.MergeTopics(described.JoinTopics())
+	for _, name := range measurable {
+		topics.Merge(fetched[name].CommittedPartitions())
+	}
+	if len(topics.Topics()) == 0 {
+		return nil, errors.Join(errs...)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topics.Topics()...)
+	if err != nil && !isShardErr(err) {
+		return nil, fmt.Errorf("admin: list start offsets: %w", err)
+	}
+	// Shard errors leave partitions out of the listing; those come back
+	// below as per-partition errors ("missing from list offsets").
+	ends, err := adm.ListCommittedOffsets(ctx, topics.Topics()...)
+	if err != nil && !isShardErr(err) {
+		return nil, fmt.Errorf("admin: list last stable offsets: %w", err)
+	}
+
+	var rows []PartitionLag
+	for _, name := range measurable {
+		g, ok := described[name]
+		if !ok {
+			g = kadm.DescribedGroup{Group: name}
+		}
+		for _, l := range kadm.CalculateGroupLagWithStartOffsets(g, fetched[name].Fetched, starts, ends).Sorted() {
+			if l.Err != nil {
+				errs = append(errs, fmt.Errorf("admin: lag of group %q on %s/%d: %w", name, l.Topic, l.Partition, l.Err))
+				continue
+			}
+			row := PartitionLag{
+				Group: name, Topic: l.Topic, Partition: l.Partition,
+				Committed: l.Commit.At, End: l.End.Offset, Lag: l.Lag,
+			}
+			if row.Committed < 0 {
+				row.Committed = -1
+			}
+			if m := l.Member; m != nil {
+				row.Member, row.ClientID = m.MemberID, m.ClientID
+				if m.InstanceID != nil && *m.InstanceID != "" {
+					row.Member = *m.InstanceID
+				}
+			}
+			rows = append(rows, row)
+		}
+	}
+	slices.SortFunc(rows, func(a, b PartitionLag) int {
+		return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	return rows, errors.Join(errs...)
+}
+
+func isShardErr(err error) bool {
+	_, ok := errors.AsType[*kadm.ShardErrors](err)
+	return ok
+}
+
+// uniq drops empty and repeated names, keeping order, in a fresh slice (the
+// caller's variadic slice is not ours to rewrite).
+func uniq(groups []string) []string {
+	out := make([]string, 0, len(groups))
+	for _, g := range groups {
+		if g != "" && !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out
+}

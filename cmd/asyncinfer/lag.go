@@ -1,0 +1,70 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/asyncinfer/asyncinfer/admin"
+	"github.com/asyncinfer/asyncinfer/config"
+	"github.com/asyncinfer/asyncinfer/internal/stack"
+)
+
+func newLagCmd() *cobra.Command {
+	var fl *config.Flags
+	cmd := &cobra.Command{
+		Use:   "lag",
+		Short: "Show each stage group's lag per partition (records behind the last stable offset)",
+		Long: `lag prints, for every stage's consumer group, each partition's committed
+offset, last stable offset (LSO: the end a read_committed consumer can reach)
+and the difference, and which member owns it. A group that has not started
+yet has no rows.`,
+		Example: `  asyncinfer lag --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := loadConfig(fl, cmd)
+			if err != nil {
+				return err
+			}
+			c, err := connect(cmd.Context(), cfg, false, log)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			cl, err := kgo.NewClient(c.kopts...)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			rows, err := admin.Lag(cmd.Context(), kadm.NewClient(cl), stack.Groups(cfg.Topics.Prefix)...)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "GROUP\tTOPIC\tPARTITION\tCOMMITTED\tLSO\tLAG\tMEMBER\t")
+			total := map[string]int64{}
+			for _, r := range rows {
+				committed := fmt.Sprint(r.Committed)
+				if r.Committed < 0 {
+					committed = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t\n", r.Group, r.Topic, r.Partition, committed, r.End, r.Lag, orDash(r.Member))
+				total[r.Group] += r.Lag
+			}
+			tw.Flush()
+			for _, g := range stack.Groups(cfg.Topics.Prefix) {
+				if n, ok := total[g]; ok {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: %d records behind\n", g, n)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: no committed offsets or members yet\n", g)
+				}
+			}
+			return nil
+		},
+	}
+	fl = config.BindSomeFlags(cmd.Flags(), config.ConnectionSettings)
+	return cmd
+}

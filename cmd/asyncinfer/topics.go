@@ -1,0 +1,177 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/asyncinfer/asyncinfer/config"
+	"github.com/asyncinfer/asyncinfer/internal/stack"
+	"github.com/asyncinfer/asyncinfer/pipeline"
+)
+
+func isExists(err error) bool { return errors.Is(err, kerr.TopicAlreadyExists) }
+
+func newTopicsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "topics",
+		Short: "Create, check and secure the pipeline's topics",
+		Long: `The pipeline's topics (prefix topics.prefix, default "asyncinfer."):
+
+  requests            clients produce here, keyed by idempotency key (or request id)
+  requests.accepted   dedup ▸ infer
+  outcomes            every stage's terminal answers ▸ emit, keyed by request id
+  results             emit's default reply topic, keyed by request id
+  dlq                 dead letters (larger max.message.bytes: they carry the source record)
+  dedup-state         dedup's changelog (compact,delete), co-partitioned with requests
+  emitted-ids         emit's changelog (compact,delete), co-partitioned with outcomes
+  model-stats         per-model measured cost (compact)`,
+	}
+	cmd.AddCommand(newTopicsCreateCmd(), newTopicsCheckCmd(), newTopicsACLsCmd())
+	return cmd
+}
+
+func newTopicsCreateCmd() *cobra.Command {
+	var fl *config.Flags
+	cmd := &cobra.Command{
+		Use:     "create",
+		Short:   "Create the pipeline's topics and the reply topics (existing ones are left alone)",
+		Example: `  asyncinfer topics create --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081 --partitions 12`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := loadConfig(fl, cmd)
+			if err != nil {
+				return err
+			}
+			c, err := connect(cmd.Context(), cfg, false, log)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := createTopicsCfg(cmd.Context(), c, cfg); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "topics created (existing topics left as they were); check them with: asyncinfer topics check")
+			return nil
+		},
+	}
+	fl = config.BindSomeFlags(cmd.Flags(), config.ConnectionSettings)
+	return cmd
+}
+
+func newTopicsCheckCmd() *cobra.Command {
+	var fl *config.Flags
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Check the topics against the layout: partitions, co-partitioning, compaction, limits",
+		Long: `check compares the cluster's topics with the layout the configuration describes:
+every topic exists with topics.partitions partitions; requests and dedup-state,
+outcomes and emitted-ids have the same partition count (a stage restores
+partition p's state from changelog partition p); the changelogs are compacted;
+dlq accepts messages at least as large as the data topics. It prints one line
+per topic and exits with status 1 if anything is wrong.`,
+		Example: `  asyncinfer topics check --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := loadConfig(fl, cmd)
+			if err != nil {
+				return err
+			}
+			c, err := connect(cmd.Context(), cfg, false, log)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			cl, err := kgo.NewClient(c.kopts...)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			checks, err := pipeline.CheckTopics(cmd.Context(), kadm.NewClient(cl), layout(cfg))
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TOPIC\tPARTITIONS\tCLEANUP\tMAX.MESSAGE.BYTES\tRETENTION.MS\tSTATUS")
+			bad := 0
+			for _, ch := range checks {
+				status := "ok"
+				if len(ch.Problems) > 0 {
+					status = "PROBLEM: " + strings.Join(ch.Problems, "; ")
+					bad++
+				}
+				parts := "-"
+				if ch.Partitions >= 0 {
+					parts = fmt.Sprint(ch.Partitions)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ch.Topic, parts, orDash(ch.Configs["cleanup.policy"]),
+					orDash(ch.Configs["max.message.bytes"]), orDash(ch.Configs["retention.ms"]), status)
+			}
+			tw.Flush()
+			if bad > 0 {
+				return fmt.Errorf("topics check: %d of %d topics have problems", bad, len(checks))
+			}
+			return nil
+		},
+	}
+	fl = config.BindSomeFlags(cmd.Flags(), config.ConnectionSettings)
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newTopicsACLsCmd() *cobra.Command {
+	var fl *config.Flags
+	cmd := &cobra.Command{
+		Use:   "acls",
+		Short: "Print the ACLs each stage, a client and the admin tools need, as kafka-acls.sh commands",
+		Long: `acls prints, for each principal, the ACLs it needs on a cluster that enforces
+them. The principal names are placeholders (User:dedup, User:infer, …): replace
+them with your users. These exact ACLs are tested: every stage runs as its own
+user holding only them, on a broker that enforces ACLs.
+
+Add --bootstrap-server and --command-config to each line for your cluster.`,
+		Example: `  asyncinfer topics acls --topic-prefix prod.asyncinfer. --reply-topics app.results`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := loadConfig(fl, cmd)
+			if err != nil {
+				return err
+			}
+			acls := stack.ACLs(cfg.Topics.Prefix, cfg.Emit.ReplyTopics)
+			out := cmd.OutOrStdout()
+			for _, p := range slices.Concat(stack.All, []string{stack.Client, stack.Admin}) {
+				fmt.Fprintf(out, "# %s\n", aclTitle(p))
+				for _, a := range acls[p] {
+					fmt.Fprintln(out, a.String(p))
+				}
+				fmt.Fprintln(out)
+			}
+			return nil
+		},
+	}
+	fl = config.BindSomeFlags(cmd.Flags(), config.ConnectionSettings)
+	return cmd
+}
+
+func aclTitle(p string) string {
+	switch p {
+	case stack.Client:
+		return "client: an application that produces requests and reads results (no consumer group)"
+	case stack.Admin:
+		return "admin: topics create/check, lag, and run with topics.create=true"
+	}
+	return "stage " + p
+}
