@@ -20,9 +20,12 @@ build: deps
 run: build
 	./$(BIN) demo $(DEMO_FLAGS)
 
-## test: every test, with the race detector
+## test: every test, with the race detector; artifacts (the status page's
+## screenshot) land in test-output/
 test: deps lint
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@deploy/test-deps.sh
+	@mkdir -p test-output
+	$(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(CURDIR)/test-output $(PKGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -30,4 +33,4 @@ lint:
 	$(GO) vet $(PKGS)
 
 clean:
-	rm -rf bin
+	rm -rf bin test-output

@@ -305,7 +305,11 @@ func Load(fl *Flags, environ []string) (*Config, Source, error) {
 			if pf == nil || !pf.Changed {
 				return
 			}
-			if err := s.set(pf.Value.(*flagValue).raw); err != nil {
+			fv, ours := pf.Value.(*flagValue)
+			if !ours {
+				return // a flag of the command's own with the same name
+			}
+			if err := s.set(fv.raw); err != nil {
 				errs = append(errs, fmt.Errorf("--%s: %w", flag, err))
 			}
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/asyncinfer/asyncinfer/connectors/sim"
 	"github.com/asyncinfer/asyncinfer/internal/stack"
@@ -250,7 +251,11 @@ wait:
 	// The final numbers are a recount of the topics, not of the counters
 	// above: the same code as verify, in this process.
 	rctx := context.WithoutCancel(ctx)
-	rep, err := verify(rctx, brokers, e.url, f.prefix, f.replyTopics)
+	srcl, err := sr.NewClient(sr.URLs(e.url))
+	if err != nil {
+		return report{}, err
+	}
+	rep, err := verify(rctx, &cluster{kopts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, registry: srcl}, f.prefix, f.replyTopics)
 	if err != nil {
 		return report{}, err
 	}

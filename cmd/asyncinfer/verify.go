@@ -7,24 +7,25 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/asyncinfer/asyncinfer/admin"
+	"github.com/asyncinfer/asyncinfer/config"
 	"github.com/asyncinfer/asyncinfer/internal/stack"
 	"github.com/asyncinfer/asyncinfer/pipeline"
+	"github.com/asyncinfer/asyncinfer/schemas"
 )
 
 func newVerifyCmd() *cobra.Command {
 	var (
-		brokers  []string
-		registry string
-		dataDir  string
-		prefix   string
-		reply    []string
-		format   string
+		fl      *config.Flags
+		dataDir string
+		format  string
 	)
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -49,25 +50,27 @@ It exits with status 1 when lost, conflicting or malformed_without_dlq is not 0.
 				return fmt.Errorf("--report %q: want json or text", format)
 			}
 			ctx := cmd.Context()
+			cfg, log, err := loadConfig(fl, cmd)
+			if err != nil {
+				return err
+			}
 			switch {
-			case dataDir != "" && len(brokers) > 0:
+			case dataDir != "" && len(cfg.Kafka.Brokers) > 0:
 				return errors.New("--data-dir and --brokers exclude each other: --data-dir opens a demo's embedded broker")
 			case dataDir != "":
 				if _, err := os.Stat(dataDir); err != nil {
 					return fmt.Errorf("--data-dir: %w", err)
 				}
-				e, err := startEmbedded(embeddedConfig{dataDir: dataDir})
-				if err != nil {
-					return err
-				}
-				defer e.Close()
-				brokers, registry = e.brokers(), e.url
-			case len(brokers) == 0:
+				cfg.DataDir = dataDir
+			case len(cfg.Kafka.Brokers) == 0:
 				return errors.New("give --brokers (and --registry) of a cluster, or --data-dir of a demo run")
-			case registry == "":
-				return errors.New("--registry is required with --brokers: results are Avro with schema ids")
 			}
-			rep, err := verify(ctx, brokers, registry, prefix, reply)
+			c, err := connect(ctx, cfg, dataDir != "", log)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			rep, err := verify(ctx, c, cfg.Topics.Prefix, cfg.Emit.ReplyTopics)
 			if err != nil {
 				return err
 			}
@@ -81,24 +84,21 @@ It exits with status 1 when lost, conflicting or malformed_without_dlq is not 0.
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringSliceVar(&brokers, "brokers", nil, "seed brokers of the cluster")
-	fs.StringVar(&registry, "registry", "", "schema registry URL")
+	fl = config.BindSomeFlags(fs, config.ConnectionSettings)
 	fs.StringVar(&dataDir, "data-dir", "", "data directory of a demo run (demo --data-dir)")
-	fs.StringVar(&prefix, "topic-prefix", pipeline.DefaultTopicPrefix, "prefix of every topic name")
-	fs.StringSliceVar(&reply, "reply-topics", nil, "reply topics to read besides the results topic")
 	fs.StringVar(&format, "report", "text", "report format: json or text")
 	return cmd
 }
 
 // verify reads the topics and recounts.
-func verify(ctx context.Context, brokers []string, registry, prefix string, reply []string) (report, error) {
+func verify(ctx context.Context, c *cluster, prefix string, reply []string) (report, error) {
 	t := pipeline.NewTopics(prefix)
-	codec, err := newCodec(ctx, registry, t, reply)
+	codec, err := schemas.NewCodec(ctx, c.registry, t.Kinds(reply...))
 	if err != nil {
-		return report{}, err
+		return report{}, fmt.Errorf("schema registry: %w", err)
 	}
 	tl := newTally()
-	err = readTopics(ctx, brokers, topicsToRead(t, reply), func(r *kgo.Record) {
+	err = readTopics(ctx, c.kopts, topicsToRead(t, reply), func(r *kgo.Record) {
 		switch r.Topic {
 		case t.Requests:
 			tl.addRequest(ctx, codec, r.Topic, r.Partition, r.Offset, r.Value)
@@ -115,7 +115,7 @@ func verify(ctx context.Context, brokers []string, registry, prefix string, repl
 	if err != nil {
 		return report{}, err
 	}
-	settled, err := groupsSettled(ctx, brokers, stack.Groups(prefix))
+	settled, err := groupsSettled(ctx, c.kopts, stack.Groups(prefix))
 	if err != nil {
 		return report{}, err
 	}
@@ -124,8 +124,8 @@ func verify(ctx context.Context, brokers []string, registry, prefix string, repl
 
 // readTopics reads every partition of topics from the start to the end
 // offsets they had when it began, read_committed.
-func readTopics(ctx context.Context, brokers []string, topics []string, fn func(*kgo.Record)) error {
-	adm, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+func readTopics(ctx context.Context, kopts []kgo.Opt, topics []string, fn func(*kgo.Record)) error {
+	adm, err := kgo.NewClient(kopts...)
 	if err != nil {
 		return err
 	}
@@ -152,8 +152,8 @@ func readTopics(ctx context.Context, brokers []string, topics []string, fn func(
 	if len(left) == 0 {
 		return nil
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(want),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(), kgo.FetchMaxWait(250*time.Millisecond))
+	cl, err := kgo.NewClient(append(slices.Clone(kopts), kgo.ConsumePartitions(want),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(), kgo.FetchMaxWait(250*time.Millisecond))...)
 	if err != nil {
 		return err
 	}
@@ -192,22 +192,26 @@ func readTopics(ctx context.Context, brokers []string, topics []string, fn func(
 
 // groupsSettled reports whether every stage group exists and has consumed
 // and committed everything.
-func groupsSettled(ctx context.Context, brokers []string, gs []string) (bool, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+// Lag is measured to the last stable offset, as read_committed stages see it.
+func groupsSettled(ctx context.Context, kopts []kgo.Opt, gs []string) (bool, error) {
+	cl, err := kgo.NewClient(kopts...)
 	if err != nil {
 		return false, err
 	}
 	defer cl.Close()
-	lags, err := kadm.NewClient(cl).Lag(ctx, gs...)
+	rows, err := admin.Lag(ctx, kadm.NewClient(cl), gs...)
 	if err != nil {
 		return false, fmt.Errorf("group lag: %w", err)
 	}
-	for _, g := range gs {
-		l, ok := lags[g]
-		if !ok || l.Error() != nil || len(l.Lag) == 0 {
+	seen := map[string]bool{}
+	for _, r := range rows {
+		seen[r.Group] = true
+		if r.Lag > 0 {
 			return false, nil
 		}
-		if l.Lag.Total() > 0 {
+	}
+	for _, g := range gs {
+		if !seen[g] {
 			return false, nil
 		}
 	}

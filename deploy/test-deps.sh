@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs beyond Go, when it is missing and this
+# machine can install it (root and apt): Chromium, for the status page's
+# browser test. Without root or apt it says what is missing and carries on;
+# the browser test then skips (or fails under ASYNCINFER_REQUIRE_BROWSER=1).
+set -uo pipefail
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+if ! have chromium; then
+	if [ "$(id -u)" = 0 ] && have apt-get; then
+		echo "test-deps: installing chromium (browser test of the status page)"
+		export DEBIAN_FRONTEND=noninteractive
+		if ! apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; then
+			apt-get update -qq >/dev/null 2>&1
+			apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 ||
+				echo "test-deps: apt-get install chromium failed (no package mirror?); the browser test will skip" >&2
+		fi
+	else
+		echo "test-deps: chromium is missing and cannot be installed here (needs root and apt); the browser test will skip" >&2
+	fi
+fi
+exit 0
