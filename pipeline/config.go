@@ -35,6 +35,7 @@ type cfg struct {
 	maxDLQPayload    int
 	logger           *slog.Logger
 	metrics          *Metrics
+	hooks            []kgo.Hook
 }
 
 func defaultCfg() cfg {
@@ -145,3 +146,10 @@ func WithLogger(l *slog.Logger) Option { return optFn(func(c *cfg) { c.logger = 
 
 // WithMetrics sets the metrics. Default: unregistered ones.
 func WithMetrics(m *Metrics) Option { return optFn(func(c *cfg) { c.metrics = m }) }
+
+// ClientHooks are franz-go hooks (kprom metrics, tracing) for the stage's
+// group client only: not for the short-lived clients that restore state,
+// so that a hook that registers metrics per client registers them once.
+func ClientHooks(hooks ...kgo.Hook) Option {
+	return optFn(func(c *cfg) { c.hooks = append(c.hooks, hooks...) })
+}

@@ -176,6 +176,9 @@ func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runn
 	if c.instanceID != "" {
 		kopts = append(kopts, kgo.InstanceID(c.instanceID))
 	}
+	if len(c.hooks) > 0 {
+		kopts = append(kopts, kgo.WithHooks(c.hooks...))
+	}
 	cl, err := kgo.NewClient(kopts...)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: %s: new client: %w", stage, err)

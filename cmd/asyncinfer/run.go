@@ -246,7 +246,7 @@ func runPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, cmd 
 	set, err := stack.Build(stack.Options{
 		Conn: c.kopts, Prefix: cfg.Topics.Prefix, InstanceID: cfg.InstanceID, MaxInflight: cfg.Runner.MaxInflight,
 		Linger: cfg.Runner.ProducerLinger, DedupWindow: cfg.Dedup.Window, ReplyTopics: cfg.Emit.ReplyTopics,
-		CopyFailedToDLQ: cfg.Emit.DLQFailed, Models: ms, Metrics: stack.NewMetrics(reg), Logger: log,
+		CopyFailedToDLQ: cfg.Emit.DLQFailed, Models: ms, Metrics: stack.NewMetrics(reg), KafkaMetrics: reg, Logger: log,
 	}, codec, names)
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
@@ -47,6 +48,10 @@ type Options struct {
 	CopyFailedToDLQ bool
 	Models          []infer.ModelConfig
 	Metrics         *Metrics // nil: unregistered
+	// KafkaMetrics, when set, gets each stage's franz-go client metrics
+	// (kprom: connections, bytes, batches, buffered records, request
+	// latency), as asyncinfer_kafka_* labelled by stage.
+	KafkaMetrics prometheus.Registerer
 	Logger          *slog.Logger
 }
 
@@ -152,6 +157,9 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 		if o.InstanceID != "" {
 			opts = append(opts, pipeline.InstanceID(o.InstanceID))
 		}
+		if o.KafkaMetrics != nil {
+			opts = append(opts, pipeline.ClientHooks(KafkaClientMetrics(o.KafkaMetrics, name)))
+		}
 		var (
 			h     pipeline.Handler
 			input string
@@ -209,4 +217,11 @@ func (s *Set) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// KafkaClientMetrics are franz-go's client metrics (kprom) for one client,
+// as asyncinfer_kafka_*, labelled with the stage (or tool) using it.
+func KafkaClientMetrics(reg prometheus.Registerer, stage string) *kprom.Metrics {
+	return kprom.NewMetrics("asyncinfer", kprom.Subsystem("kafka"), kprom.Registerer(reg),
+		kprom.WithStaticLabel(prometheus.Labels{"stage": stage}))
 }
