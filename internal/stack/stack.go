@@ -52,7 +52,7 @@ type Options struct {
 	// (kprom: connections, bytes, batches, buffered records, request
 	// latency), as asyncinfer_kafka_* labelled by stage.
 	KafkaMetrics prometheus.Registerer
-	Logger          *slog.Logger
+	Logger       *slog.Logger
 }
 
 func (o *Options) prefix() string {
