@@ -86,7 +86,6 @@ const (
 	CodeUnknownModel     = "UNKNOWN_MODEL"
 	CodeInferenceFailed  = "INFERENCE_FAILED"
 	CodeModelUnavailable = "MODEL_UNAVAILABLE"
-	CodeQueueFull        = "QUEUE_FULL"
 )
 
 // Stage is the batch ▸ infer stage.
@@ -236,8 +235,11 @@ func (s *Stage) Handle(ctx context.Context, w *pipeline.Work) {
 		}
 	}
 	if !sv.q.push(it) {
-		s.answer(w, req, &schemas.Result{Status: schemas.StatusRejected, Reason: "queue_full", ErrorCode: CodeQueueFull,
-			RetryAfterMs: 1000}, 0)
+		// The queue holds up to the runner's in-flight bound, so this cannot
+		// happen unless that sizing is broken. Rejecting would be wrong: dedup
+		// has recorded the key, so a retry would be answered DUPLICATE. Stop
+		// instead; the record is re-delivered after the restart.
+		s.r.Fail(fmt.Errorf("infer: the queue of model %s is full although it is sized to the in-flight bound (a bug)", req.Model))
 		return
 	}
 	s.m.QueueLen.WithLabelValues(req.Model).Set(float64(sv.q.len()))
