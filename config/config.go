@@ -107,7 +107,7 @@ type Model struct {
 	Timeout          time.Duration `yaml:"timeout" doc:"per model call"`
 	Concurrency      int           `yaml:"concurrency" doc:"parallel model calls (workers)"`
 	LatencyObjective time.Duration `yaml:"latency_objective" doc:"end-to-end objective: a request not inferred within it of its created_at is answered EXPIRED (reason objective_passed); 0: none"`
-	Deterministic    bool          `yaml:"deterministic" doc:"the model gives the same output for the same input; at-least-once repeats are then identical even past emit's window"`
+	Deterministic    bool          `yaml:"deterministic" doc:"declares that the model gives the same output for the same input (informational for now: at-least-once repeats that slip past emit's window are identical only for such models)"`
 	MaxAttempts      int           `yaml:"max_attempts" doc:"consecutive transient failures before an item fails"`
 	BreakerThreshold int           `yaml:"breaker_threshold" doc:"consecutive transient failures that open the circuit (the input pauses)"`
 	BreakerCooldown  time.Duration `yaml:"breaker_cooldown" doc:"how long the circuit stays open before a probe"`

@@ -53,7 +53,7 @@ type ModelConfig struct {
 	// longer make it is answered EXPIRED instead of taking a worker. 0: none.
 	Objective time.Duration
 	// Deterministic declares that the model gives the same outputs for the
-	// same inputs (shown on the status page and in config print).
+	// same inputs. Informational for now (config print shows it).
 	Deterministic bool
 }
 
