@@ -164,7 +164,7 @@ func CheckKafka(ctx context.Context, c *Config, opts []kgo.Opt) error {
 	case c.Kafka.SASL.Mechanism != "" && errors.Is(err, io.EOF):
 		// Apache Kafka answers bad credentials with SaslAuthenticationFailed;
 		// some brokers (and kfake) just close the connection.
-		return fmt.Errorf("kafka %s: the broker closed the connection while authenticating user %q with %s: check kafka.sasl.username and kafka.sasl.password (or the token), and kafka.tls.enabled if the listener is TLS: %w",
+		return fmt.Errorf("kafka %s: the broker closed the connection while authenticating user %q with %s: check kafka.sasl.username and kafka.sasl.password (or the token), that the listener uses SASL at all, and kafka.tls.enabled if it is TLS: %w",
 			who, c.Kafka.SASL.Username, c.Kafka.SASL.Mechanism, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.EOF):
 		return fmt.Errorf("kafka %s: no answer: check kafka.brokers, and kafka.tls.enabled if the listener is TLS (a TLS listener does not answer plaintext): %w", who, err)

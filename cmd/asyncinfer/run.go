@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"time"
 
@@ -258,7 +259,7 @@ func runPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, cmd 
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "admin http://%s/ (metrics, healthz, readyz, status)\n", srv.Addr())
+		fmt.Fprintf(cmd.ErrOrStderr(), "admin http://%s/ (metrics, healthz, readyz, status)\n", reachable(srv.Addr()))
 	}
 	log.Info("running", "stages", names, "instance", cfg.InstanceID)
 	return set.Run(ctx)
@@ -317,4 +318,17 @@ func startAdmin(ctx context.Context, cfg *config.Config, c *cluster, set *stack.
 		}
 	}()
 	return srv, nil
+}
+
+// reachable turns a listen address into one a browser on this machine can
+// open: an unspecified host (":0", "0.0.0.0", "::") becomes 127.0.0.1.
+func reachable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
