@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/asyncinfer/asyncinfer/config"
 	"github.com/asyncinfer/asyncinfer/connectors/sim"
 	"github.com/asyncinfer/asyncinfer/internal/stack"
 	"github.com/asyncinfer/asyncinfer/pipeline"
@@ -87,22 +88,14 @@ func parseCost(s string) (a, c time.Duration, err error) {
 
 // parseOutage parses D@T.
 func parseOutage(s string) ([]sim.Outage, error) {
-	if s == "" {
-		return nil, nil
+	o, err := config.ParseOutage(s)
+	if err != nil || o == nil {
+		if err != nil {
+			err = fmt.Errorf("--model-outage %w", err)
+		}
+		return nil, err
 	}
-	d, t, ok := strings.Cut(s, "@")
-	if !ok {
-		return nil, fmt.Errorf("--model-outage %q: want D@T (e.g. 2s@5s)", s)
-	}
-	dur, err := time.ParseDuration(d)
-	if err != nil {
-		return nil, fmt.Errorf("--model-outage %q: %w", s, err)
-	}
-	at, err := time.ParseDuration(t)
-	if err != nil {
-		return nil, fmt.Errorf("--model-outage %q: %w", s, err)
-	}
-	return []sim.Outage{{Start: at, Duration: dur}}, nil
+	return []sim.Outage{{Start: o.Start, Duration: o.Duration}}, nil
 }
 
 func (f *pipelineFlags) newModel() (*sim.Model, error) {

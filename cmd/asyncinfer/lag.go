@@ -5,8 +5,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/asyncinfer/asyncinfer/admin"
 	"github.com/asyncinfer/asyncinfer/config"
@@ -25,21 +23,17 @@ yet has no rows.`,
 		Example: `  asyncinfer lag --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := loadConfig(fl, cmd)
-			if err != nil {
-				return err
-			}
-			c, err := connect(cmd.Context(), cfg, false, log)
+			cfg, _, c, err := connectTool(cmd, fl)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			cl, err := kgo.NewClient(c.kopts...)
+			adm, err := c.admin()
 			if err != nil {
 				return err
 			}
-			defer cl.Close()
-			rows, err := admin.Lag(cmd.Context(), kadm.NewClient(cl), stack.Groups(cfg.Topics.Prefix)...)
+			defer adm.Close()
+			rows, err := admin.Lag(cmd.Context(), adm, stack.Groups(cfg.Topics.Prefix)...)
 			if err != nil {
 				return err
 			}

@@ -139,6 +139,29 @@ func connect(ctx context.Context, cfg *config.Config, embeddedOK bool, log *slog
 	return c, nil
 }
 
+// connectTool loads the configuration and connects to an existing cluster:
+// what every tool (topics, lag, produce, results) starts with.
+func connectTool(cmd *cobra.Command, fl *config.Flags) (*config.Config, *slog.Logger, *cluster, error) {
+	cfg, log, err := loadConfig(fl, cmd)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := connect(cmd.Context(), cfg, false, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, log, c, nil
+}
+
+// admin is an admin client of the cluster; close it with its kgo client.
+func (c *cluster) admin() (*kadm.Client, error) {
+	cl, err := kgo.NewClient(c.kopts...)
+	if err != nil {
+		return nil, err
+	}
+	return kadm.NewClient(cl), nil
+}
+
 // layout is the topic layout the configuration describes.
 func layout(cfg *config.Config) pipeline.TopicLayout {
 	return pipeline.TopicLayout{
@@ -152,12 +175,11 @@ func layout(cfg *config.Config) pipeline.TopicLayout {
 
 // createTopicsCfg creates the layout's topics and the reply topics if missing.
 func createTopicsCfg(ctx context.Context, c *cluster, cfg *config.Config) error {
-	cl, err := kgo.NewClient(c.kopts...)
+	adm, err := c.admin()
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	defer adm.Close()
 	rf := cfg.Topics.ReplicationFactor
 	if c.embedded != nil {
 		rf = 1
@@ -186,11 +208,7 @@ func models(cfg *config.Config) ([]infer.ModelConfig, error) {
 	var out []infer.ModelConfig
 	for _, m := range ms {
 		m = config.ModelDefaults(m)
-		o, _ := config.ParseOutage(m.Sim.Outage) // validated
-		var outages []sim.Outage
-		if o != nil {
-			outages = []sim.Outage{{Start: o.Start, Duration: o.Duration}}
-		}
+		outages, _ := parseOutage(m.Sim.Outage) // validated
 		backend, err := sim.New(sim.Config{Fixed: m.Sim.Fixed, PerItem: m.Sim.PerItem, Spin: m.Sim.Spin,
 			ErrorRate: m.Sim.ErrorRate, Outages: outages})
 		if err != nil {

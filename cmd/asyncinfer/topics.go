@@ -8,9 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/asyncinfer/asyncinfer/config"
 	"github.com/asyncinfer/asyncinfer/internal/stack"
@@ -46,11 +44,7 @@ func newTopicsCreateCmd() *cobra.Command {
 		Example: `  asyncinfer topics create --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081 --partitions 12`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := loadConfig(fl, cmd)
-			if err != nil {
-				return err
-			}
-			c, err := connect(cmd.Context(), cfg, false, log)
+			cfg, _, c, err := connectTool(cmd, fl)
 			if err != nil {
 				return err
 			}
@@ -80,21 +74,17 @@ per topic and exits with status 1 if anything is wrong.`,
 		Example: `  asyncinfer topics check --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := loadConfig(fl, cmd)
-			if err != nil {
-				return err
-			}
-			c, err := connect(cmd.Context(), cfg, false, log)
+			cfg, _, c, err := connectTool(cmd, fl)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			cl, err := kgo.NewClient(c.kopts...)
+			adm, err := c.admin()
 			if err != nil {
 				return err
 			}
-			defer cl.Close()
-			checks, err := pipeline.CheckTopics(cmd.Context(), kadm.NewClient(cl), layout(cfg))
+			defer adm.Close()
+			checks, err := pipeline.CheckTopics(cmd.Context(), adm, layout(cfg))
 			if err != nil {
 				return err
 			}
