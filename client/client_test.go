@@ -11,11 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 	"go.uber.org/goleak"
 
 	"github.com/asyncinfer/asyncinfer/connectors/sim"
@@ -28,45 +25,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// env is kafkatest's cluster plus the registry client, which a Client needs
-// and kafkatest.Env does not expose.
-type env struct {
-	*kafkatest.Env
-	Registry *sr.Client
-}
+// env is kafkatest's cluster, with the pipeline's helpers below.
+type env struct{ *kafkatest.Env }
 
-// newEnv starts kfake and srfake, creates the pipeline's topics (default
-// prefix) and the reply topics, all with the given partition count, and
-// binds a codec to them as kafkatest.New does.
+// newEnv starts kfake and srfake with the pipeline's topics (default prefix)
+// and the reply topics, all with the given partition count.
 func newEnv(t *testing.T, partitions int32, replyTopics ...string) *env {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	reg := srfake.New()
-	t.Cleanup(reg.Close)
-	e := &kafkatest.Env{Cluster: c, Brokers: c.ListenAddrs(), Topics: pipeline.NewTopics("")}
-	e.Admin = kadm.NewClient(e.Client(t))
-	ctx := kafkatest.Ctx(t)
-	if err := pipeline.CreateTopics(ctx, e.Admin, pipeline.TopicLayout{Topics: e.Topics, Partitions: partitions}, 1); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range replyTopics {
-		if _, err := e.Admin.CreateTopic(ctx, partitions, 1, nil, r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	src, err := sr.NewClient(sr.URLs(reg.URL()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.Codec, err = schemas.NewCodec(ctx, src, e.Topics.Kinds(replyTopics...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{Env: e, Registry: src}
+	e := kafkatest.New(t, partitions, replyTopics...)
+	return &env{Env: e}
 }
 
 // run runs every stage of the real pipeline, with the simulated model

@@ -21,18 +21,20 @@ import (
 
 // Env is one test's cluster.
 type Env struct {
-	Cluster *kfake.Cluster
-	Brokers []string
-	Topics  pipeline.Topics
-	Codec   *schemas.Codec
-	Admin   *kadm.Client
+	Cluster  *kfake.Cluster
+	Brokers  []string
+	Topics   pipeline.Topics
+	Codec    *schemas.Codec
+	Admin    *kadm.Client
+	Registry *sr.Client
 	// ClientOpts are added to every client Client makes (the superuser's
 	// credentials on a secured cluster).
 	ClientOpts []kgo.Opt
 }
 
 // New starts a one-broker kfake and srfake, creates the topics with the given
-// partition count, and binds a codec, also to replyTopics (as results).
+// partition count, and the reply topics, and binds a codec, also to
+// replyTopics (as results).
 // Everything is closed at the end of t.
 func New(t testing.TB, partitions int32, replyTopics ...string) *Env {
 	t.Helper()
@@ -57,10 +59,20 @@ func NewSecured(t testing.TB, partitions int32, cluster []kfake.Opt, client []kg
 	if err := pipeline.CreateTopics(ctx, e.Admin, pipeline.TopicLayout{Topics: e.Topics, Partitions: partitions}, 1); err != nil {
 		t.Fatal(err)
 	}
+	for _, r := range replyTopics {
+		resp, err := e.Admin.CreateTopic(ctx, partitions, 1, nil, r)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	src, err := sr.NewClient(sr.URLs(reg.URL()))
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.Registry = src
 	e.Codec, err = schemas.NewCodec(ctx, src, e.Topics.Kinds(replyTopics...))
 	if err != nil {
 		t.Fatal(err)

@@ -34,9 +34,6 @@ func produceOutcome(t *testing.T, e *kafkatest.Env, r *schemas.Result) {
 // results topic.
 func TestEmitOncePerRequestID(t *testing.T) {
 	e := kafkatest.New(t, 2, "client-replies")
-	if _, err := e.Admin.CreateTopic(kafkatest.Ctx(t), 1, 1, nil, "client-replies"); err != nil {
-		t.Fatal(err)
-	}
 	run := func() (*emit.Metrics, func()) {
 		m := emit.NewMetrics(nil)
 		st, err := emit.New(emit.Config{Topics: e.Topics, ReplyTopics: []string{"client-replies"}}, e.Codec, m)
