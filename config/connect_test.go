@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"math/big"
+	"net/http/httptest"
 	"net"
 	"os"
 	"path/filepath"
@@ -232,5 +233,68 @@ func TestRegistryAuth(t *testing.T) {
 				t.Fatalf("want an error naming the settings, got %v", err)
 			}
 		})
+	}
+}
+
+// The registry behind TLS with a private CA: trusted with registry.tls.ca_file,
+// refused without it.
+func TestRegistryTLS(t *testing.T) {
+	p := newPKI(t)
+	cert, err := tls.LoadX509KeyPair(p.serverCert, p.serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := srfake.NewRegistry()
+	ts := httptest.NewUnstartedServer(reg.Handler())
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	check := func(tc TLS) error {
+		c := Defaults()
+		c.Registry.URL = ts.URL
+		c.Registry.TLS = tc
+		opts, err := c.RegistryOpts("")
+		if err != nil {
+			return err
+		}
+		cl, err := sr.NewClient(opts...)
+		if err != nil {
+			return err
+		}
+		return CheckRegistry(ctx(t), &c, cl)
+	}
+	if err := check(TLS{Enabled: true, CAFile: p.ca}); err != nil {
+		t.Fatalf("with the CA: %v", err)
+	}
+	if err := check(TLS{}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("without the CA: want a certificate error, got %v", err)
+	}
+}
+
+// OAUTHBEARER with token_file reads the file at every authentication, so a
+// rotated token is used by the next connection. (kfake has no OAUTHBEARER;
+// this checks the client's first message.)
+func TestOAuthTokenFileIsReadAtEachAuthentication(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	s := SASL{Mechanism: "OAUTHBEARER", TokenFile: file}
+	m, err := s.mechanism()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{"first.jwt", "rotated.jwt"} {
+		if err := os.WriteFile(file, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, msg, err := m.Authenticate(ctx(t), "127.0.0.1:9092")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(msg), "auth=Bearer "+tok+"\x01") {
+			t.Errorf("first message %q does not carry %q", msg, tok)
+		}
+	}
+	os.Remove(file)
+	if _, _, err := m.Authenticate(ctx(t), "127.0.0.1:9092"); err == nil || !strings.Contains(err.Error(), "kafka.sasl.token_file") {
+		t.Errorf("missing token file: got %v", err)
 	}
 }
