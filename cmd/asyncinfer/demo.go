@@ -255,7 +255,7 @@ wait:
 	if err != nil {
 		return report{}, err
 	}
-	rep, err := verify(rctx, &cluster{kopts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, registry: srcl}, f.prefix, f.replyTopics)
+	rep, err := verify(rctx, &cluster{kopts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, registry: srcl}, f.prefix, f.replyTopics, nil)
 	if err != nil {
 		return report{}, err
 	}

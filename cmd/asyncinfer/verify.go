@@ -70,7 +70,7 @@ It exits with status 1 when lost, conflicting or malformed_without_dlq is not 0.
 				return err
 			}
 			defer c.Close()
-			rep, err := verify(ctx, c, cfg.Topics.Prefix, cfg.Emit.ReplyTopics)
+			rep, err := verify(ctx, c, cfg.Topics.Prefix, cfg.Emit.ReplyTopics, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -91,14 +91,14 @@ It exits with status 1 when lost, conflicting or malformed_without_dlq is not 0.
 }
 
 // verify reads the topics and recounts.
-func verify(ctx context.Context, c *cluster, prefix string, reply []string) (report, error) {
+func verify(ctx context.Context, c *cluster, prefix string, reply []string, progress io.Writer) (report, error) {
 	t := pipeline.NewTopics(prefix)
 	codec, err := schemas.NewCodec(ctx, c.registry, t.Kinds(reply...))
 	if err != nil {
 		return report{}, fmt.Errorf("schema registry: %w", err)
 	}
 	tl := newTally()
-	err = readTopics(ctx, c.kopts, topicsToRead(t, reply), func(r *kgo.Record) {
+	err = readTopics(ctx, c.kopts, topicsToRead(t, reply), progress, func(r *kgo.Record) {
 		switch r.Topic {
 		case t.Requests:
 			tl.addRequest(ctx, codec, r.Topic, r.Partition, r.Offset, r.Value)
@@ -124,7 +124,8 @@ func verify(ctx context.Context, c *cluster, prefix string, reply []string) (rep
 
 // readTopics reads every partition of topics from the start to the end
 // offsets they had when it began, read_committed.
-func readTopics(ctx context.Context, kopts []kgo.Opt, topics []string, fn func(*kgo.Record)) error {
+// Every second it writes how far it got to progress (nil: nowhere).
+func readTopics(ctx context.Context, kopts []kgo.Opt, topics []string, progress io.Writer, fn func(*kgo.Record)) error {
 	adm, err := kgo.NewClient(kopts...)
 	if err != nil {
 		return err
@@ -159,7 +160,13 @@ func readTopics(ctx context.Context, kopts []kgo.Opt, topics []string, fn func(*
 	}
 	defer cl.Close()
 	idle := time.Now()
+	var read int64
+	lastProgress := time.Now()
 	for len(left) > 0 {
+		if progress != nil && time.Since(lastProgress) >= time.Second {
+			lastProgress = time.Now()
+			fmt.Fprintf(progress, "read %d records, %d partitions to go\n", read, len(left))
+		}
 		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		fs := cl.PollFetches(pctx)
 		cancel()
@@ -169,6 +176,7 @@ func readTopics(ctx context.Context, kopts []kgo.Opt, topics []string, fn func(*
 		n := 0
 		fs.EachRecord(func(r *kgo.Record) {
 			n++
+			read++
 			k := fmt.Sprintf("%s/%d", r.Topic, r.Partition)
 			end, ok := left[k]
 			if !ok || r.Offset >= end {
