@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -91,14 +92,37 @@ It exits with status 1 when lost, conflicting or malformed_without_dlq is not 0.
 }
 
 // verify reads the topics and recounts.
+//
+// The order makes "lost" exact: the requests topic's end offsets are taken
+// first, then whether every stage group is settled (committed up to the last
+// stable offset; the groups' commits are fetched before the end offsets they
+// are compared with), then the answer topics' end offsets. A settled pipeline
+// has written the answers to every request before the first snapshot by the
+// time the answer topics' ends are taken, so an unanswered request below the
+// first snapshot is lost, not late.
 func verify(ctx context.Context, c *cluster, prefix string, reply []string, progress io.Writer) (report, error) {
 	t := pipeline.NewTopics(prefix)
 	codec, err := schemas.NewCodec(ctx, c.registry, t.Kinds(reply...))
 	if err != nil {
 		return report{}, fmt.Errorf("schema registry: %w", err)
 	}
+	reqEnds, err := endOffsets(ctx, c.kopts, t.Requests)
+	if err != nil {
+		return report{}, err
+	}
+	settled, err := groupsSettled(ctx, c.kopts, stack.Groups(prefix))
+	if err != nil {
+		return report{}, err
+	}
+	answerEnds, err := endOffsets(ctx, c.kopts, topicsToRead(t, reply)[1:]...)
+	if err != nil {
+		return report{}, err
+	}
+	for topic, ps := range answerEnds {
+		reqEnds[topic] = ps
+	}
 	tl := newTally()
-	err = readTopics(ctx, c.kopts, topicsToRead(t, reply), progress, func(r *kgo.Record) {
+	err = readTopics(ctx, c.kopts, reqEnds, progress, func(r *kgo.Record) {
 		switch r.Topic {
 		case t.Requests:
 			tl.addRequest(ctx, codec, r.Topic, r.Partition, r.Offset, r.Value)
@@ -115,26 +139,31 @@ func verify(ctx context.Context, c *cluster, prefix string, reply []string, prog
 	if err != nil {
 		return report{}, err
 	}
-	settled, err := groupsSettled(ctx, c.kopts, stack.Groups(prefix))
-	if err != nil {
-		return report{}, err
-	}
 	return tl.report(settled), nil
 }
 
-// readTopics reads every partition of topics from the start to the end
-// offsets they had when it began, read_committed.
-// Every second it writes how far it got to progress (nil: nowhere).
-func readTopics(ctx context.Context, kopts []kgo.Opt, topics []string, progress io.Writer, fn func(*kgo.Record)) error {
-	adm, err := kgo.NewClient(kopts...)
+// endOffsets lists the topics' last stable offsets (the end a read_committed
+// reader reaches).
+func endOffsets(ctx context.Context, kopts []kgo.Opt, topics ...string) (kadm.ListedOffsets, error) {
+	cl, err := kgo.NewClient(kopts...)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ends, err := kadm.NewClient(adm).ListCommittedOffsets(ctx, topics...)
-	adm.Close()
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topics...)
+	if err == nil {
+		err = ends.Error()
+	}
 	if err != nil {
-		return fmt.Errorf("list end offsets: %w", err)
+		return nil, fmt.Errorf("list end offsets: %w", err)
 	}
+	return ends, nil
+}
+
+// readTopics reads every partition in ends from its start to its end offset,
+// read_committed. Every second it writes how far it got to progress (nil:
+// nowhere).
+func readTopics(ctx context.Context, kopts []kgo.Opt, ends kadm.ListedOffsets, progress io.Writer, fn func(*kgo.Record)) error {
 	want := map[string]map[int32]kgo.Offset{}
 	left := map[string]int64{} // "topic/partition" -> end offset
 	ends.Each(func(o kadm.ListedOffset) {
@@ -147,9 +176,6 @@ func readTopics(ctx context.Context, kopts []kgo.Opt, topics []string, progress 
 		want[o.Topic][o.Partition] = kgo.NewOffset().AtStart()
 		left[fmt.Sprintf("%s/%d", o.Topic, o.Partition)] = o.Offset
 	})
-	if err := ends.Error(); err != nil {
-		return fmt.Errorf("list end offsets: %w", err)
-	}
 	if len(left) == 0 {
 		return nil
 	}
@@ -191,8 +217,18 @@ func readTopics(ctx context.Context, kopts []kgo.Opt, topics []string, progress 
 		})
 		if n > 0 {
 			idle = time.Now()
-		} else if time.Since(idle) > 3*time.Second {
-			return nil // the rest of the tail is not readable (aborted or compacted)
+		} else if time.Since(idle) > 15*time.Second {
+			// Every record up to the end offsets (transaction markers
+			// included, as control records) is readable from these
+			// delete-policy topics: a partition that stops short means
+			// something is wrong, and a recount of part of the topics
+			// would report answered requests as lost.
+			var short []string
+			for k := range left {
+				short = append(short, k)
+			}
+			slices.Sort(short)
+			return fmt.Errorf("read nothing for 15s with %d partitions short of their end (%s)", len(short), strings.Join(short, ", "))
 		}
 	}
 	return nil
