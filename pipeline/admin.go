@@ -92,7 +92,43 @@ func CreateTopics(ctx context.Context, adm *kadm.Client, l TopicLayout, replicat
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
-	return nil
+	names := make([]string, 0, len(l.Specs()))
+	for _, s := range l.Specs() {
+		names = append(names, s.Name)
+	}
+	return WaitTopics(ctx, adm, names...)
+}
+
+// WaitTopics waits until the cluster's metadata shows every topic with its
+// partitions: a broker acknowledges CreateTopics before every broker (and
+// so every client) sees the topic, and a stage or check started at once would
+// find it missing.
+func WaitTopics(ctx context.Context, adm *kadm.Client, names ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		td, err := adm.ListTopics(ctx, names...)
+		missing := ""
+		if err == nil {
+			for _, n := range names {
+				if d, ok := td[n]; !ok || d.Err != nil || len(d.Partitions) == 0 {
+					missing = n
+					break
+				}
+			}
+			if missing == "" {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("%s not in the metadata", missing)
+			}
+			return fmt.Errorf("pipeline: waiting for created topics: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // TopicCheck is what CheckTopics found about one topic.

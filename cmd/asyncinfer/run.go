@@ -196,7 +196,7 @@ func createTopicsCfg(ctx context.Context, c *cluster, cfg *config.Config) error 
 			return fmt.Errorf("create reply topic %s: %w", r, err)
 		}
 	}
-	return nil
+	return pipeline.WaitTopics(ctx, adm, cfg.Emit.ReplyTopics...)
 }
 
 // models builds the configured models (the default simulated one if none).
