@@ -11,6 +11,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -190,7 +191,9 @@ func runDemo(ctx context.Context, f *demoFlags, progress io.Writer) (report, err
 	start := time.Now()
 	var produced, decodable atomic.Int64
 	genDone := make(chan error, 1)
-	go func() { genDone <- generate(ctx, brokers, codec, t.Requests, f, &produced, &decodable) }()
+	go func() {
+		genDone <- generate(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...)}, codec, t.Requests, f.load(), &produced, &decodable)
+	}()
 
 	adm, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
@@ -318,9 +321,25 @@ func (w *watcher) run(ctx context.Context, brokers []string, codec *schemas.Code
 // generate produces the demo's load: requests keyed by idempotency key (so
 // Kafka's default partitioner puts duplicates on their original's
 // partition), at the given rate.
-func generate(ctx context.Context, brokers []string, codec *schemas.Codec, topic string, f *demoFlags,
+// loadSpec is the traffic generate produces.
+type loadSpec struct {
+	requests                      int
+	rate                          float64 // per second; 0: as fast as possible
+	duplicates, malformed, poison float64 // fractions
+	model                         string
+}
+
+func (f *demoFlags) load() loadSpec {
+	return loadSpec{requests: f.requests, rate: f.rate, duplicates: f.duplicates, malformed: f.malformed,
+		poison: f.poison, model: f.model}
+}
+
+// generate produces a mix of requests, duplicates (a new request id with a
+// recent idempotency key), malformed records and poison items (the simulated
+// model always fails them).
+func generate(ctx context.Context, kopts []kgo.Opt, codec *schemas.Codec, topic string, f loadSpec,
 	produced, decodable *atomic.Int64) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(time.Millisecond))
+	cl, err := kgo.NewClient(append(slices.Clone(kopts), kgo.ProducerLinger(time.Millisecond))...)
 	if err != nil {
 		return err
 	}
