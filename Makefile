@@ -7,6 +7,8 @@ DEMO_FLAGS ?= --duplicates 0.05 --malformed 0.005 --poison-items 0.001 --model-e
 
 .PHONY: all run test build lint deps clean
 
+include deploy/kafka.mk
+
 all: build
 
 deps:
@@ -20,12 +22,16 @@ build: deps
 run: build
 	./$(BIN) demo $(DEMO_FLAGS)
 
-## test: every test, with the race detector; artifacts (the status page's
-## screenshot) land in test-output/
+## test: every test, with the race detector, the real-Kafka suite included
+## (integration/: it sets up podman and a locally built Apache Kafka image
+## where no Docker engine exists); artifacts (the status page's screenshot)
+## land in test-output/, the suite's report in integration-report.json
 test: deps lint
 	@deploy/test-deps.sh
 	@mkdir -p test-output
-	$(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(CURDIR)/test-output $(PKGS)
+	@env_lines="$$(deploy/integration-env.sh)" && eval "$$env_lines" && \
+	  echo "$(GO) test -race -count=1 -timeout 25m -artifacts -outputdir $(CURDIR)/test-output $(PKGS)" && \
+	  $(GO) test -race -count=1 -timeout 25m -artifacts -outputdir $(CURDIR)/test-output $(PKGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

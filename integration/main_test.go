@@ -1,0 +1,343 @@
+// Package integration runs asyncinfer against a real Apache Kafka broker: the
+// real binary, one process per stage, started by the tests.
+//
+// The broker comes from, in order:
+//   - KAFKA_BROKERS: an existing cluster (nothing is started);
+//   - a container engine (Docker, or podman's Docker-compatible socket in
+//     DOCKER_HOST) through testcontainers-go: the image
+//     ASYNCINFER_KAFKA_IMAGE, default the upstream apache/kafka, started
+//     with host networking on free ports so that the advertised listener
+//     stays valid across a restart.
+//
+// With neither, the suite skips with one line, or fails when
+// ASYNCINFER_REQUIRE_INTEGRATION=1 (set by .ci/run). `make test` sets up
+// podman and builds the image where no engine exists (deploy/kafka).
+//
+// The schema registry is franz-go's srfake served over HTTP by the test
+// process: no Confluent-compatible registry can run here (its images and
+// packages are outside the registries this machine reaches).
+//
+// The suite writes integration-report.json (ASYNCINFER_INTEGRATION_REPORT
+// overrides the path): the broker's version and cluster id as it reported
+// them, whether it ran, and per test the counts verify measured.
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/wait"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+)
+
+// DefaultImage is the upstream image the suite runs where an engine with
+// registry access exists.
+const DefaultImage = "apache/kafka:4.1.1"
+
+// env is what every test of the suite shares.
+var env struct {
+	brokers  []string
+	registry string // srfake's URL
+	bin      string // the asyncinfer binary
+	broker   *broker
+	skip     string // why the suite skips; "" when it runs
+}
+
+// broker is the Kafka the suite runs against.
+type broker struct {
+	Source    string `json:"source"` // "KAFKA_BROKERS", or "container <image>"
+	Image     string `json:"image,omitempty"`
+	Engine    string `json:"engine,omitempty"`
+	Version   string `json:"version"`    // the broker's answer to ApiVersions, as franz-go's kversion reads it
+	ClusterID string `json:"cluster_id"` // from Metadata
+	Brokers   string `json:"brokers"`
+	container testcontainers.Container
+	port      int
+}
+
+func TestMain(m *testing.M) {
+	code := run(m)
+	os.Exit(code)
+}
+
+func run(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep := &report{Started: time.Now().UTC()}
+	defer func() {
+		if err := rep.write(); err != nil {
+			fmt.Fprintln(os.Stderr, "integration: report:", err)
+		}
+	}()
+
+	b, err := startBroker(ctx)
+	if err != nil {
+		if os.Getenv("ASYNCINFER_REQUIRE_INTEGRATION") == "1" {
+			fmt.Fprintln(os.Stderr, "integration: ASYNCINFER_REQUIRE_INTEGRATION=1 but no broker:", err)
+			rep.Ran, rep.Skipped = false, "no broker: "+err.Error()
+			return 1
+		}
+		env.skip = "integration: skipped, no Kafka broker: " + err.Error()
+		fmt.Println(env.skip)
+		rep.Skipped = env.skip
+		return m.Run() // every test skips with the reason
+	}
+	env.broker, env.brokers = b, strings.Split(b.Brokers, ",")
+	defer b.stop()
+	rep.Ran, rep.Broker = true, b
+	fmt.Printf("integration: Apache Kafka %s, cluster id %s, at %s (%s)\n", b.Version, b.ClusterID, b.Brokers, b.Source)
+
+	reg := srfake.New()
+	defer reg.Close()
+	env.registry = reg.URL()
+
+	dir, err := os.MkdirTemp("", "asyncinfer-integration")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	env.bin = filepath.Join(dir, "asyncinfer")
+	build := exec.CommandContext(ctx, "go", "build", "-o", env.bin, "../cmd/asyncinfer")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "integration: build asyncinfer:", err)
+		return 1
+	}
+	theReport = rep
+	return m.Run()
+}
+
+// need skips the test when the suite has no broker.
+func need(t *testing.T) {
+	t.Helper()
+	if env.skip != "" {
+		t.Skip(env.skip)
+	}
+}
+
+// startBroker finds or starts the broker.
+func startBroker(ctx context.Context) (*broker, error) {
+	if bs := os.Getenv("KAFKA_BROKERS"); bs != "" {
+		b := &broker{Source: "KAFKA_BROKERS", Brokers: bs}
+		return b, b.describe(ctx)
+	}
+	provider, err := testcontainers.NewDockerProvider()
+	if err != nil {
+		return nil, fmt.Errorf("no container engine (%v); set KAFKA_BROKERS or DOCKER_HOST", err)
+	}
+	defer provider.Close()
+	if err := provider.Health(ctx); err != nil {
+		return nil, fmt.Errorf("no container engine answers (%v); set KAFKA_BROKERS or DOCKER_HOST", err)
+	}
+	image := os.Getenv("ASYNCINFER_KAFKA_IMAGE")
+	if image == "" {
+		image = DefaultImage
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	b := &broker{Source: "container", Image: image, port: ports[0], Brokers: fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		Engine: os.Getenv("DOCKER_HOST")}
+	if b.Engine == "" {
+		b.Engine = "default Docker socket"
+	}
+	req := testcontainers.ContainerRequest{
+		Image: image,
+		Env: map[string]string{
+			// The variables the upstream apache/kafka image reads; the image
+			// built by deploy/kafka reads the same ones.
+			"CLUSTER_ID":                             "4L6g3nShT-eMCtK--X86sw",
+			"KAFKA_NODE_ID":                          "1",
+			"KAFKA_PROCESS_ROLES":                    "broker,controller",
+			"KAFKA_LISTENERS":                        fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", ports[0], ports[1]),
+			"KAFKA_ADVERTISED_LISTENERS":             fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", ports[0]),
+			"KAFKA_CONTROLLER_LISTENER_NAMES":        "CONTROLLER",
+			"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP":   "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+			"KAFKA_INTER_BROKER_LISTENER_NAME":       "PLAINTEXT",
+			"KAFKA_CONTROLLER_QUORUM_VOTERS":         fmt.Sprintf("1@127.0.0.1:%d", ports[1]),
+			"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+			// 50 partitions each (the default) make the first group join and
+			// the first transaction seconds slower on a small machine.
+			"KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS":                     "4",
+			"KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS":             "4",
+			"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR":         "1",
+			"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":                    "1",
+			"KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+			"KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR":            "1",
+			"KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS":                 "0",
+			"KAFKA_AUTO_CREATE_TOPICS_ENABLE":                        "false",
+			"KAFKA_NUM_PARTITIONS":                                   "1",
+			"KAFKA_HEAP_OPTS":                                        "-Xmx512m -Xms512m",
+		},
+		// Host networking keeps every connection on 127.0.0.1 and the
+		// advertised listener valid across a restart; podman refuses host
+		// mode while the request names a network, hence the endpoint reset.
+		HostConfigModifier: func(hc *container.HostConfig) { hc.NetworkMode = "host" },
+		EndpointSettingsModifier: func(m map[string]*network.EndpointSettings) {
+			for k := range m {
+				delete(m, k)
+			}
+		},
+		WaitingFor: wait.ForLog("Kafka Server started").WithStartupTimeout(2 * time.Minute),
+	}
+	c, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{ContainerRequest: req, Started: true})
+	if err != nil {
+		if c != nil {
+			_ = c.Terminate(context.Background())
+		}
+		return nil, fmt.Errorf("start %s: %w", image, err)
+	}
+	b.container = c
+	b.Source = "container " + image
+	if err := b.describe(ctx); err != nil {
+		b.stop()
+		return nil, err
+	}
+	return b, nil
+}
+
+// describe asks the broker for its version and cluster id (and so checks it
+// answers).
+func (b *broker) describe(ctx context.Context) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(b.Brokers, ",")...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	var lastErr error
+	for ctx.Err() == nil {
+		md, err := adm.BrokerMetadata(ctx)
+		if err == nil {
+			b.ClusterID = md.Cluster
+			vs, err := adm.ApiVersions(ctx)
+			if err != nil {
+				return fmt.Errorf("ApiVersions: %w", err)
+			}
+			for _, v := range vs.Sorted() {
+				if v.Err == nil {
+					b.Version = v.VersionGuess()
+					break
+				}
+			}
+			return nil
+		}
+		lastErr = err
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("broker %s does not answer: %v", b.Brokers, lastErr)
+}
+
+func (b *broker) stop() {
+	if b.container != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = b.container.Terminate(ctx)
+	}
+}
+
+// freePorts reserves n free ports on 127.0.0.1 and releases them for the
+// broker to take.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var out []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	return out, nil
+}
+
+// report is integration-report.json.
+type report struct {
+	Started time.Time     `json:"started"`
+	Ran     bool          `json:"ran"`
+	Skipped string        `json:"skipped,omitempty"`
+	Broker  *broker       `json:"broker,omitempty"`
+	Tests   []*testReport `json:"tests"`
+	mu      sync.Mutex
+}
+
+type testReport struct {
+	Name        string  `json:"name"`
+	Passed      bool    `json:"passed"`
+	Requests    int     `json:"requests"`
+	Lost        int     `json:"lost"`
+	Conflicting int     `json:"conflicting"`
+	Repeated    int     `json:"repeated"`
+	Duration    float64 `json:"duration_seconds"`
+	Notes       string  `json:"notes,omitempty"`
+}
+
+var theReport *report
+
+// record adds a test's counts to the report when the test ends.
+func record(t *testing.T, tr *testReport) {
+	start := time.Now()
+	tr.Name = t.Name()
+	t.Cleanup(func() {
+		tr.Duration = time.Since(start).Seconds()
+		tr.Passed = !t.Failed()
+		if theReport != nil {
+			theReport.mu.Lock()
+			theReport.Tests = append(theReport.Tests, tr)
+			theReport.mu.Unlock()
+		}
+	})
+}
+
+func (r *report) write() error {
+	path := os.Getenv("ASYNCINFER_INTEGRATION_REPORT")
+	if path == "" {
+		path = "../integration-report.json"
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+var errNoReady = errors.New("not ready")
+
+// ready polls an admin server's /readyz.
+func ready(addr string) error {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errNoReady
+	}
+	return nil
+}

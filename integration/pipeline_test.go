@@ -1,0 +1,189 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The simulated model of the suite: cheap calls that fail transiently now and
+// then (retried away), so batching, retries and the breaker are all at work.
+const flakyModel = `models:
+  - name: sim
+    max_batch_items: 32
+    sim: {fixed: 2ms, per_item: 100us, error_rate: 0.05}
+`
+
+// load produces mixed traffic with the binary's load command.
+func (d *deployment) load(ctx context.Context, t *testing.T, args ...string) {
+	t.Helper()
+	out, errOut, err := d.cli(ctx, append([]string{"load"}, args...)...)
+	if err != nil {
+		t.Fatalf("load: %v\n%s%s", err, out, errOut)
+	}
+}
+
+func checkCounts(t *testing.T, c counts, tr *testReport) {
+	t.Helper()
+	tr.Requests, tr.Lost, tr.Conflicting, tr.Repeated = c.Requests, c.Lost, c.Conflicting, c.Repeated
+	t.Logf("%+v", c)
+	if c.Lost != 0 || c.Conflicting != 0 || c.Unrequested != 0 || c.MalformedWithoutDLQ != 0 {
+		t.Errorf("lost=%d conflicting=%d unrequested=%d malformed_without_dlq=%d, want 0",
+			c.Lost, c.Conflicting, c.Unrequested, c.MalformedWithoutDLQ)
+	}
+	if c.Malformed == 0 || c.DLQ < c.Malformed {
+		t.Errorf("malformed=%d dlq=%d: every malformed record needs its dead letter", c.Malformed, c.DLQ)
+	}
+	if c.Duplicates == 0 || c.Results.Duplicate != c.Duplicates {
+		t.Errorf("duplicates=%d answered DUPLICATE=%d, want equal and > 0", c.Duplicates, c.Results.Duplicate)
+	}
+	if c.Results.Failed > c.Poisoned {
+		t.Errorf("failed=%d > poisoned=%d: only poison items may fail", c.Results.Failed, c.Poisoned)
+	}
+}
+
+// The whole pipeline, one process per stage, on Apache Kafka, with
+// duplicates, malformed records, poison items and transient model errors in
+// the input: every request id answered, none two ways, counted by verify.
+func TestPipelineOneProcessPerStage(t *testing.T) {
+	need(t)
+	tr := &testReport{}
+	record(t, tr)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	d := newDeployment(t, 4, flakyModel)
+	if out, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
+		t.Fatalf("topics create: %v\n%s%s", err, out, errOut)
+	}
+	for _, st := range []string{"dedup", "infer", "emit"} {
+		d.start(ctx, st, st+"-0")
+	}
+	const n = 3000
+	d.load(ctx, t, "--requests", fmt.Sprint(n), "--rate", "1500", "--duplicates", "0.1", "--malformed", "0.01",
+		"--poison-items", "0.005")
+	c := d.settle(ctx, n)
+	checkCounts(t, c, tr)
+	if c.Repeated != 0 {
+		t.Errorf("repeated=%d without any crash or rebalance", c.Repeated)
+	}
+}
+
+// Two instances of every stage, and a rebalance mid-stream: one instance of
+// each stage is stopped with SIGTERM (it drains: finishes and commits what it
+// holds, and exits 0), later restarted with the same instance id. Every
+// request is still answered, none two ways.
+func TestRebalanceTwoInstancesPerStage(t *testing.T) {
+	need(t)
+	tr := &testReport{}
+	record(t, tr)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	d := newDeployment(t, 4, flakyModel)
+	if _, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
+		t.Fatalf("topics create: %v\n%s", err, errOut)
+	}
+	stages := []string{"dedup", "infer", "emit"}
+	first := map[string]*proc{}
+	for _, st := range stages {
+		first[st] = d.start(ctx, st, st+"-0")
+		d.start(ctx, st, st+"-1")
+	}
+	const n = 6000
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		d.load(ctx, t, "--requests", fmt.Sprint(n), "--rate", "1500", "--duplicates", "0.1", "--malformed", "0.01",
+			"--poison-items", "0.005")
+	}()
+	time.Sleep(time.Second) // mid-stream (the load takes about 4 s)
+	for _, st := range stages {
+		first[st].stop(t, time.Minute)
+	}
+	time.Sleep(time.Second)
+	for _, st := range stages {
+		d.start(ctx, st, st+"-0") // the same instance id: it takes its partitions back
+	}
+	<-loadDone
+	c := d.settle(ctx, n)
+	checkCounts(t, c, tr)
+	if c.Lost > 0 {
+		d.trace(ctx, t, 20)
+	}
+	tr.Notes = "one instance of each stage stopped with SIGTERM at about 1 s into a 4 s load, restarted with the same instance id"
+}
+
+// topics create, then topics check, against the real broker: the layout is
+// sound; then a changelog whose cleanup policy lost compaction, and one with
+// the wrong partition count, are both reported.
+func TestTopicsCreateAndCheck(t *testing.T) {
+	need(t)
+	tr := &testReport{}
+	record(t, tr)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d := newDeployment(t, 3, "")
+	if out, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
+		t.Fatalf("topics create: %v\n%s%s", err, out, errOut)
+	}
+	out, errOut, err := d.cli(ctx, "topics", "check")
+	if err != nil {
+		t.Fatalf("topics check after create: %v\n%s%s", err, out, errOut)
+	}
+	if strings.Count(out, " ok") != 8 {
+		t.Errorf("want 8 topics ok:\n%s", out)
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	state, emitted := d.prefix+"dedup-state", d.prefix+"emitted-ids"
+	policy := "delete"
+	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "cleanup.policy", Value: &policy}}, emitted); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.DeleteTopic(ctx, state); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		resp, err := adm.CreateTopic(ctx, 2, 1, map[string]*string{"cleanup.policy": ptr("compact,delete")}, state)
+		if err == nil && resp.Err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("re-create %s: %v %v", state, err, resp.Err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	for { // until the broker's metadata shows the new topic
+		td, err := adm.ListTopics(ctx, state)
+		if err == nil && td[state].Err == nil && len(td[state].Partitions) == 2 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s never showed 2 partitions", state)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	out, _, err = d.cli(ctx, "topics", "check")
+	if err == nil {
+		t.Fatalf("topics check passed a broken layout:\n%s", out)
+	}
+	for _, want := range []string{"2 partitions but " + d.prefix + "requests has 3", "cleanup.policy=delete, want compact,delete"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("topics check does not say %q:\n%s", want, out)
+		}
+	}
+	tr.Notes = "check found: wrong partition count of dedup-state, emitted-ids without compaction"
+}
+
+func ptr(s string) *string { return &s }
