@@ -32,6 +32,7 @@ test: deps lint
 	@env_lines="$$(deploy/integration-env.sh)" && eval "$$env_lines" && \
 	  echo "$(GO) test -race -count=1 -timeout 25m -artifacts -outputdir $(CURDIR)/test-output $(PKGS)" && \
 	  $(GO) test -race -count=1 -timeout 25m -artifacts -outputdir $(CURDIR)/test-output $(PKGS)
+	@echo "--- integration-report.json (the real-Kafka suite)"; cat integration-report.json
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
