@@ -24,6 +24,8 @@ package integration
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -164,7 +166,7 @@ func startBroker(ctx context.Context) (*broker, error) {
 		Env: map[string]string{
 			// The variables the upstream apache/kafka image reads; the image
 			// built by deploy/kafka reads the same ones.
-			"CLUSTER_ID":                             "4L6g3nShT-eMCtK--X86sw",
+			"CLUSTER_ID":                             clusterID(),
 			"KAFKA_NODE_ID":                          "1",
 			"KAFKA_PROCESS_ROLES":                    "broker,controller",
 			"KAFKA_LISTENERS":                        fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", ports[0], ports[1]),
@@ -340,4 +342,12 @@ func ready(addr string) error {
 		return errNoReady
 	}
 	return nil
+}
+
+// clusterID is a fresh KRaft cluster id (16 random bytes, base64url), so the
+// report's cluster id is the broker's answer, not a constant.
+func clusterID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }

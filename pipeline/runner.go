@@ -169,6 +169,12 @@ func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runn
 		kgo.FetchMaxWait(c.fetchMaxWait),
 		kgo.ProducerLinger(c.linger),
 		kgo.RecordPartitioner(newPartitioner(c.manualTopics)),
+		// A revoke must not run between a poll and the tracker learning of
+		// its records: the callback would drain without them, and after a
+		// re-assignment they would join the new generation. Polls and
+		// callbacks gate each other; the poll loop allows rebalances as
+		// soon as the records are handed out.
+		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsAssigned(r.onAssigned),
 		kgo.OnPartitionsRevoked(r.onRevoked),
 		kgo.OnPartitionsLost(r.onLost),
@@ -339,6 +345,7 @@ func (r *Runner) pollLoop(ctx context.Context) {
 			r.m.Consumed.WithLabelValues(r.stage).Inc()
 			r.h.Handle(r.workCtx, &Work{Record: rec, Received: now, r: r, gen: gen})
 		})
+		r.cl.AllowRebalance()
 	}
 }
 
