@@ -36,6 +36,8 @@ type cfg struct {
 	logger           *slog.Logger
 	metrics          *Metrics
 	hooks            []kgo.Hook
+	eos              bool
+	txnTimeout       time.Duration
 }
 
 func defaultCfg() cfg {
@@ -51,6 +53,7 @@ func defaultCfg() cfg {
 		manualTopics:     map[string]bool{},
 		maxDLQPayload:    DefaultMaxDeadLetterPayload,
 		logger:           slog.New(slog.DiscardHandler),
+		txnTimeout:       10 * time.Second,
 	}
 }
 
@@ -152,4 +155,20 @@ func WithMetrics(m *Metrics) Option { return optFn(func(c *cfg) { c.metrics = m 
 // so that a hook that registers metrics per client registers them once.
 func ClientHooks(hooks ...kgo.Hook) Option {
 	return optFn(func(c *cfg) { c.hooks = append(c.hooks, hooks...) })
+}
+
+// ExactlyOnce makes the stage transactional: each unit of work (the records
+// of one poll) is consumed, produced (outputs, changelog, dead letters) and
+// committed in one Kafka transaction, and the stage's state changes are
+// applied only when it commits. timeout bounds a unit: one that has not
+// finished by then is aborted and its records are consumed again (0: 10s).
+// The transactional id is the group and the instance id (InstanceID), so a
+// restarted instance fences the one it replaces.
+func ExactlyOnce(timeout time.Duration) Option {
+	return optFn(func(c *cfg) {
+		c.eos = true
+		if timeout > 0 {
+			c.txnTimeout = timeout
+		}
+	})
 }

@@ -11,6 +11,7 @@ type Metrics struct {
 	DeadLetters   *prometheus.CounterVec
 	Inflight      *prometheus.GaugeVec
 	Commits       *prometheus.CounterVec
+	Aborts        *prometheus.CounterVec
 	CommitErrors  *prometheus.CounterVec
 	Paused        *prometheus.GaugeVec
 	Restores      *prometheus.HistogramVec
@@ -33,6 +34,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Records handed to a stage and not yet finished."}, []string{"stage"}),
 		Commits: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "offset_commits_total",
 			Help: "Successful offset commits."}, []string{"stage"}),
+		Aborts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "transaction_aborts_total",
+			Help: "Transactions aborted (exactly-once mode): their records are consumed again."}, []string{"stage"}),
 		CommitErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "offset_commit_errors_total",
 			Help: "Failed offset commits (retried at the next interval)."}, []string{"stage"}),
 		Paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "paused_partitions",
@@ -43,7 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Consumed, m.Produced, m.ProduceErrors, m.DeadLetters, m.Inflight,
-			m.Commits, m.CommitErrors, m.Paused, m.Restores)
+			m.Commits, m.Aborts, m.CommitErrors, m.Paused, m.Restores)
 	}
 	return m
 }

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,6 +72,7 @@ type Work struct {
 	Received time.Time
 	r        *Runner
 	gen      uint64 // the assignment of the record's partition it belongs to
+	unit     *unit  // exactly-once mode: the transaction it belongs to
 	finished atomic.Bool
 }
 
@@ -101,6 +104,7 @@ type Runner struct {
 	group string
 	h     Handler
 	cl    *kgo.Client
+	sess  *kgo.GroupTransactSession // exactly-once mode only
 	tr    *tracker
 	pause *Pauses
 	log   *slog.Logger
@@ -124,6 +128,13 @@ type Runner struct {
 	// removes the partition under the write lock, so no Apply of a stale
 	// Work can land after the stage's Revoked.
 	assignMu sync.RWMutex
+	// txnMu orders a Work's produce against the end of its transaction
+	// (exactly-once mode; see endUnit).
+	txnMu sync.RWMutex
+	// failures are the inputs whose outputs failed to produce in an aborted
+	// transaction (exactly-once mode): the next attempt dead-letters them.
+	failMu   sync.Mutex
+	failures map[offsetKey]bool
 
 	// For Status.
 	runState  atomic.Int32  // runNew, runRunning, runDraining, runStopped
@@ -131,7 +142,15 @@ type Runner struct {
 	assignSeq atomic.Uint64 // odd while onAssigned runs
 }
 
-func (r *Runner) closeClient() { r.closeOnce.Do(r.cl.Close) }
+func (r *Runner) closeClient() {
+	r.closeOnce.Do(func() {
+		if r.sess != nil {
+			r.sess.Close()
+			return
+		}
+		r.cl.Close()
+	})
+}
 
 // New creates the runner of stage as a member of group consuming topics. The
 // client connection (seed brokers, TLS, SASL) comes from ConnOpts.
@@ -185,11 +204,30 @@ func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runn
 	if len(c.hooks) > 0 {
 		kopts = append(kopts, kgo.WithHooks(c.hooks...))
 	}
-	cl, err := kgo.NewClient(kopts...)
-	if err != nil {
-		return nil, fmt.Errorf("pipeline: %s: new client: %w", stage, err)
+	if c.eos {
+		id := c.instanceID
+		if id == "" {
+			id = randomID()
+			r.log.Warn("exactly-once without an instance id: the transactional id is random, so a restarted process cannot fence its predecessor; give --instance-id")
+		}
+		kopts = append(kopts,
+			kgo.TransactionalID(txnID(group, id)),
+			kgo.TransactionTimeout(c.txnTimeout+30*time.Second),
+			kgo.RequireStableFetchOffsets(),
+		)
+		sess, err := kgo.NewGroupTransactSession(kopts...)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: %s: new transactional client: %w", stage, err)
+		}
+		r.sess, r.cl = sess, sess.Client()
+	} else {
+		cl, err := kgo.NewClient(kopts...)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: %s: new client: %w", stage, err)
+		}
+		r.cl = cl
 	}
-	r.cl = cl
+	cl := r.cl
 	r.pause = newPauses(cl)
 	r.pause.onChange = func(reason string, n int) { r.m.Paused.WithLabelValues(stage, reason).Set(float64(n)) }
 	if b, ok := h.(Binder); ok {
@@ -264,12 +302,16 @@ func (r *Runner) Run(ctx context.Context) error {
 		}()
 	}
 	commitDone := make(chan struct{})
-	go func() {
-		defer close(commitDone)
-		r.commitLoop(loopCtx)
-	}()
-
-	r.pollLoop(loopCtx)
+	if r.sess != nil {
+		close(commitDone) // offsets are committed inside each transaction
+		r.eosLoop(loopCtx)
+	} else {
+		go func() {
+			defer close(commitDone)
+			r.commitLoop(loopCtx)
+		}()
+		r.pollLoop(loopCtx)
+	}
 	r.runState.Store(runDraining)
 	cancelLoop()
 	<-commitDone
@@ -308,6 +350,7 @@ func (r *Runner) Kill() {
 }
 
 func (r *Runner) pollLoop(ctx context.Context) {
+	defer r.cl.AllowRebalance()
 	max := r.cfg.maxInflight
 	for ctx.Err() == nil {
 		n := r.tr.inflight(nil)
@@ -326,16 +369,7 @@ func (r *Runner) pollLoop(ctx context.Context) {
 		if fs.IsClientClosed() {
 			return
 		}
-		fs.EachError(func(t string, p int32, err error) {
-			if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
-				return
-			}
-			if fatalFetchError(err) {
-				r.Fail(fmt.Errorf("%s: not allowed to consume (%s/%d): %w; asyncinfer topics acls prints the ACLs each stage needs", r.group, t, p, err))
-				return
-			}
-			r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-		})
+		r.fetchErrors(fs)
 		now := time.Now()
 		fs.EachRecord(func(rec *kgo.Record) {
 			gen, ok := r.tr.add(tp{rec.Topic, rec.Partition}, rec.Offset, rec.LeaderEpoch)
@@ -347,6 +381,21 @@ func (r *Runner) pollLoop(ctx context.Context) {
 		})
 		r.cl.AllowRebalance()
 	}
+}
+
+// fetchErrors logs fetch errors, and stops the stage on those that retrying
+// cannot fix.
+func (r *Runner) fetchErrors(fs kgo.Fetches) {
+	fs.EachError(func(t string, p int32, err error) {
+		if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
+			return
+		}
+		if fatalFetchError(err) {
+			r.Fail(fmt.Errorf("%s: not allowed to consume (%s/%d): %w; asyncinfer topics acls prints the ACLs each stage needs", r.group, t, p, err))
+			return
+		}
+		r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+	})
 }
 
 func (r *Runner) commitLoop(ctx context.Context) {
@@ -406,6 +455,9 @@ func (r *Runner) drain() {
 	if !r.tr.wait(stop, func() bool { return r.tr.inflightLocked(nil) == 0 }) {
 		r.log.Warn("drain timed out; unfinished records will be re-delivered", "inflight", r.tr.inflight(nil))
 	}
+	if r.sess != nil {
+		return // exactly-once: the last unit ended (and committed) in the loop
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r.commit(ctx, nil)
@@ -460,9 +512,11 @@ func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 		timer := time.AfterFunc(r.cfg.drainTimeout, func() { close(stop) })
 		r.tr.wait(stop, func() bool { return r.tr.inflightLocked(only) == 0 })
 		timer.Stop()
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		r.commit(cctx, only)
-		cancel()
+		if r.sess == nil { // exactly-once: nothing is in flight between units
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			r.commit(cctx, only)
+			cancel()
+		}
 	}
 	r.forget(ts)
 	r.log.Info("partitions revoked", "partitions", len(ts))
@@ -493,6 +547,10 @@ func (r *Runner) forget(ts []tp) {
 
 // finish carries out the write order of an Output.
 func (r *Runner) finish(w *Work, out Output) {
+	if r.sess != nil {
+		r.finishEOS(w, out)
+		return
+	}
 	if !r.tr.current(w.tp(), w.gen) {
 		r.stale(w, out)
 		return
@@ -651,4 +709,10 @@ func fatalFetchError(err error) bool {
 		}
 	}
 	return false
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

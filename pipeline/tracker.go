@@ -237,3 +237,18 @@ func (t *tracker) remove(ps []tp) {
 	}
 	t.cond.Broadcast()
 }
+
+// reset forgets a partition's offsets and gives it a new generation, as a
+// re-assignment would: after an aborted transaction the consumer rewinds to
+// the committed offset, and work still running from before the abort is
+// stale.
+func (t *tracker) reset(p tp) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	defer t.cond.Broadcast()
+	if _, ok := t.parts[p]; !ok {
+		return
+	}
+	t.gens++
+	t.parts[p] = &partTrack{gen: t.gens, next: -1, nextEpoch: -1, committed: -1}
+}

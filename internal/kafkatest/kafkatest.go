@@ -135,8 +135,25 @@ func (e *Env) ProduceRaw(t testing.TB, topic string, key, value []byte) {
 // ReadAll reads every record of topic up to its current end offsets.
 func (e *Env) ReadAll(t testing.TB, topic string) []*kgo.Record {
 	t.Helper()
+	return e.read(t, topic, false)
+}
+
+// ReadCommitted reads every committed record of topic up to its last stable
+// offset, as a read_committed consumer sees them: aborted transactions'
+// records are not there.
+func (e *Env) ReadCommitted(t testing.TB, topic string) []*kgo.Record {
+	t.Helper()
+	return e.read(t, topic, true)
+}
+
+func (e *Env) read(t testing.TB, topic string, committed bool) []*kgo.Record {
+	t.Helper()
 	ctx := Ctx(t)
-	ends, err := e.Admin.ListEndOffsets(ctx, topic)
+	list, iso := e.Admin.ListEndOffsets, kgo.ReadUncommitted()
+	if committed {
+		list, iso = e.Admin.ListCommittedOffsets, kgo.ReadCommitted()
+	}
+	ends, err := list(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +168,10 @@ func (e *Env) ReadAll(t testing.TB, topic string) []*kgo.Record {
 	if len(left) == 0 {
 		return nil
 	}
-	cl := e.Client(t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}))
+	// Control records (transaction markers) are kept so that the offsets
+	// reach the end when a partition ends in one; they are not returned.
+	cl := e.Client(t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
+		kgo.FetchIsolationLevel(iso), kgo.KeepControlRecords())
 	var out []*kgo.Record
 	for len(left) > 0 {
 		fs := cl.PollFetches(ctx)
@@ -159,8 +179,14 @@ func (e *Env) ReadAll(t testing.TB, topic string) []*kgo.Record {
 			t.Fatalf("reading %s: %v (left %v)", topic, ctx.Err(), left)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			out = append(out, r)
-			if r.Offset >= left[r.Partition]-1 {
+			end, ok := left[r.Partition]
+			if !ok || r.Offset >= end {
+				return
+			}
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
+			if r.Offset >= end-1 {
 				delete(left, r.Partition)
 			}
 		})
@@ -172,7 +198,7 @@ func (e *Env) ReadAll(t testing.TB, topic string) []*kgo.Record {
 func (e *Env) Results(t testing.TB, topic string) map[string][]*schemas.Result {
 	t.Helper()
 	out := map[string][]*schemas.Result{}
-	for _, r := range e.ReadAll(t, topic) {
+	for _, r := range e.ReadCommitted(t, topic) {
 		res, err := e.Codec.DecodeResult(context.Background(), r.Value)
 		if err != nil {
 			t.Fatalf("%s@%d/%d: %v", topic, r.Partition, r.Offset, err)
