@@ -24,6 +24,8 @@ type Config struct {
 	AdminAddr  string   `yaml:"admin_addr" doc:"listen address of the admin HTTP server (/metrics, /healthz, /readyz, status page); :0 picks a free port; empty: no server"`
 	LogLevel   string   `yaml:"log_level" doc:"debug, info, warn or error"`
 	DataDir    string   `yaml:"data_dir" doc:"embedded broker only: keep its data and registry here"`
+	// ExactlyOnce selects the delivery mode.
+	ExactlyOnce bool `yaml:"exactly_once" doc:"exactly-once mode: every stage consumes, produces and commits in Kafka transactions, so every request id gets exactly one terminal result through crashes and rebalances (at a cost: see the README); default at-least-once"`
 
 	Runner Runner `yaml:"runner"`
 	Dedup  Dedup  `yaml:"dedup"`
@@ -81,8 +83,9 @@ type Topics struct {
 
 // Runner is how every stage consumes and commits.
 type Runner struct {
-	MaxInflight    int           `yaml:"max_inflight" doc:"records a stage holds unfinished before it pauses its input"`
-	ProducerLinger time.Duration `yaml:"producer_linger" doc:"how long producers wait to fill a batch (franz-go's 10ms default would add 10ms per hop)"`
+	MaxInflight        int           `yaml:"max_inflight" doc:"records a stage holds unfinished before it pauses its input"`
+	ProducerLinger     time.Duration `yaml:"producer_linger" doc:"how long producers wait to fill a batch (franz-go's 10ms default would add 10ms per hop)"`
+	TransactionTimeout time.Duration `yaml:"transaction_timeout" doc:"exactly-once mode: a unit of work not finished by then is aborted and consumed again (its records wait in Kafka, e.g. while a model is down)"`
 }
 
 // Dedup is the dedup stage.
@@ -132,7 +135,7 @@ func Defaults() Config {
 		Stages:    []string{"dedup", "infer", "emit"},
 		AdminAddr: "127.0.0.1:9464",
 		LogLevel:  "info",
-		Runner:    Runner{MaxInflight: 2048},
+		Runner:    Runner{MaxInflight: 2048, TransactionTimeout: 10 * time.Second},
 		Dedup:     Dedup{Window: 10 * time.Minute},
 		Emit:      Emit{Window: 10 * time.Minute},
 	}

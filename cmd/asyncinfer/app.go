@@ -41,6 +41,7 @@ type pipelineFlags struct {
 	outage        string
 	retention     time.Duration
 	retentionSize int64
+	exactlyOnce   bool
 }
 
 func (f *pipelineFlags) register(fs *pflag.FlagSet) {
@@ -61,6 +62,7 @@ func (f *pipelineFlags) register(fs *pflag.FlagSet) {
 	fs.Float64Var(&f.errorRate, "model-error-rate", 0, "fraction of model calls that fail transiently")
 	fs.StringVar(&f.outage, "model-outage", "", "model outage D@T: unavailable for D, starting T after the start (e.g. 2s@5s)")
 	fs.DurationVar(&f.retention, "retention", time.Hour, "retention.ms of data topics the pipeline creates")
+	fs.BoolVar(&f.exactlyOnce, "exactly-once", false, "run every stage in Kafka transactions (exactly one result per request id)")
 }
 
 func (f *pipelineFlags) topics() pipeline.Topics { return pipeline.NewTopics(f.prefix) }
@@ -145,10 +147,14 @@ func createTopics(ctx context.Context, brokers []string, f *pipelineFlags, repli
 
 // stackOptions are the stack's options from the flags.
 func (f *pipelineFlags) stackOptions(brokers []string, model infer.Model, ms *stack.Metrics, log *slog.Logger) stack.Options {
+	instance := f.instanceID
+	if instance == "" && f.exactlyOnce {
+		instance = "demo" // one process, one embedded broker: a fixed id is stable
+	}
 	return stack.Options{
 		Conn:            []kgo.Opt{kgo.SeedBrokers(brokers...)},
 		Prefix:          f.prefix,
-		InstanceID:      f.instanceID,
+		InstanceID:      instance,
 		MaxInflight:     f.maxInflight,
 		Linger:          f.linger,
 		DedupWindow:     f.window,
@@ -157,7 +163,8 @@ func (f *pipelineFlags) stackOptions(brokers []string, model infer.Model, ms *st
 		Models: []infer.ModelConfig{{
 			Name: f.model, Backend: model, MaxBatch: f.maxBatch, MaxWait: f.maxWait, Concurrency: f.concurrency,
 		}},
-		Metrics: ms,
-		Logger:  log,
+		Metrics:     ms,
+		Logger:      log,
+		ExactlyOnce: f.exactlyOnce,
 	}
 }

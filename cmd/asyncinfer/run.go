@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -266,6 +268,7 @@ func runPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, cmd 
 		Conn: c.kopts, Prefix: cfg.Topics.Prefix, InstanceID: cfg.InstanceID, MaxInflight: cfg.Runner.MaxInflight,
 		Linger: cfg.Runner.ProducerLinger, DedupWindow: cfg.Dedup.Window, ReplyTopics: cfg.Emit.ReplyTopics,
 		CopyFailedToDLQ: cfg.Emit.DLQFailed, Models: ms, Metrics: stack.NewMetrics(reg), KafkaMetrics: reg, Logger: log,
+		ExactlyOnce: cfg.ExactlyOnce, TxnTimeout: cfg.Runner.TransactionTimeout,
 	}, codec, names)
 	if err != nil {
 		return err
@@ -279,7 +282,16 @@ func runPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, cmd 
 		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "admin http://%s/ (metrics, healthz, readyz, status)\n", reachable(srv.Addr()))
 	}
-	log.Info("running", "stages", names, "instance", cfg.InstanceID)
+	if slices.Contains(names, stack.Emit) {
+		if err := checkReplyTopics(ctx, c, cfg.Emit.ReplyTopics); err != nil {
+			return err
+		}
+	}
+	mode := "at-least-once"
+	if cfg.ExactlyOnce {
+		mode = "exactly-once"
+	}
+	log.Info("running", "stages", names, "instance", cfg.InstanceID, "mode", mode)
 	return set.Run(ctx)
 }
 
@@ -349,4 +361,32 @@ func reachable(addr string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// checkReplyTopics makes sure every allowed reply topic exists before emit
+// produces to it: a result for a missing topic would fail, and in
+// exactly-once mode abort its transaction every time it is retried.
+func checkReplyTopics(ctx context.Context, c *cluster, topics []string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	adm, err := c.admin()
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	td, err := adm.ListTopics(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("emit.reply_topics: %w", err)
+	}
+	var missing []string
+	for _, t := range topics {
+		if d, ok := td[t]; !ok || d.Err != nil {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("emit.reply_topics: %s do not exist (create them, or run with topics.create)", strings.Join(missing, ", "))
+	}
+	return nil
 }

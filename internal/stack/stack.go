@@ -46,8 +46,12 @@ type Options struct {
 	DedupWindow     time.Duration
 	ReplyTopics     []string
 	CopyFailedToDLQ bool
-	Models          []infer.ModelConfig
-	Metrics         *Metrics // nil: unregistered
+	// ExactlyOnce runs every stage transactionally (pipeline.ExactlyOnce),
+	// each unit bounded by TxnTimeout (0: the runner's default).
+	ExactlyOnce bool
+	TxnTimeout  time.Duration
+	Models      []infer.ModelConfig
+	Metrics     *Metrics // nil: unregistered
 	// KafkaMetrics, when set, gets each stage's franz-go client metrics
 	// (kprom: connections, bytes, batches, buffered records, request
 	// latency), as asyncinfer_kafka_* labelled by stage.
@@ -156,6 +160,9 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 		opts := append([]pipeline.Option(nil), common...)
 		if o.InstanceID != "" {
 			opts = append(opts, pipeline.InstanceID(o.InstanceID))
+		}
+		if o.ExactlyOnce {
+			opts = append(opts, pipeline.ExactlyOnce(o.TxnTimeout))
 		}
 		if o.KafkaMetrics != nil {
 			opts = append(opts, pipeline.ClientHooks(KafkaClientMetrics(o.KafkaMetrics, name)))
