@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // PartitionLag is one consumer group's lag on one partition.
@@ -30,6 +32,9 @@ type PartitionLag struct {
 	Member string `json:"member,omitempty"`
 	// ClientID is that member's client id.
 	ClientID string `json:"client_id,omitempty"`
+	// Markers is how much of the raw lag DiscountMarkers found to be
+	// transaction markers or aborted records, not work (0 when not checked).
+	Markers int64 `json:"markers,omitempty"`
 }
 
 // Lag measures the lag of groups on every partition they are assigned or
@@ -154,4 +159,84 @@ func uniq(groups []string) []string {
 		}
 	}
 	return out
+}
+
+// DiscountMarkers corrects the lag of partitions whose gap to the last
+// stable offset may be only transaction markers: a transactional producer's
+// commit writes a control record after the data, so a group that consumed
+// everything commits one offset short of the LSO, and an aborted
+// transaction leaves records no read_committed consumer ever receives.
+// Neither is work. For every row with 0 < Lag <= max it reads the partition
+// from the committed offset to the end, read_committed, and sets Lag to the
+// data records there; Markers gets the difference. Partitions it cannot read
+// within a few seconds keep their raw lag.
+func DiscountMarkers(ctx context.Context, kopts []kgo.Opt, rows []PartitionLag, max int64) error {
+	type key struct {
+		topic string
+		part  int32
+	}
+	want := map[string]map[int32]kgo.Offset{}
+	end := map[key]int64{}
+	for _, r := range rows {
+		if r.Lag <= 0 || r.Lag > max || r.Committed < 0 {
+			continue
+		}
+		k := key{r.Topic, r.Partition}
+		if want[r.Topic] == nil {
+			want[r.Topic] = map[int32]kgo.Offset{}
+		}
+		// Several groups may read one partition from different commits:
+		// read from the lowest and count per row below.
+		if o, ok := want[r.Topic][r.Partition]; !ok || r.Committed < o.EpochOffset().Offset {
+			want[r.Topic][r.Partition] = kgo.NewOffset().At(r.Committed)
+		}
+		end[k] = r.End
+	}
+	if len(end) == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(append(slices.Clone(kopts), kgo.ConsumePartitions(want),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(200*time.Millisecond))...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	data := map[key][]int64{} // data offsets read, per partition
+	left := len(end)
+	reached := map[key]bool{}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for left > 0 && ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) {
+			k := key{r.Topic, r.Partition}
+			e, ok := end[k]
+			if !ok || r.Offset >= e {
+				return
+			}
+			if !r.Attrs.IsControl() {
+				data[k] = append(data[k], r.Offset)
+			}
+			if r.Offset >= e-1 && !reached[k] {
+				reached[k] = true
+				left--
+			}
+		})
+	}
+	for i := range rows {
+		r := &rows[i]
+		k := key{r.Topic, r.Partition}
+		if !reached[k] || r.Lag <= 0 || r.Lag > max || r.Committed < 0 || end[k] != r.End {
+			continue
+		}
+		var n int64
+		for _, off := range data[k] {
+			if off >= r.Committed {
+				n++
+			}
+		}
+		r.Markers, r.Lag = r.Lag-n, n
+	}
+	return nil
 }

@@ -178,3 +178,50 @@ func TestNewWatcherErrors(t *testing.T) {
 		t.Error("nil client: no error")
 	}
 }
+
+// A transactional producer's commit leaves a marker after its data: a group
+// that consumed everything commits one short of the LSO, and an aborted
+// transaction leaves records no read_committed reader receives. Neither is
+// work; real records are.
+func TestDiscountMarkers(t *testing.T) {
+	e := kafkatest.New(t, 3)
+	topic := e.Topics.Outcomes
+	txn := e.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID("markers"))
+	end := func(commit kgo.TransactionEndTry, p int32, n int) {
+		t.Helper()
+		if err := txn.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		produce(t, txn, topic, p, n)
+		if err := txn.EndTransaction(kafkatest.Ctx(t), commit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end(kgo.TryCommit, 0, 5) // partition 0: data 0-4, marker 5, LSO 6
+	end(kgo.TryCommit, 1, 5) // partition 1: data 0-4, marker 5; then 3 aborted + marker
+	end(kgo.TryAbort, 1, 3)
+	end(kgo.TryCommit, 2, 5) // partition 2: data 0-4 and a marker, of which the group consumed 2
+
+	// Everything consumed: the group commits after the last data record.
+	commit(t, e.Admin, "g", topic, map[int32]int64{0: 5, 1: 5, 2: 2})
+	rows, err := Lag(kafkatest.Ctx(t), e.Admin, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := map[int32]int64{}
+	for _, r := range rows {
+		raw[r.Partition] = r.Lag
+	}
+	if raw[0] != 1 || raw[1] != 5 || raw[2] != 4 {
+		t.Fatalf("raw lag %v, want 0:1 (marker) 1:5 (marker, 3 aborted, marker) 2:4", raw)
+	}
+	if err := DiscountMarkers(kafkatest.Ctx(t), []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}, rows, 64); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		want := map[int32][2]int64{0: {0, 1}, 1: {0, 5}, 2: {3, 1}}[r.Partition]
+		if r.Lag != want[0] || r.Markers != want[1] {
+			t.Errorf("partition %d: lag %d markers %d, want %d and %d", r.Partition, r.Lag, r.Markers, want[0], want[1])
+		}
+	}
+}

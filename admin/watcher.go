@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // LagMetricName is the gauge the Watcher exports, one series per group,
@@ -35,6 +36,7 @@ type watcherCfg struct {
 	interval time.Duration
 	reg      prometheus.Registerer
 	logger   *slog.Logger
+	markers  []kgo.Opt // connection options for DiscountMarkers; nil: off
 }
 
 func defaultWatcherCfg() watcherCfg {
@@ -57,8 +59,19 @@ func WithRegisterer(reg prometheus.Registerer) WatcherOption {
 	return func(c *watcherCfg) { c.reg = reg }
 }
 
+// WithMarkerCheck makes the Watcher discount transaction markers and aborted
+// records from small lags (DiscountMarkers), reading with a client made from
+// kopts. Default: off (raw lag).
+func WithMarkerCheck(kopts []kgo.Opt) WatcherOption {
+	return func(c *watcherCfg) { c.markers = kopts }
+}
+
 // WithLogger sets the logger for failed refreshes. Default: discard.
 func WithLogger(l *slog.Logger) WatcherOption { return func(c *watcherCfg) { c.logger = l } }
+
+// MarkerCheckMax is the largest lag the Watcher reads to discount markers:
+// a larger one is work whatever markers it holds.
+const MarkerCheckMax = 64
 
 // Watcher measures the lag of a fixed set of groups periodically, keeps the
 // last snapshot for status pages, and exports it as the gauge
@@ -134,6 +147,11 @@ func (w *Watcher) Refresh(ctx context.Context) error {
 	rows, err := Lag(rctx, w.adm, w.groups...)
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if w.cfg.markers != nil {
+		if merr := DiscountMarkers(rctx, w.cfg.markers, rows, MarkerCheckMax); merr != nil {
+			err = errors.Join(err, merr)
+		}
 	}
 
 	seen := make(map[[3]string]struct{}, len(rows))

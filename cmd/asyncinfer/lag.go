@@ -37,15 +37,18 @@ yet has no rows.`,
 			if err != nil {
 				return err
 			}
+			if err := admin.DiscountMarkers(cmd.Context(), c.kopts, rows, admin.MarkerCheckMax); err != nil {
+				return err
+			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "GROUP\tTOPIC\tPARTITION\tCOMMITTED\tLSO\tLAG\tMEMBER\t")
+			fmt.Fprintln(tw, "GROUP\tTOPIC\tPARTITION\tCOMMITTED\tLSO\tLAG\tMARKERS\tMEMBER\t")
 			total := map[string]int64{}
 			for _, r := range rows {
 				committed := fmt.Sprint(r.Committed)
 				if r.Committed < 0 {
 					committed = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t\n", r.Group, r.Topic, r.Partition, committed, r.End, r.Lag, orDash(r.Member))
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%s\t\n", r.Group, r.Topic, r.Partition, committed, r.End, r.Lag, r.Markers, orDash(r.Member))
 				total[r.Group] += r.Lag
 			}
 			tw.Flush()

@@ -333,7 +333,7 @@ func startAdmin(ctx context.Context, cfg *config.Config, c *cluster, set *stack.
 	}
 	context.AfterFunc(ctx, cl.Close)
 	w, err := admin.NewWatcher(kadm.NewClient(cl), stack.Groups(cfg.Topics.Prefix), admin.WithRegisterer(reg),
-		admin.WithLogger(log), admin.Interval(2*time.Second))
+		admin.WithLogger(log), admin.Interval(2*time.Second), admin.WithMarkerCheck(c.kopts))
 	if err != nil {
 		return nil, err
 	}
