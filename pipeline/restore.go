@@ -4,22 +4,29 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// restoreIdle ends a restore that has read nothing for this long although the
-// end offset was not reached: the tail of the changelog can be records that
-// read_committed never returns (aborted data), or compacted away.
-const restoreIdle = 2 * time.Second
+// restoreWarn is how long a restore reads nothing before it says so (it
+// goes on: the partition stays paused until its state is whole).
+const restoreWarn = 10 * time.Second
 
 // ReadPartition reads one partition of a changelog from its start up to its
 // last stable offset as it was when the call began, read_committed, and
 // calls fn for every data record in order. connOpts are the connection
 // options of the stage's own client (seeds, TLS, SASL).
+//
+// It ends when it has seen the record just below that offset: control
+// records (transaction markers) are kept, so a log that ends in a commit or
+// abort marker is read to its end too, and the last offset of a log is never
+// compacted away (the active segment is not compacted). It does not end on
+// idleness: a partial restore would let a stage act on half its state.
 func ReadPartition(ctx context.Context, connOpts []kgo.Opt, topic string, partition int32, fn func(*kgo.Record)) error {
+	log := restoreLogger(ctx)
 	adm, err := kgo.NewClient(connOpts...)
 	if err != nil {
 		return fmt.Errorf("pipeline: restore %s/%d: %w", topic, partition, err)
@@ -38,6 +45,18 @@ func ReadPartition(ctx context.Context, connOpts []kgo.Opt, topic string, partit
 	}
 	if end.Offset <= 0 {
 		return nil
+	}
+	adm2, err := kgo.NewClient(connOpts...)
+	if err != nil {
+		return fmt.Errorf("pipeline: restore %s/%d: %w", topic, partition, err)
+	}
+	starts, err := kadm.NewClient(adm2).ListStartOffsets(ctx, topic)
+	adm2.Close()
+	if err != nil {
+		return fmt.Errorf("pipeline: restore %s/%d: list start offsets: %w", topic, partition, err)
+	}
+	if start, ok := starts.Lookup(topic, partition); ok && start.Err == nil && start.Offset >= end.Offset {
+		return nil // retention removed every record: nothing to restore
 	}
 	opts := append(append([]kgo.Opt(nil), connOpts...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().AtStart()}}),
@@ -81,9 +100,25 @@ func ReadPartition(ctx context.Context, connOpts []kgo.Opt, topic string, partit
 		})
 		if n > 0 {
 			idleSince = time.Now()
-		} else if time.Since(idleSince) > restoreIdle {
-			return nil
+		} else if time.Since(idleSince) > restoreWarn {
+			log.Warn("restore is reading nothing; the partition stays paused until its state is whole",
+				"topic", topic, "partition", partition, "at", last+1, "end", end.Offset)
+			idleSince = time.Now()
 		}
 	}
 	return nil
+}
+
+type loggerKey struct{}
+
+// withRestoreLogger gives ReadPartition a logger through its context.
+func withRestoreLogger(ctx context.Context, l *slog.Logger) context.Context {
+	return context.WithValue(ctx, loggerKey{}, l)
+}
+
+func restoreLogger(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
+		return l
+	}
+	return slog.New(slog.DiscardHandler)
 }

@@ -236,7 +236,7 @@ func RestoreWindow(r *Runner, win *Window, codec *schemas.Codec, inputTopic, cha
 	r.Go(func(ctx context.Context) {
 		start := time.Now()
 		for attempt := 0; ; attempt++ {
-			err := ReadPartition(ctx, r.ConnOpts(), changelog, p, func(rec *kgo.Record) {
+			err := ReadPartition(withRestoreLogger(ctx, r.log), r.ConnOpts(), changelog, p, func(rec *kgo.Record) {
 				if !current() {
 					return
 				}
