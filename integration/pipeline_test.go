@@ -73,6 +73,44 @@ func TestPipelineOneProcessPerStage(t *testing.T) {
 	}
 }
 
+// rebalanceRun runs two instances of every stage of d, produces n requests
+// at rate with duplicates, malformed records and poison items, stops one
+// instance of each stage with SIGTERM about a second in (it drains and exits
+// 0) and restarts it a second later with the same instance id, and returns
+// verify's counts once the pipeline settled.
+func rebalanceRun(ctx context.Context, t *testing.T, d *deployment, n, rate int) counts {
+	t.Helper()
+	if _, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
+		t.Fatalf("topics create: %v\n%s", err, errOut)
+	}
+	stages := []string{"dedup", "infer", "emit"}
+	first := map[string]*proc{}
+	for _, st := range stages {
+		first[st] = d.start(ctx, st, st+"-0")
+		d.start(ctx, st, st+"-1")
+	}
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		d.load(ctx, t, "--requests", fmt.Sprint(n), "--rate", fmt.Sprint(rate), "--duplicates", "0.1",
+			"--malformed", "0.01", "--poison-items", "0.005")
+	}()
+	time.Sleep(time.Second) // mid-stream
+	for _, st := range stages {
+		first[st].stop(t, time.Minute)
+	}
+	time.Sleep(time.Second)
+	for _, st := range stages {
+		d.start(ctx, st, st+"-0") // the same instance id: it takes its partitions back
+	}
+	<-loadDone
+	c := d.settle(ctx, n)
+	if c.Lost > 0 {
+		d.trace(ctx, t, 20)
+	}
+	return c
+}
+
 // Two instances of every stage, and a rebalance mid-stream: one instance of
 // each stage is stopped with SIGTERM (it drains: finishes and commits what it
 // holds, and exits 0), later restarted with the same instance id. Every
@@ -83,86 +121,26 @@ func TestRebalanceTwoInstancesPerStage(t *testing.T) {
 	record(t, tr)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	d := newDeployment(t, 4, flakyModel)
-	if _, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
-		t.Fatalf("topics create: %v\n%s", err, errOut)
-	}
-	stages := []string{"dedup", "infer", "emit"}
-	first := map[string]*proc{}
-	for _, st := range stages {
-		first[st] = d.start(ctx, st, st+"-0")
-		d.start(ctx, st, st+"-1")
-	}
-	const n = 6000
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		d.load(ctx, t, "--requests", fmt.Sprint(n), "--rate", "1500", "--duplicates", "0.1", "--malformed", "0.01",
-			"--poison-items", "0.005")
-	}()
-	time.Sleep(time.Second) // mid-stream (the load takes about 4 s)
-	for _, st := range stages {
-		first[st].stop(t, time.Minute)
-	}
-	time.Sleep(time.Second)
-	for _, st := range stages {
-		d.start(ctx, st, st+"-0") // the same instance id: it takes its partitions back
-	}
-	<-loadDone
-	c := d.settle(ctx, n)
+	c := rebalanceRun(ctx, t, newDeployment(t, 4, flakyModel), 6000, 1500)
 	checkCounts(t, c, tr)
-	if c.Lost > 0 {
-		d.trace(ctx, t, 20)
-	}
-	tr.Notes = "one instance of each stage stopped with SIGTERM at about 1 s into a 4 s load, restarted with the same instance id"
+	tr.Notes = "at-least-once; one instance of each stage stopped with SIGTERM about 1 s into a 4 s load, restarted with the same instance id"
 }
 
-// Exactly-once mode on Apache Kafka: two instances of every stage, one of
-// each stopped with SIGTERM mid-stream and restarted with the same instance
-// id (its transactional id, so it fences what it left), transient model
-// errors, duplicates, malformed records and poison items: every request id
-// gets exactly one answer (repeated = 0), read_committed.
+// Exactly-once mode on Apache Kafka, the same rebalance: every request id
+// gets exactly one answer (repeated = 0), read_committed; the restarted
+// instance's transactional id fences what it left.
 func TestExactlyOnceRebalance(t *testing.T) {
 	need(t)
 	tr := &testReport{}
 	record(t, tr)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	d := newDeployment(t, 4, "exactly_once: true\n"+flakyModel)
-	if _, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
-		t.Fatalf("topics create: %v\n%s", err, errOut)
-	}
-	stages := []string{"dedup", "infer", "emit"}
-	first := map[string]*proc{}
-	for _, st := range stages {
-		first[st] = d.start(ctx, st, st+"-0")
-		d.start(ctx, st, st+"-1")
-	}
-	const n = 4000
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		d.load(ctx, t, "--requests", fmt.Sprint(n), "--rate", "1000", "--duplicates", "0.1", "--malformed", "0.01",
-			"--poison-items", "0.005")
-	}()
-	time.Sleep(time.Second)
-	for _, st := range stages {
-		first[st].stop(t, time.Minute)
-	}
-	time.Sleep(time.Second)
-	for _, st := range stages {
-		d.start(ctx, st, st+"-0")
-	}
-	<-loadDone
-	c := d.settle(ctx, n)
+	c := rebalanceRun(ctx, t, newDeployment(t, 4, "exactly_once: true\n"+flakyModel), 4000, 1000)
 	checkCounts(t, c, tr)
 	if c.Repeated != 0 {
 		t.Errorf("repeated=%d in exactly-once mode, want 0", c.Repeated)
 	}
-	if c.Lost > 0 {
-		d.trace(ctx, t, 20)
-	}
-	tr.Notes = "exactly-once; one instance of each stage stopped with SIGTERM at about 1 s into a 4 s load, restarted with the same instance id"
+	tr.Notes = "exactly-once; one instance of each stage stopped with SIGTERM about 1 s into a 4 s load, restarted with the same instance id"
 }
 
 // topics create, then topics check, against the real broker: the layout is
