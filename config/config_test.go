@@ -84,7 +84,8 @@ log_level: debug
 	}
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	fl := BindFlags(fs)
-	if err := fs.Parse([]string{"--brokers", "flag:9092", "--dedup-window", "3m", "--stages", "infer", "--stages", "emit"}); err != nil {
+	if err := fs.Parse([]string{"--brokers", "flag:9092", "--dedup-window", "3m", "--stages", "infer", "--stages", "emit",
+		"--exactly-once", "--topics-create=false"}); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{
@@ -114,6 +115,8 @@ log_level: debug
 	check("registry (file)", c.Registry.URL, "http://file:8081")
 	check("emit.window (default)", c.Emit.Window, 10*time.Minute)
 	check("stages (repeated list flag)", strings.Join(c.Stages, ","), "infer,emit")
+	check("exactly_once (bare bool flag)", c.ExactlyOnce, true)
+	check("topics.create (bool flag =false)", c.Topics.Create, false)
 	check("file", src.File, file)
 	if len(src.Warn) != 1 || !strings.Contains(src.Warn[0], "ASYNCINFER_NOT_A_SETTING") {
 		t.Errorf("warnings = %q, want one about ASYNCINFER_NOT_A_SETTING", src.Warn)

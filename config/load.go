@@ -215,6 +215,9 @@ func BindSomeFlags(fs *pflag.FlagSet, keep func(path string) bool) *Flags {
 		}
 		byPath[s.Path] = s
 		fs.Var(&flagValue{typ: s.Type, def: s.format()}, s.Flag, s.Doc+" ("+s.Env+")")
+		if s.Type == "bool" {
+			fs.Lookup(s.Flag).NoOptDefVal = "true" // --exactly-once, as well as --exactly-once=false
+		}
 	}
 	for _, alias := range slices.Sorted(maps.Keys(Aliases)) {
 		s, ok := byPath[Aliases[alias]]
@@ -223,6 +226,9 @@ func BindSomeFlags(fs *pflag.FlagSet, keep func(path string) bool) *Flags {
 		}
 		f.aliases[alias] = s.Path
 		fs.Var(&flagValue{typ: s.Type, def: s.format()}, alias, "same as --"+s.Flag)
+		if s.Type == "bool" {
+			fs.Lookup(alias).NoOptDefVal = "true"
+		}
 	}
 	return f
 }
