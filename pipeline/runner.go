@@ -214,6 +214,11 @@ func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runn
 			kgo.TransactionalID(txnID(group, id)),
 			kgo.TransactionTimeout(c.txnTimeout+30*time.Second),
 			kgo.RequireStableFetchOffsets(),
+			// With Kafka 4's transactions (KIP-890), the first produce
+			// after EndTxn can get CONCURRENT_TRANSACTIONS; franz-go
+			// retries it after a metadata refresh, which the default
+			// minimum age of 5s delays: measured as 4-5 s stalls.
+			kgo.MetadataMinAge(100*time.Millisecond),
 		)
 		sess, err := kgo.NewGroupTransactSession(kopts...)
 		if err != nil {
