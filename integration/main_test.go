@@ -55,6 +55,7 @@ const DefaultImage = "apache/kafka:4.1.1"
 // env is what every test of the suite shares.
 var env struct {
 	brokers  []string
+	sasl     string // the SASL_PLAINTEXT listener (container only; "" otherwise)
 	registry string // srfake's URL
 	bin      string // the asyncinfer binary
 	broker   *broker
@@ -69,6 +70,7 @@ type broker struct {
 	Version   string `json:"version"`    // the broker's answer to ApiVersions, as franz-go's kversion reads it
 	ClusterID string `json:"cluster_id"` // from Metadata
 	Brokers   string `json:"brokers"`
+	SASL      string `json:"sasl_listener,omitempty"` // PLAIN and SCRAM-SHA-256, for the secured-cluster test
 	container testcontainers.Container
 	port      int
 }
@@ -100,7 +102,7 @@ func run(m *testing.M) int {
 		rep.Skipped = env.skip
 		return m.Run() // every test skips with the reason
 	}
-	env.broker, env.brokers = b, strings.Split(b.Brokers, ",")
+	env.broker, env.brokers, env.sasl = b, strings.Split(b.Brokers, ","), b.SASL
 	defer b.stop()
 	rep.Ran, rep.Broker = true, b
 	fmt.Printf("integration: Apache Kafka %s, cluster id %s, at %s (%s)\n", b.Version, b.ClusterID, b.Brokers, b.Source)
@@ -152,12 +154,12 @@ func startBroker(ctx context.Context) (*broker, error) {
 	if image == "" {
 		image = DefaultImage
 	}
-	ports, err := freePorts(2)
+	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
 	b := &broker{Source: "container", Image: image, port: ports[0], Brokers: fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		Engine: os.Getenv("DOCKER_HOST")}
+		SASL: fmt.Sprintf("127.0.0.1:%d", ports[2]), Engine: os.Getenv("DOCKER_HOST")}
 	if b.Engine == "" {
 		b.Engine = "default Docker socket"
 	}
@@ -166,16 +168,23 @@ func startBroker(ctx context.Context) (*broker, error) {
 		Env: map[string]string{
 			// The variables the upstream apache/kafka image reads; the image
 			// built by deploy/kafka reads the same ones.
-			"CLUSTER_ID":                             clusterID(),
-			"KAFKA_NODE_ID":                          "1",
-			"KAFKA_PROCESS_ROLES":                    "broker,controller",
-			"KAFKA_LISTENERS":                        fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", ports[0], ports[1]),
-			"KAFKA_ADVERTISED_LISTENERS":             fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", ports[0]),
-			"KAFKA_CONTROLLER_LISTENER_NAMES":        "CONTROLLER",
-			"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP":   "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-			"KAFKA_INTER_BROKER_LISTENER_NAME":       "PLAINTEXT",
-			"KAFKA_CONTROLLER_QUORUM_VOTERS":         fmt.Sprintf("1@127.0.0.1:%d", ports[1]),
-			"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+			"CLUSTER_ID":          clusterID(),
+			"KAFKA_NODE_ID":       "1",
+			"KAFKA_PROCESS_ROLES": "broker,controller",
+			// A plaintext listener for the suite, and a SASL one (PLAIN with
+			// a user in the JAAS config, SCRAM-SHA-256 with users the test
+			// creates) for the secured-cluster test.
+			"KAFKA_LISTENERS": fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d,SASL_PLAINTEXT://127.0.0.1:%d",
+				ports[0], ports[1], ports[2]),
+			"KAFKA_ADVERTISED_LISTENERS":                                             fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,SASL_PLAINTEXT://127.0.0.1:%d", ports[0], ports[2]),
+			"KAFKA_CONTROLLER_LISTENER_NAMES":                                        "CONTROLLER",
+			"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP":                                   "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+			"KAFKA_SASL_ENABLED_MECHANISMS":                                          "PLAIN,SCRAM-SHA-256",
+			"KAFKA_LISTENER_NAME_SASL__PLAINTEXT_PLAIN_SASL_JAAS_CONFIG":             `org.apache.kafka.common.security.plain.PlainLoginModule required user_app="app-secret";`,
+			"KAFKA_LISTENER_NAME_SASL__PLAINTEXT_SCRAM___SHA___256_SASL_JAAS_CONFIG": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+			"KAFKA_INTER_BROKER_LISTENER_NAME":                                       "PLAINTEXT",
+			"KAFKA_CONTROLLER_QUORUM_VOTERS":                                         fmt.Sprintf("1@127.0.0.1:%d", ports[1]),
+			"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR":                                 "1",
 			// 50 partitions each (the default) make the first group join and
 			// the first transaction seconds slower on a small machine.
 			"KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS":                     "4",

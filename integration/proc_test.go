@@ -28,19 +28,24 @@ var deployments int
 
 func newDeployment(t *testing.T, partitions int, modelYAML string) *deployment {
 	t.Helper()
+	return newDeploymentOn(t, partitions, fmt.Sprintf("kafka:\n  brokers: [%s]\n", strings.Join(env.brokers, ", ")), modelYAML)
+}
+
+// newDeploymentOn is newDeployment with the kafka section given (a secured
+// listener and its credentials).
+func newDeploymentOn(t *testing.T, partitions int, kafkaYAML, modelYAML string) *deployment {
+	t.Helper()
 	deployments++
 	d := &deployment{t: t, prefix: fmt.Sprintf("it%d-%d.", time.Now().Unix()%100000, deployments)}
 	d.config = filepath.Join(t.TempDir(), "asyncinfer.yaml")
-	body := fmt.Sprintf(`kafka:
-  brokers: [%s]
-registry:
+	body := fmt.Sprintf(`%sregistry:
   url: %s
 topics:
   prefix: %s
   partitions: %d
   replication_factor: 1
 log_level: warn
-%s`, strings.Join(env.brokers, ", "), env.registry, d.prefix, partitions, modelYAML)
+%s`, kafkaYAML, env.registry, d.prefix, partitions, modelYAML)
 	if err := os.WriteFile(d.config, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
