@@ -17,8 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
 // ErrClosed is returned by calls on a closed Client, by Awaits that Close
@@ -45,7 +45,7 @@ type Config struct {
 	// there) and results are decoded with the schemas it holds.
 	Registry *sr.Client
 	// Prefix is the deployment's topic prefix; "" is
-	// pipeline.DefaultTopicPrefix.
+	// topics.DefaultPrefix.
 	Prefix string
 	// ReplyTopic is where results for this client's requests go, and the
 	// topic it reads. It must be on the pipeline's reply allow-list
@@ -130,15 +130,15 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Registry == nil {
 		return nil, errors.New("client: Config.Registry is nil")
 	}
-	topics := pipeline.NewTopics(cfg.Prefix)
+	names := topics.New(cfg.Prefix)
 	reply := cfg.ReplyTopic
 	if reply == "" {
-		reply = topics.Results
+		reply = names.Results
 	}
-	if topics.Internal(reply) {
+	if names.Internal(reply) {
 		return nil, fmt.Errorf("client: reply topic %q is an internal topic of the pipeline", reply)
 	}
-	codec, err := schemas.NewCodec(ctx, cfg.Registry, map[string]schemas.Kind{topics.Requests: schemas.KindRequest})
+	codec, err := schemas.NewCodec(ctx, cfg.Registry, map[string]schemas.Kind{names.Requests: schemas.KindRequest})
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
@@ -157,8 +157,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cl:        cl,
 		adm:       kadm.NewClient(cl),
 		codec:     codec,
-		requests:  topics.Requests,
-		results:   topics.Results,
+		requests:  names.Requests,
+		results:   names.Results,
 		reply:     reply,
 		max:       cfg.MaxUnclaimed,
 		log:       cfg.Logger,

@@ -1,63 +1,12 @@
 package pipeline
 
-import "github.com/asyncinfer/asyncinfer/schemas"
+import "github.com/asyncinfer/asyncinfer/topics"
 
 // DefaultTopicPrefix is prepended to every topic name.
-const DefaultTopicPrefix = "asyncinfer."
+const DefaultTopicPrefix = topics.DefaultPrefix
 
-// Topics names the topics of one deployment.
-type Topics struct {
-	Requests   string // clients produce here, keyed by idempotency key
-	Accepted   string // dedup ▸ batch/infer
-	Outcomes   string // every stage's terminal answers ▸ emit, keyed by request id
-	Results    string // emit's default reply topic
-	DLQ        string // dead letters
-	DedupState string // dedup's changelog, co-partitioned with Requests
-	EmittedIDs string // emit's changelog, co-partitioned with Outcomes
-	ModelStats string // per-model measured cost (compacted)
-}
+// Topics names the topics of one deployment (package topics).
+type Topics = topics.Topics
 
 // NewTopics names the topics with a prefix ("" for DefaultTopicPrefix).
-func NewTopics(prefix string) Topics {
-	if prefix == "" {
-		prefix = DefaultTopicPrefix
-	}
-	return Topics{
-		Requests:   prefix + "requests",
-		Accepted:   prefix + "requests.accepted",
-		Outcomes:   prefix + "outcomes",
-		Results:    prefix + "results",
-		DLQ:        prefix + "dlq",
-		DedupState: prefix + "dedup-state",
-		EmittedIDs: prefix + "emitted-ids",
-		ModelStats: prefix + "model-stats",
-	}
-}
-
-// Internal reports whether t is one of the pipeline's own topics other than
-// Results: no client reply topic may name one.
-func (t Topics) Internal(name string) bool {
-	switch name {
-	case t.Requests, t.Accepted, t.Outcomes, t.DLQ, t.DedupState, t.EmittedIDs, t.ModelStats:
-		return true
-	}
-	return false
-}
-
-// Kinds binds each topic of the deployment, and each reply topic, to the kind
-// of message it carries, as a codec takes it.
-func (t Topics) Kinds(replyTopics ...string) map[string]schemas.Kind {
-	m := map[string]schemas.Kind{
-		t.Requests:   schemas.KindRequest,
-		t.Accepted:   schemas.KindRequest,
-		t.Outcomes:   schemas.KindResult,
-		t.Results:    schemas.KindResult,
-		t.DLQ:        schemas.KindDeadLetter,
-		t.DedupState: schemas.KindStateEntry,
-		t.EmittedIDs: schemas.KindStateEntry,
-	}
-	for _, r := range replyTopics {
-		m[r] = schemas.KindResult
-	}
-	return m
-}
+func NewTopics(prefix string) Topics { return topics.New(prefix) }
