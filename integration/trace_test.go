@@ -113,3 +113,54 @@ func (d *deployment) trace(ctx context.Context, t *testing.T, max int) {
 		t.Logf("trace: %s: %s", id, strings.Join(seen[id], " "))
 	}
 }
+
+// deadLetterReasons counts the deployment's dead letters by reason.
+func (d *deployment) deadLetterReasons(ctx context.Context, t *testing.T) map[string]int {
+	t.Helper()
+	tp := pipeline.NewTopics(d.prefix)
+	src, err := sr.NewClient(sr.URLs(env.registry))
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, err := schemas.NewCodec(ctx, src, tp.Kinds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, tp.DLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := map[int32]kgo.Offset{}
+	left := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			parts[o.Partition] = kgo.NewOffset().AtStart()
+			left[o.Partition] = o.Offset
+		}
+	})
+	out := map[string]int{}
+	if len(left) == 0 {
+		return out
+	}
+	rc, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{tp.DLQ: parts}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	for len(left) > 0 && ctx.Err() == nil {
+		rc.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if dl, err := codec.DecodeDeadLetter(ctx, r.Value); err == nil {
+				out[dl.Reason+"@"+dl.Stage]++
+			}
+			if r.Offset >= left[r.Partition]-1 {
+				delete(left, r.Partition)
+			}
+		})
+	}
+	return out
+}
