@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -27,12 +28,21 @@ const restoreWarn = 10 * time.Second
 // idleness: a partial restore would let a stage act on half its state.
 func ReadPartition(ctx context.Context, connOpts []kgo.Opt, topic string, partition int32, fn func(*kgo.Record)) error {
 	log := restoreLogger(ctx)
-	adm, err := kgo.NewClient(connOpts...)
+	// One client lists the partition's bounds and reads it.
+	cl, err := kgo.NewClient(append(slices.Clone(connOpts),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().AtStart()}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Control records (transaction markers) are kept so that offsets
+		// reach the end even when the log ends in a commit marker.
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(250*time.Millisecond),
+	)...)
 	if err != nil {
 		return fmt.Errorf("pipeline: restore %s/%d: %w", topic, partition, err)
 	}
-	ends, err := kadm.NewClient(adm).ListCommittedOffsets(ctx, topic)
-	adm.Close()
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		return fmt.Errorf("pipeline: restore %s/%d: list end offsets: %w", topic, partition, err)
 	}
@@ -46,31 +56,13 @@ func ReadPartition(ctx context.Context, connOpts []kgo.Opt, topic string, partit
 	if end.Offset <= 0 {
 		return nil
 	}
-	adm2, err := kgo.NewClient(connOpts...)
-	if err != nil {
-		return fmt.Errorf("pipeline: restore %s/%d: %w", topic, partition, err)
-	}
-	starts, err := kadm.NewClient(adm2).ListStartOffsets(ctx, topic)
-	adm2.Close()
+	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err != nil {
 		return fmt.Errorf("pipeline: restore %s/%d: list start offsets: %w", topic, partition, err)
 	}
 	if start, ok := starts.Lookup(topic, partition); ok && start.Err == nil && start.Offset >= end.Offset {
 		return nil // retention removed every record: nothing to restore
 	}
-	opts := append(append([]kgo.Opt(nil), connOpts...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().AtStart()}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// Control records (transaction markers) are kept so that offsets
-		// reach the end even when the log ends in a commit marker.
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxWait(250*time.Millisecond),
-	)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return fmt.Errorf("pipeline: restore %s/%d: %w", topic, partition, err)
-	}
-	defer cl.Close()
 	last := int64(-1)
 	idleSince := time.Now()
 	for last < end.Offset-1 {
