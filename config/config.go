@@ -11,6 +11,9 @@ package config
 
 import (
 	"time"
+
+	"github.com/asyncinfer/asyncinfer/pipeline"
+	"github.com/asyncinfer/asyncinfer/stages/infer"
 )
 
 // Config is everything one asyncinfer process is told.
@@ -135,7 +138,7 @@ func Defaults() Config {
 		Stages:    []string{"dedup", "infer", "emit"},
 		AdminAddr: "127.0.0.1:9464",
 		LogLevel:  "info",
-		Runner:    Runner{MaxInflight: 2048, TransactionTimeout: 10 * time.Second},
+		Runner:    Runner{MaxInflight: pipeline.DefaultMaxInFlight, TransactionTimeout: 10 * time.Second},
 		Dedup:     Dedup{Window: 10 * time.Minute},
 		Emit:      Emit{Window: 10 * time.Minute},
 	}
@@ -146,22 +149,12 @@ func ModelDefaults(m Model) Model {
 	if m.Backend == "" {
 		m.Backend = "sim"
 	}
-	def := func(p *int, v int) {
-		if *p == 0 {
-			*p = v
-		}
-	}
-	def(&m.MaxBatchItems, 64)
-	def(&m.MaxBatchBytes, 900<<10)
-	def(&m.Concurrency, 1)
-	def(&m.MaxAttempts, 5)
-	def(&m.BreakerThreshold, 5)
-	if m.Timeout == 0 {
-		m.Timeout = 30 * time.Second
-	}
-	if m.BreakerCooldown == 0 {
-		m.BreakerCooldown = 500 * time.Millisecond
-	}
+	// The serving limits' defaults are the infer stage's own.
+	d := infer.ModelConfig{MaxBatch: m.MaxBatchItems, MaxBatchSize: m.MaxBatchBytes, Timeout: m.Timeout,
+		Concurrency: m.Concurrency, MaxAttempts: m.MaxAttempts, BreakerThreshold: m.BreakerThreshold,
+		BreakerCooldown: m.BreakerCooldown}.WithDefaults()
+	m.MaxBatchItems, m.MaxBatchBytes, m.Timeout, m.Concurrency = d.MaxBatch, d.MaxBatchSize, d.Timeout, d.Concurrency
+	m.MaxAttempts, m.BreakerThreshold, m.BreakerCooldown = d.MaxAttempts, d.BreakerThreshold, d.BreakerCooldown
 	if m.Backend == "sim" && m.Sim.Fixed == 0 && m.Sim.PerItem == 0 {
 		m.Sim.Fixed, m.Sim.PerItem = 5*time.Millisecond, 250*time.Microsecond
 	}

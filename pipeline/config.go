@@ -40,9 +40,12 @@ type cfg struct {
 	txnTimeout       time.Duration
 }
 
+// DefaultMaxInFlight bounds the records a stage holds unfinished.
+const DefaultMaxInFlight = 2048
+
 func defaultCfg() cfg {
 	return cfg{
-		maxInflight:      2048,
+		maxInflight:      DefaultMaxInFlight,
 		commitInterval:   200 * time.Millisecond,
 		drainTimeout:     30 * time.Second,
 		sessionTimeout:   10 * time.Second,
@@ -102,7 +105,7 @@ func InstanceID(id string) Option { return optFn(func(c *cfg) { c.instanceID = i
 
 // MaxInFlight bounds the records handed to the stage and not yet finished;
 // at the bound every partition is paused until half of them finish.
-// Default 2048.
+// Default DefaultMaxInFlight.
 func MaxInFlight(n int) Option { return optFn(func(c *cfg) { c.maxInflight = n }) }
 
 // CommitInterval is how often finished offsets are committed. Default 200ms.

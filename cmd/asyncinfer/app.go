@@ -44,21 +44,24 @@ type pipelineFlags struct {
 	exactlyOnce   bool
 }
 
+// register defines the flags, with run's defaults (package config) except
+// where a demo wants its own (a short retention).
 func (f *pipelineFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.prefix, "topic-prefix", pipeline.DefaultTopicPrefix, "prefix of every topic name")
-	fs.Int32Var(&f.partitions, "partitions", 4, "partitions of each topic, when the pipeline creates them")
+	def, md := config.Defaults(), config.ModelDefaults(config.DefaultModel)
+	fs.StringVar(&f.prefix, "topic-prefix", def.Topics.Prefix, "prefix of every topic name")
+	fs.Int32Var(&f.partitions, "partitions", def.Topics.Partitions, "partitions of each topic, when the pipeline creates them")
 	fs.StringVar(&f.instanceID, "instance-id", "", "static group membership id of this process (stable across restarts)")
-	fs.IntVar(&f.maxInflight, "max-inflight", 2048, "records a stage holds unfinished before it pauses its input")
-	fs.DurationVar(&f.linger, "producer-linger", 0, "how long producers wait to fill a batch (franz-go's 10ms default adds 10ms per hop)")
-	fs.DurationVar(&f.window, "dedup-window", 10*time.Minute, "how long idempotency keys and emitted ids are remembered")
+	fs.IntVar(&f.maxInflight, "max-inflight", def.Runner.MaxInflight, "records a stage holds unfinished before it pauses its input")
+	fs.DurationVar(&f.linger, "producer-linger", def.Runner.ProducerLinger, "how long producers wait to fill a batch (franz-go's 10ms default adds 10ms per hop)")
+	fs.DurationVar(&f.window, "dedup-window", def.Dedup.Window, "how long idempotency keys and emitted ids are remembered")
 	fs.StringSliceVar(&f.replyTopics, "reply-topics", nil, "topics requests may name as reply_topic (besides the results topic)")
 	fs.BoolVar(&f.copyFailed, "dlq-failed", false, "also copy FAILED results to the dlq topic, marked answered")
-	fs.StringVar(&f.model, "model", "sim", "name of the served (simulated) model")
-	fs.StringVar(&f.modelCost, "model-cost", "5ms,0.25ms", "simulated model cost a,c: a call of b items takes a + c*b")
+	fs.StringVar(&f.model, "model", md.Name, "name of the served (simulated) model")
+	fs.StringVar(&f.modelCost, "model-cost", md.Sim.Fixed.String()+","+md.Sim.PerItem.String(), "simulated model cost a,c: a call of b items takes a + c*b")
 	fs.BoolVar(&f.modelSpin, "model-spin", false, "burn CPU for the model cost instead of sleeping")
-	fs.IntVar(&f.maxBatch, "max-batch", 64, "most items per model call")
+	fs.IntVar(&f.maxBatch, "max-batch", md.MaxBatchItems, "most items per model call")
 	fs.DurationVar(&f.maxWait, "max-wait", 0, "longest wait for a fuller batch (0: greedy, take what is queued)")
-	fs.IntVar(&f.concurrency, "model-concurrency", 1, "parallel model calls (workers)")
+	fs.IntVar(&f.concurrency, "model-concurrency", md.Concurrency, "parallel model calls (workers)")
 	fs.Float64Var(&f.errorRate, "model-error-rate", 0, "fraction of model calls that fail transiently")
 	fs.StringVar(&f.outage, "model-outage", "", "model outage D@T: unavailable for D, starting T after the start (e.g. 2s@5s)")
 	fs.DurationVar(&f.retention, "retention", time.Hour, "retention.ms of data topics the pipeline creates")

@@ -29,9 +29,6 @@ const (
 	Emit  = "emit"
 )
 
-// DefaultMaxInflight bounds the records a stage holds unfinished.
-const DefaultMaxInflight = 2048
-
 // All is every stage, in pipeline order.
 var All = []string{Dedup, Infer, Emit}
 
@@ -40,7 +37,7 @@ type Options struct {
 	Conn        []kgo.Opt // seed brokers, TLS, SASL, client id
 	Prefix      string    // of topic and group names; "" for pipeline.DefaultTopicPrefix
 	InstanceID  string    // static membership id, the same in every stage group (ids are unique per group)
-	MaxInflight int       // per stage; 0 for DefaultMaxInflight
+	MaxInflight int       // per stage; 0 for pipeline.DefaultMaxInFlight
 	Linger      time.Duration
 	// DedupWindow is how long idempotency keys and emitted ids are kept.
 	DedupWindow     time.Duration
@@ -152,7 +149,7 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 		pipeline.WithMetrics(o.Metrics.Pipe),
 	}
 	if o.MaxInflight <= 0 {
-		o.MaxInflight = DefaultMaxInflight
+		o.MaxInflight = pipeline.DefaultMaxInFlight
 	}
 	common = append(common, pipeline.MaxInFlight(o.MaxInflight))
 	set := &Set{}

@@ -57,6 +57,12 @@ type ModelConfig struct {
 	Deterministic bool
 }
 
+// WithDefaults is m with every unset limit at its default.
+func (m ModelConfig) WithDefaults() ModelConfig {
+	m.setDefaults()
+	return m
+}
+
 func (m *ModelConfig) setDefaults() {
 	if m.MaxBatch <= 0 {
 		m.MaxBatch = 64
