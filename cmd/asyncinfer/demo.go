@@ -31,16 +31,12 @@ import (
 
 type demoFlags struct {
 	pipelineFlags
-	requests   int
-	rate       float64
-	duplicates float64
-	malformed  float64
-	poison     float64
-	dataDir    string
-	format     string
-	stall      time.Duration
-	quiet      bool
-	logLevel   string
+	loadSpec
+	dataDir  string
+	format   string
+	stall    time.Duration
+	quiet    bool
+	logLevel string
 }
 
 func newDemoCmd() *cobra.Command {
@@ -86,11 +82,7 @@ is visible: far fewer model calls than requests.`,
 // register defines the demo's flags on fs.
 func (f *demoFlags) register(fs *pflag.FlagSet) {
 	f.pipelineFlags.register(fs)
-	fs.IntVar(&f.requests, "requests", 10000, "requests to produce (duplicates and malformed included)")
-	fs.Float64Var(&f.rate, "rate", 2000, "requests per second (0: as fast as possible)")
-	fs.Float64Var(&f.duplicates, "duplicates", 0, "fraction re-sent with a new request id and an idempotency key already used")
-	fs.Float64Var(&f.malformed, "malformed", 0, "fraction of records that are not a decodable request")
-	fs.Float64Var(&f.poison, "poison-items", 0, "fraction of requests the model always fails")
+	f.loadSpec.register(fs)
 	fs.StringVar(&f.dataDir, "data-dir", "", "keep the embedded broker's data (and registry) here, for verify --data-dir")
 	fs.StringVar(&f.format, "report", "text", "summary format: json or text")
 	fs.DurationVar(&f.stall, "stall-timeout", 30*time.Second, "give up waiting for answers after this long without progress")
@@ -99,21 +91,7 @@ func (f *demoFlags) register(fs *pflag.FlagSet) {
 }
 
 func (f *demoFlags) validate() error {
-	var errs []error
-	frac := func(name string, v float64) {
-		if v < 0 || v > 1 {
-			errs = append(errs, fmt.Errorf("--%s %v: want a fraction in [0, 1]", name, v))
-		}
-	}
-	frac("duplicates", f.duplicates)
-	frac("malformed", f.malformed)
-	frac("poison-items", f.poison)
-	if f.requests < 1 {
-		errs = append(errs, fmt.Errorf("--requests %d: want at least 1", f.requests))
-	}
-	if f.rate < 0 {
-		errs = append(errs, fmt.Errorf("--rate %v: want >= 0", f.rate))
-	}
+	errs := f.loadSpec.validate()
 	if f.format != "json" && f.format != "text" {
 		errs = append(errs, fmt.Errorf("--report %q: want json or text", f.format))
 	}
@@ -329,9 +307,39 @@ type loadSpec struct {
 	model                         string
 }
 
+// register defines the traffic's flags (demo and load share them).
+func (s *loadSpec) register(fs *pflag.FlagSet) {
+	fs.IntVar(&s.requests, "requests", 10000, "records to produce (duplicates and malformed included)")
+	fs.Float64Var(&s.rate, "rate", 2000, "records per second (0: as fast as possible)")
+	fs.Float64Var(&s.duplicates, "duplicates", 0, "fraction re-sent with a new request id and a recent idempotency key")
+	fs.Float64Var(&s.malformed, "malformed", 0, "fraction of records that are not a decodable request")
+	fs.Float64Var(&s.poison, "poison-items", 0, "fraction of requests the simulated model always fails")
+}
+
+func (s *loadSpec) validate() []error {
+	var errs []error
+	for _, fr := range []struct {
+		name string
+		v    float64
+	}{{"duplicates", s.duplicates}, {"malformed", s.malformed}, {"poison-items", s.poison}} {
+		if fr.v < 0 || fr.v > 1 {
+			errs = append(errs, fmt.Errorf("--%s %v: want a fraction in [0, 1]", fr.name, fr.v))
+		}
+	}
+	if s.requests < 1 {
+		errs = append(errs, fmt.Errorf("--requests %d: want at least 1", s.requests))
+	}
+	if s.rate < 0 {
+		errs = append(errs, fmt.Errorf("--rate %v: want >= 0", s.rate))
+	}
+	return errs
+}
+
+// load is the traffic the demo generates, for the model it serves.
 func (f *demoFlags) load() loadSpec {
-	return loadSpec{requests: f.requests, rate: f.rate, duplicates: f.duplicates, malformed: f.malformed,
-		poison: f.poison, model: f.model}
+	s := f.loadSpec
+	s.model = f.pipelineFlags.model
+	return s
 }
 
 // generate produces a mix of requests, duplicates (a new request id with a

@@ -32,19 +32,7 @@ answers per request id.`,
   asyncinfer verify --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var errs []error
-			for name, v := range map[string]float64{"duplicates": spec.duplicates, "malformed": spec.malformed, "poison-items": spec.poison} {
-				if v < 0 || v > 1 {
-					errs = append(errs, fmt.Errorf("--%s %v: want a fraction in [0, 1]", name, v))
-				}
-			}
-			if spec.requests < 1 {
-				errs = append(errs, fmt.Errorf("--requests %d: want at least 1", spec.requests))
-			}
-			if spec.rate < 0 {
-				errs = append(errs, fmt.Errorf("--rate %v: want >= 0", spec.rate))
-			}
-			if err := errors.Join(errs...); err != nil {
+			if err := errors.Join(spec.validate()...); err != nil {
 				return err
 			}
 			cfg, _, c, err := connectTool(cmd, fl)
@@ -71,11 +59,7 @@ answers per request id.`,
 	}
 	fs := cmd.Flags()
 	fl = config.BindSomeFlags(fs, config.ConnectionSettings)
-	fs.IntVar(&spec.requests, "requests", 10000, "records to produce (duplicates and malformed included)")
-	fs.Float64Var(&spec.rate, "rate", 2000, "records per second (0: as fast as possible)")
-	fs.Float64Var(&spec.duplicates, "duplicates", 0, "fraction re-sent with a new request id and a recent idempotency key")
-	fs.Float64Var(&spec.malformed, "malformed", 0, "fraction of records that are not a decodable request")
-	fs.Float64Var(&spec.poison, "poison-items", 0, "fraction of requests the simulated model always fails")
+	spec.register(fs)
 	fs.StringVar(&spec.model, "model", "sim", "model the requests name")
 	return cmd
 }
