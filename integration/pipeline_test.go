@@ -19,10 +19,33 @@ const flakyModel = `models:
     sim: {fixed: 2ms, per_item: 100us, error_rate: 0.05}
 `
 
-// load produces mixed traffic with the binary's load command.
-func (d *deployment) load(ctx context.Context, t *testing.T, args ...string) {
+// stages are the pipeline's stages, each run as a process of its own.
+var stages = []string{"dedup", "infer", "emit"}
+
+// create creates the deployment's topics with the binary.
+func (d *deployment) create(ctx context.Context, t *testing.T) {
 	t.Helper()
-	out, errOut, err := d.cli(ctx, append([]string{"load"}, args...)...)
+	if out, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
+		t.Fatalf("topics create: %v\n%s%s", err, out, errOut)
+	}
+}
+
+// startAll starts one process per stage, with instance ids <stage>-<n>.
+func (d *deployment) startAll(ctx context.Context, n int) map[string]*proc {
+	d.t.Helper()
+	ps := map[string]*proc{}
+	for _, st := range stages {
+		ps[st] = d.start(ctx, st, fmt.Sprintf("%s-%d", st, n))
+	}
+	return ps
+}
+
+// load produces n records at rate with the binary's load command: mixed
+// traffic with 10% duplicates, 1% malformed records and 0.5% poison items.
+func (d *deployment) load(ctx context.Context, t *testing.T, n, rate int) {
+	t.Helper()
+	out, errOut, err := d.cli(ctx, "load", "--requests", fmt.Sprint(n), "--rate", fmt.Sprint(rate),
+		"--duplicates", "0.1", "--malformed", "0.01", "--poison-items", "0.005")
 	if err != nil {
 		t.Fatalf("load: %v\n%s%s", err, out, errOut)
 	}
@@ -57,15 +80,10 @@ func TestPipelineOneProcessPerStage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	d := newDeployment(t, 4, flakyModel)
-	if out, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
-		t.Fatalf("topics create: %v\n%s%s", err, out, errOut)
-	}
-	for _, st := range []string{"dedup", "infer", "emit"} {
-		d.start(ctx, st, st+"-0")
-	}
+	d.create(ctx, t)
+	d.startAll(ctx, 0)
 	const n = 3000
-	d.load(ctx, t, "--requests", fmt.Sprint(n), "--rate", "1500", "--duplicates", "0.1", "--malformed", "0.01",
-		"--poison-items", "0.005")
+	d.load(ctx, t, n, 1500)
 	c := d.settle(ctx, n)
 	checkCounts(t, c, tr)
 	if c.Repeated != 0 {
@@ -80,29 +98,20 @@ func TestPipelineOneProcessPerStage(t *testing.T) {
 // verify's counts once the pipeline settled.
 func rebalanceRun(ctx context.Context, t *testing.T, d *deployment, n, rate int) counts {
 	t.Helper()
-	if _, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
-		t.Fatalf("topics create: %v\n%s", err, errOut)
-	}
-	stages := []string{"dedup", "infer", "emit"}
-	first := map[string]*proc{}
-	for _, st := range stages {
-		first[st] = d.start(ctx, st, st+"-0")
-		d.start(ctx, st, st+"-1")
-	}
+	d.create(ctx, t)
+	first := d.startAll(ctx, 0)
+	d.startAll(ctx, 1)
 	loadDone := make(chan struct{})
 	go func() {
 		defer close(loadDone)
-		d.load(ctx, t, "--requests", fmt.Sprint(n), "--rate", fmt.Sprint(rate), "--duplicates", "0.1",
-			"--malformed", "0.01", "--poison-items", "0.005")
+		d.load(ctx, t, n, rate)
 	}()
 	time.Sleep(time.Second) // mid-stream
 	for _, st := range stages {
 		first[st].stop(t, time.Minute)
 	}
 	time.Sleep(time.Second)
-	for _, st := range stages {
-		d.start(ctx, st, st+"-0") // the same instance id: it takes its partitions back
-	}
+	d.startAll(ctx, 0) // the same instance ids: they take their partitions back
 	<-loadDone
 	c := d.settle(ctx, n)
 	if c.Lost > 0 {
@@ -153,9 +162,7 @@ func TestTopicsCreateAndCheck(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	d := newDeployment(t, 3, "")
-	if out, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
-		t.Fatalf("topics create: %v\n%s%s", err, out, errOut)
-	}
+	d.create(ctx, t)
 	out, errOut, err := d.cli(ctx, "topics", "check")
 	if err != nil {
 		t.Fatalf("topics check after create: %v\n%s%s", err, out, errOut)

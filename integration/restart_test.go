@@ -21,18 +21,13 @@ func TestBrokerRestartMidStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	d := newDeployment(t, 4, flakyModel)
-	if _, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
-		t.Fatalf("topics create: %v\n%s", err, errOut)
-	}
-	for _, st := range []string{"dedup", "infer", "emit"} {
-		d.start(ctx, st, st+"-0")
-	}
+	d.create(ctx, t)
+	d.startAll(ctx, 0)
 	const n = 3000
 	loadDone := make(chan struct{})
 	go func() {
 		defer close(loadDone)
-		d.load(ctx, t, "--requests", fmt.Sprint(n), "--rate", "1000", "--duplicates", "0.1", "--malformed", "0.01",
-			"--poison-items", "0.005")
+		d.load(ctx, t, n, 1000)
 	}()
 	time.Sleep(time.Second)
 	stop := 10 * time.Second

@@ -58,15 +58,10 @@ func TestSecuredListener(t *testing.T) {
   brokers: [%s]
   sasl: {mechanism: SCRAM-SHA-256, username: pipeline, password: pipeline-secret}
 `, env.sasl), flakyModel)
-	if out, errOut, err := d.cli(ctx, "topics", "create"); err != nil {
-		t.Fatalf("topics create over SASL: %v\n%s%s", err, out, errOut)
-	}
-	for _, st := range []string{"dedup", "infer", "emit"} {
-		d.start(ctx, st, st+"-0")
-	}
+	d.create(ctx, t)
+	d.startAll(ctx, 0)
 	const n = 1000
-	d.load(ctx, t, "--requests", fmt.Sprint(n), "--rate", "1000", "--duplicates", "0.1", "--malformed", "0.01",
-		"--poison-items", "0.005")
+	d.load(ctx, t, n, 1000)
 	c := d.settle(ctx, n)
 	checkCounts(t, c, tr)
 	tr.Notes = "SASL_PLAINTEXT listener: the pipeline over SCRAM-SHA-256; a wrong PLAIN password named kafka.sasl.password"
