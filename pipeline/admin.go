@@ -29,6 +29,9 @@ type TopicLayout struct {
 	MaxMessageBytes int
 	// DLQMaxMessageBytes of the dlq topic; 0: twice MaxMessageBytes.
 	DLQMaxMessageBytes int
+	// ReplyTopics are the clients' reply topics emit may write (data
+	// topics, with the layout's partitions).
+	ReplyTopics []string
 	// StateRetention of the changelogs, which are compact,delete: the state
 	// window is shorter, so older entries only cost space. 0: 7 days.
 	StateRetention time.Duration
@@ -64,7 +67,7 @@ func (l TopicLayout) Specs() []TopicSpec {
 	}
 	stats := map[string]*string{"cleanup.policy": ptr("compact")}
 	t := l.Topics
-	return []TopicSpec{
+	specs := []TopicSpec{
 		{t.Requests, l.Partitions, data},
 		{t.Accepted, l.Partitions, data},
 		{t.Outcomes, l.Partitions, data},
@@ -74,6 +77,10 @@ func (l TopicLayout) Specs() []TopicSpec {
 		{t.EmittedIDs, l.Partitions, state},
 		{t.ModelStats, 1, stats},
 	}
+	for _, r := range l.ReplyTopics {
+		specs = append(specs, TopicSpec{r, l.Partitions, data})
+	}
+	return specs
 }
 
 // CreateTopics creates the layout's topics; topics that exist already are

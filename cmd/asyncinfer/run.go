@@ -168,6 +168,7 @@ func (c *cluster) admin() (*kadm.Client, error) {
 func layout(cfg *config.Config) pipeline.TopicLayout {
 	return pipeline.TopicLayout{
 		Topics:             pipeline.NewTopics(cfg.Topics.Prefix),
+		ReplyTopics:        cfg.Emit.ReplyTopics,
 		Partitions:         cfg.Topics.Partitions,
 		Retention:          cfg.Topics.Retention,
 		MaxMessageBytes:    int(cfg.Topics.MaxMessageBytes),
@@ -175,7 +176,8 @@ func layout(cfg *config.Config) pipeline.TopicLayout {
 	}
 }
 
-// createTopicsCfg creates the layout's topics and the reply topics if missing.
+// createTopicsCfg creates the layout's topics, reply topics included, if
+// missing.
 func createTopicsCfg(ctx context.Context, c *cluster, cfg *config.Config) error {
 	adm, err := c.admin()
 	if err != nil {
@@ -186,19 +188,7 @@ func createTopicsCfg(ctx context.Context, c *cluster, cfg *config.Config) error 
 	if c.embedded != nil {
 		rf = 1
 	}
-	if err := pipeline.CreateTopics(ctx, adm, layout(cfg), rf); err != nil {
-		return err
-	}
-	for _, r := range cfg.Emit.ReplyTopics {
-		resp, err := adm.CreateTopic(ctx, cfg.Topics.Partitions, rf, nil, r)
-		if err == nil {
-			err = resp.Err
-		}
-		if err != nil && !isExists(err) {
-			return fmt.Errorf("create reply topic %s: %w", r, err)
-		}
-	}
-	return pipeline.WaitTopics(ctx, adm, cfg.Emit.ReplyTopics...)
+	return pipeline.CreateTopics(ctx, adm, layout(cfg), rf)
 }
 
 // models builds the configured models (the default simulated one if none).

@@ -67,13 +67,15 @@ func TestStagesAsSeparateRunsOnADevBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	conn := []string{"--brokers", e.brokers()[0], "--registry", e.url, "--partitions", "3", "--log-level", "warn"}
+	conn := []string{"--brokers", e.brokers()[0], "--registry", e.url, "--partitions", "3", "--log-level", "warn",
+		"--reply-topics", "app.replies"}
 
 	if _, _, err := command(t, ctx, "", append([]string{"topics", "create"}, conn...)...); err != nil {
 		t.Fatal(err)
 	}
-	if out, _, err := command(t, ctx, "", append([]string{"topics", "check"}, conn...)...); err != nil {
-		t.Fatalf("topics check on fresh topics: %v\n%s", err, out)
+	if out, _, err := command(t, ctx, "", append([]string{"topics", "check"}, conn...)...); err != nil ||
+		!strings.Contains(out, "app.replies ") {
+		t.Fatalf("topics check on fresh topics (the reply topic included): %v\n%s", err, out)
 	}
 
 	runCtx, stopRuns := context.WithCancel(ctx)

@@ -1,21 +1,17 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/asyncinfer/asyncinfer/config"
 	"github.com/asyncinfer/asyncinfer/internal/stack"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 )
-
-func isExists(err error) bool { return errors.Is(err, kerr.TopicAlreadyExists) }
 
 func newTopicsCmd() *cobra.Command {
 	cmd := &cobra.Command{
