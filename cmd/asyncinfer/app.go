@@ -136,16 +136,8 @@ func createTopics(ctx context.Context, brokers []string, f *pipelineFlags, repli
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	layout := pipeline.TopicLayout{Topics: f.topics(), Partitions: f.partitions, Retention: f.retention}
-	if err := pipeline.CreateTopics(ctx, adm, layout, replication); err != nil {
-		return err
-	}
-	for _, r := range f.replyTopics {
-		if _, err := adm.CreateTopic(ctx, f.partitions, replication, nil, r); err != nil {
-			return fmt.Errorf("create reply topic %s: %w", r, err)
-		}
-	}
-	return nil
+	layout := pipeline.TopicLayout{Topics: f.topics(), Partitions: f.partitions, Retention: f.retention, ReplyTopics: f.replyTopics}
+	return pipeline.CreateTopics(ctx, adm, layout, replication)
 }
 
 // stackOptions are the stack's options from the flags.
