@@ -105,9 +105,15 @@ func runChromium(t *testing.T, bin string, args ...string) []byte {
 func TestStatusPageInBrowser(t *testing.T) {
 	bin := chromium(t)
 	reg := prometheus.NewRegistry()
-	em := emit.NewMetrics(reg)
+	em, err := emit.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	em.Emitted.WithLabelValues("FAILED").Add(17)
-	im := infer.NewMetrics(reg)
+	im, err := infer.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	im.BatchSize.WithLabelValues("resnet").Observe(2)
 	im.BatchSize.WithLabelValues("resnet").Observe(5)
 	im.Calls.WithLabelValues("resnet", "ok").Add(2)

@@ -81,7 +81,9 @@ func figures(mfs []*dto.MetricFamily) Figures {
 }
 
 // counts reads a counter or gauge family; Gather has sorted its series by
-// label values already.
+// label values already. Counters at 0 are left out: the stages create
+// their series up front (so that rates start at 0), and an empty count says
+// nothing on the status page.
 func counts(mf *dto.MetricFamily) []Count {
 	out := make([]Count, 0, len(mf.GetMetric()))
 	for _, m := range mf.GetMetric() {
@@ -89,6 +91,9 @@ func counts(mf *dto.MetricFamily) []Count {
 		switch mf.GetType() {
 		case dto.MetricType_COUNTER:
 			v = m.GetCounter().GetValue()
+			if v == 0 {
+				continue
+			}
 		case dto.MetricType_GAUGE:
 			v = m.GetGauge().GetValue()
 		default:

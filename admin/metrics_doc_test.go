@@ -1,6 +1,7 @@
 package admin_test
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -29,10 +30,13 @@ const metricsDoc = "../docs/metrics.md"
 var metricPackages = []string{"admin", "pipeline", "stages/dedup", "stages/emit", "stages/infer"}
 
 func registerAll(t *testing.T, reg prometheus.Registerer) {
-	pipeline.NewMetrics(reg)
-	dedup.NewMetrics(reg)
-	infer.NewMetrics(reg)
-	emit.NewMetrics(reg)
+	_, err1 := pipeline.NewMetrics(reg)
+	_, err2 := dedup.NewMetrics(reg)
+	_, err3 := infer.NewMetrics(reg)
+	_, err4 := emit.NewMetrics(reg)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := admin.NewWatcher(kadm.NewClient(nil), nil, admin.WithRegisterer(reg)); err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,9 @@ type StageStatus struct {
 	Partitions []PartitionStatus `json:"partitions"`
 	// Inflight counts records handed to the stage and not yet finished.
 	Inflight int `json:"inflight"`
+	// Waiting says what the stage waits for while some of its partitions
+	// cannot be consumed (the schema registry); empty when nothing.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // PartitionStatus is one assigned partition of a stage.
@@ -179,6 +182,9 @@ func notReadyReason(st StageStatus) string {
 	}
 	if len(restoring) > 0 {
 		return "restoring partitions " + strings.Join(restoring, ", ")
+	}
+	if st.Waiting != "" {
+		return "waiting: " + st.Waiting
 	}
 	return "stopped"
 }

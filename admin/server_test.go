@@ -130,7 +130,18 @@ func TestEndpoints(t *testing.T) {
 
 func TestStatusJSON(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	im, em, pm := infer.NewMetrics(reg), emit.NewMetrics(reg), pipeline.NewMetrics(reg)
+	im, err := infer.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	em, err := emit.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, err := pipeline.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	im.BatchSize.WithLabelValues("m").Observe(2)
 	im.BatchSize.WithLabelValues("m").Observe(4)
 	im.Calls.WithLabelValues("m", "ok").Add(2)

@@ -21,6 +21,7 @@ import (
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
 	"github.com/asyncinfer/asyncinfer/stages/infer"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -44,13 +45,20 @@ func (e *env) run(t *testing.T, replyTopics ...string) *stack.Metrics {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := stack.NewMetrics(nil)
+	m, err := stack.NewMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := topics.NewGraph(topics.GraphOptions{ReplyTopics: replyTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
 	set, err := stack.Build(stack.Options{
-		Conn:        []kgo.Opt{kgo.SeedBrokers(e.Brokers...)},
-		ReplyTopics: replyTopics,
-		Models:      []infer.ModelConfig{{Name: "sim", Backend: model}},
-		Metrics:     m,
-	}, e.Codec, stack.All)
+		Conn:    []kgo.Opt{kgo.SeedBrokers(e.Brokers...)},
+		Graph:   g,
+		Models:  []infer.ModelConfig{{Name: "sim", Backend: model}},
+		Metrics: m,
+	}, e.Codec, g.StageNames())
 	if err != nil {
 		t.Fatal(err)
 	}

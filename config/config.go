@@ -14,6 +14,7 @@ import (
 
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/stages/infer"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
 // Config is everything one asyncinfer process is told.
@@ -27,6 +28,7 @@ type Config struct {
 	AdminAddr  string   `yaml:"admin_addr" doc:"listen address of the admin HTTP server (/metrics, /healthz, /readyz, status page); :0 picks a free port; empty: no server"`
 	LogLevel   string   `yaml:"log_level" doc:"debug, info, warn or error"`
 	DataDir    string   `yaml:"data_dir" doc:"embedded broker only: keep its data and registry here"`
+	DLQFailed  bool     `yaml:"dlq_failed" doc:"also write a copy of every request answered FAILED to the dlq topic, marked answered (by the stage that failed it: dedup or infer), for operators"`
 	// ExactlyOnce selects the delivery mode.
 	ExactlyOnce bool `yaml:"exactly_once" doc:"exactly-once mode: every stage consumes, produces and commits in Kafka transactions, so every request id gets exactly one terminal result through crashes and rebalances (at a cost: see the README); default at-least-once"`
 
@@ -100,7 +102,6 @@ type Dedup struct {
 type Emit struct {
 	ReplyTopics []string      `yaml:"reply_topics" doc:"topics a request may name as reply_topic, besides the results topic"`
 	Window      time.Duration `yaml:"window" doc:"how long emitted request ids are remembered, so a re-delivered outcome is not emitted twice"`
-	DLQFailed   bool          `yaml:"dlq_failed" doc:"also copy FAILED results to the dlq topic, marked answered"`
 }
 
 // Model is how one model is served.
@@ -163,3 +164,20 @@ func ModelDefaults(m Model) Model {
 
 // DefaultModel is served when the configuration names none.
 var DefaultModel = Model{Name: "sim", Deterministic: true}
+
+// Graph is the pipeline the configuration declares: its topics, stages and
+// state bounds.
+func (c *Config) Graph() (topics.Graph, error) {
+	return topics.NewGraph(topics.GraphOptions{Prefix: c.Topics.Prefix, ReplyTopics: c.Emit.ReplyTopics,
+		DedupWindow: c.Dedup.Window, EmitWindow: c.Emit.Window})
+}
+
+// Layout is how the configuration creates the graph's topics.
+func (c *Config) Layout() topics.Layout {
+	return topics.Layout{
+		Partitions:         c.Topics.Partitions,
+		Retention:          c.Topics.Retention,
+		MaxMessageBytes:    int(c.Topics.MaxMessageBytes),
+		DLQMaxMessageBytes: int(c.Topics.DLQMaxMessageBytes),
+	}
+}

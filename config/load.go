@@ -205,9 +205,14 @@ func ConnectionSettings(path string) bool {
 // BindSomeFlags is BindFlags for the settings keep selects (nil: all); the
 // others still come from the file and the environment.
 func BindSomeFlags(fs *pflag.FlagSet, keep func(path string) bool) *Flags {
+	return BindFlagsOver(fs, Defaults(), keep)
+}
+
+// BindFlagsOver is BindSomeFlags showing def's values as the defaults (for
+// a command that loads with LoadOver).
+func BindFlagsOver(fs *pflag.FlagSet, def Config, keep func(path string) bool) *Flags {
 	f := &Flags{fs: fs, aliases: map[string]string{}}
 	f.file = fs.String("config", "", "YAML configuration file (also "+EnvPrefix+"CONFIG); flags > environment > file > defaults")
-	def := Defaults()
 	byPath := map[string]setting{}
 	for _, s := range settings(reflect.ValueOf(&def).Elem(), "") {
 		if keep != nil && !keep(s.Path) {
@@ -266,7 +271,13 @@ type Source struct {
 // ASYNCINFER_CONFIG), then environ's ASYNCINFER_ variables, then the flags set
 // on the command line; and validates it. fl may be nil (no flags).
 func Load(fl *Flags, environ []string) (*Config, Source, error) {
-	c := Defaults()
+	return LoadOver(Defaults(), fl, environ)
+}
+
+// LoadOver is Load starting from base instead of Defaults (a command whose
+// defaults differ: the demo's shorter retention).
+func LoadOver(base Config, fl *Flags, environ []string) (*Config, Source, error) {
+	c := base
 	var src Source
 	env := map[string]string{}
 	for _, kv := range environ {

@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
 // Option configures a Runner.
@@ -19,25 +20,25 @@ type optFn func(*cfg)
 func (f optFn) apply(c *cfg) { f(c) }
 
 type cfg struct {
-	connOpts         []kgo.Opt
-	instanceID       string
-	maxInflight      int
-	commitInterval   time.Duration
-	drainTimeout     time.Duration
-	sessionTimeout   time.Duration
-	rebalanceTimeout time.Duration
-	fetchMaxWait     time.Duration
-	linger           time.Duration
-	isolation        kgo.IsolationLevel
-	manualTopics     map[string]bool
-	dlqTopic         string
-	dlqEncode        func(*schemas.DeadLetter) ([]byte, error)
-	maxDLQPayload    int
-	logger           *slog.Logger
-	metrics          *Metrics
-	hooks            []kgo.Hook
-	eos              bool
-	txnTimeout       time.Duration
+	connOpts           []kgo.Opt
+	instanceID         string
+	maxInflight        int
+	commitInterval     time.Duration
+	drainTimeout       time.Duration
+	sessionTimeout     time.Duration
+	rebalanceTimeout   time.Duration
+	fetchMaxWait       time.Duration
+	linger             time.Duration
+	isolation          kgo.IsolationLevel
+	codec              *schemas.Codec
+	maxRecordBytes     int
+	maxDeadLetterBytes int
+	decodeTimeout      time.Duration
+	logger             *slog.Logger
+	metrics            *Metrics
+	hooks              []kgo.Hook
+	eos                bool
+	txnTimeout         time.Duration
 }
 
 // DefaultMaxInFlight bounds the records a stage holds unfinished.
@@ -45,37 +46,37 @@ const DefaultMaxInFlight = 2048
 
 func defaultCfg() cfg {
 	return cfg{
-		maxInflight:      DefaultMaxInFlight,
-		commitInterval:   200 * time.Millisecond,
-		drainTimeout:     30 * time.Second,
-		sessionTimeout:   10 * time.Second,
-		rebalanceTimeout: 45 * time.Second,
-		fetchMaxWait:     250 * time.Millisecond,
-		linger:           0,
-		isolation:        kgo.ReadCommitted(),
-		manualTopics:     map[string]bool{},
-		maxDLQPayload:    DefaultMaxDeadLetterPayload,
-		logger:           slog.New(slog.DiscardHandler),
-		txnTimeout:       10 * time.Second,
+		maxInflight:        DefaultMaxInFlight,
+		commitInterval:     200 * time.Millisecond,
+		drainTimeout:       30 * time.Second,
+		sessionTimeout:     10 * time.Second,
+		rebalanceTimeout:   45 * time.Second,
+		fetchMaxWait:       250 * time.Millisecond,
+		linger:             0,
+		isolation:          kgo.ReadCommitted(),
+		maxDeadLetterBytes: DefaultMaxDeadLetterBytes,
+		decodeTimeout:      5 * time.Second,
+		logger:             slog.New(slog.DiscardHandler),
+		txnTimeout:         10 * time.Second,
 	}
 }
 
-func (c *cfg) validate(stage, group string, topics []string, h Handler) error {
+func (c *cfg) validate(st topics.Stage) error {
 	var errs []error
-	if stage == "" {
+	if st.Name == "" {
 		errs = append(errs, errors.New("stage name is empty"))
 	}
-	if group == "" {
+	if st.Group == "" {
 		errs = append(errs, errors.New("group is empty"))
 	}
-	if len(topics) == 0 {
-		errs = append(errs, errors.New("no input topics"))
-	}
-	if h == nil {
-		errs = append(errs, errors.New("handler is nil"))
+	if st.Input == "" {
+		errs = append(errs, errors.New("no input topic"))
 	}
 	if len(c.connOpts) == 0 {
 		errs = append(errs, errors.New("no connection options (seed brokers)"))
+	}
+	if c.codec == nil {
+		errs = append(errs, errors.New("no codec (WithCodec): the runtime encodes outputs, state and dead letters"))
 	}
 	if c.maxInflight < 1 {
 		errs = append(errs, fmt.Errorf("max in-flight %d < 1", c.maxInflight))
@@ -83,11 +84,14 @@ func (c *cfg) validate(stage, group string, topics []string, h Handler) error {
 	if c.commitInterval <= 0 || c.drainTimeout <= 0 {
 		errs = append(errs, errors.New("commit interval and drain timeout must be positive"))
 	}
+	if c.maxRecordBytes < 0 || c.maxDeadLetterBytes < deadLetterOverhead*4 {
+		errs = append(errs, fmt.Errorf("record size limits %d and %d: want >= 0 and >= %d", c.maxRecordBytes, c.maxDeadLetterBytes, deadLetterOverhead*4))
+	}
 	if c.metrics == nil {
-		c.metrics = NewMetrics(nil)
+		c.metrics = newMetrics()
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("pipeline: %s: %w", stage, err)
+		return fmt.Errorf("pipeline: %s: %w", st.Name, err)
 	}
 	return nil
 }
@@ -130,22 +134,20 @@ func FetchMaxWait(d time.Duration) Option { return optFn(func(c *cfg) { c.fetchM
 // read_committed, so that a stage never acts on aborted output.
 func ReadUncommitted() Option { return optFn(func(c *cfg) { c.isolation = kgo.ReadUncommitted() }) }
 
-// ManualPartitions makes records to these topics go to the partition set on
-// the record (changelogs: the input record's partition number). Records to
-// other topics are partitioned by key with murmur2, as Kafka's default
-// partitioner does.
-func ManualPartitions(topics ...string) Option {
-	return optFn(func(c *cfg) {
-		for _, t := range topics {
-			c.manualTopics[t] = true
-		}
-	})
-}
+// WithCodec is the codec the runtime encodes outputs, state entries and
+// dead letters with. Required.
+func WithCodec(c *schemas.Codec) Option { return optFn(func(cfg *cfg) { cfg.codec = c }) }
 
-// DeadLetters sets the dead-letter topic and how to encode a dead letter.
-func DeadLetters(topic string, encode func(*schemas.DeadLetter) ([]byte, error)) Option {
-	return optFn(func(c *cfg) { c.dlqTopic, c.dlqEncode = topic, encode })
-}
+// MaxRecordBytes is the largest record the stage's topics take (their
+// max.message.bytes): the producer's limit, and the largest input value the
+// runtime decodes (a larger one can only have arrived compressed; it is
+// dead-lettered unread). Default 0: the producer's default, no input limit.
+func MaxRecordBytes(n int) Option { return optFn(func(c *cfg) { c.maxRecordBytes = n }) }
+
+// MaxDeadLetterBytes is the largest dead letter the dlq topic takes (its
+// max.message.bytes): a dead letter's payload is truncated to fit.
+// Default DefaultMaxDeadLetterBytes.
+func MaxDeadLetterBytes(n int) Option { return optFn(func(c *cfg) { c.maxDeadLetterBytes = n }) }
 
 // WithLogger sets the logger. Default: discard.
 func WithLogger(l *slog.Logger) Option { return optFn(func(c *cfg) { c.logger = l }) }

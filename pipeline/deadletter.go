@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"strconv"
 	"time"
 
@@ -19,13 +21,28 @@ const (
 	HeaderSourceOffset    = "asyncinfer-dlq-source-offset"
 )
 
-// DefaultMaxDeadLetterPayload is how much of a source value a dead letter
-// keeps; the rest is represented by its size and SHA-256, so a dead letter for
-// a record at the topic's size limit still fits the dlq topic.
-const DefaultMaxDeadLetterPayload = 512 << 10
+// DefaultMaxDeadLetterBytes bounds a dead letter record (key, value and
+// headers) when nothing else is configured: the dlq topic's default
+// max.message.bytes.
+const DefaultMaxDeadLetterBytes = 1 << 20
 
-// NewDeadLetter describes src as a dead letter.
-func NewDeadLetter(stage, reason string, err error, src *kgo.Record, maxPayload int) *schemas.DeadLetter {
+// Bounds of the parts of a dead letter other than its payload: they are
+// for people and tools to read, and a client controls them (a 515 KB
+// request id is a valid Kafka key).
+const (
+	maxDeadLetterKey   = 256
+	maxDeadLetterID    = 1024
+	maxDeadLetterError = 4096
+	// deadLetterOverhead covers the record's framing, the headers and the
+	// Avro encoding of the fixed fields.
+	deadLetterOverhead = 4096
+)
+
+// NewDeadLetter describes src as a dead letter that fits in maxBytes: the
+// payload keeps as much of the source value as fits (truncated: a prefix,
+// with the whole value's size and SHA-256), the request id and error are
+// cut to their bounds.
+func NewDeadLetter(stage, reason string, err error, src *kgo.Record, maxBytes int) *schemas.DeadLetter {
 	sum := sha256.Sum256(src.Value)
 	d := &schemas.DeadLetter{
 		Reason:          reason,
@@ -39,13 +56,43 @@ func NewDeadLetter(stage, reason string, err error, src *kgo.Record, maxPayload 
 		AtMs:            time.Now().UnixMilli(),
 	}
 	if err != nil {
-		d.Error = err.Error()
+		d.Error = cut(err.Error(), maxDeadLetterError)
 	}
-	if maxPayload > 0 && len(d.Payload) > maxPayload {
-		d.Payload = d.Payload[:maxPayload]
+	room := maxBytes - deadLetterOverhead - len(d.Error) - maxDeadLetterID - maxDeadLetterKey - len(src.Topic) - len(stage) - len(reason)
+	room = max(room, 0)
+	if len(d.Payload) > room {
+		d.Payload = d.Payload[:room]
 		d.Truncated = true
 	}
 	return d
+}
+
+// Cut shortens s to at most n bytes, on a UTF-8 boundary, marking the cut:
+// for text a client controls (names in error messages) that must stay
+// bounded.
+func Cut(s string, n int) string { return cut(s, n) }
+
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…(cut)"
+	i := n - len(mark)
+	for i > 0 && s[i]&0xC0 == 0x80 { // not in the middle of a rune
+		i--
+	}
+	return s[:max(i, 0)] + mark
+}
+
+// deadLetterKey is the dead letter's record key: the source key when short,
+// else its SHA-256, so that a hostile key cannot make the dead letter too
+// large to write.
+func deadLetterKey(k []byte) []byte {
+	if len(k) <= maxDeadLetterKey {
+		return k
+	}
+	sum := sha256.Sum256(k)
+	return []byte("sha256:" + hex.EncodeToString(sum[:]))
 }
 
 func deadLetterHeaders(d *schemas.DeadLetter) []kgo.RecordHeader {
@@ -56,4 +103,26 @@ func deadLetterHeaders(d *schemas.DeadLetter) []kgo.RecordHeader {
 		{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(d.SourcePartition), 10)},
 		{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, d.SourceOffset, 10)},
 	}
+}
+
+// deadLetterRecord is the dead-letter record of src.
+func (r *Runner) deadLetterRecord(src *kgo.Record, reason string, err error, answered bool, requestID string) (*kgo.Record, error) {
+	if r.spec.DeadLetters == "" || r.codec() == nil {
+		return nil, errors.New("pipeline: no dead letter topic or codec configured")
+	}
+	d := NewDeadLetter(r.stage, reason, err, src, r.cfg.maxDeadLetterBytes)
+	d.Answered = answered
+	if v, ok := Header(src.Headers, HeaderSource); ok {
+		// The record descends from a request: point at the request.
+		if t, p, o, ok := ParseSource(v); ok {
+			d.SourceTopic, d.SourcePartition, d.SourceOffset = t, p, o
+		}
+	}
+	d.RequestID = cut(requestID, maxDeadLetterID)
+	v, eerr := r.codec().EncodeDeadLetter(r.spec.DeadLetters, d)
+	if eerr != nil {
+		return nil, eerr
+	}
+	r.m.DeadLetters.WithLabelValues(r.stage, reason).Inc()
+	return &kgo.Record{Topic: r.spec.DeadLetters, Key: deadLetterKey(src.Key), Value: v, Headers: deadLetterHeaders(d)}, nil
 }

@@ -33,16 +33,15 @@ import (
 type unit struct {
 	mu      sync.Mutex
 	pending int
-	works   []settledWork
+	works   []settled
 	err     error // the first produce error
 	ended   bool
 	done    chan struct{}
 	parts   map[tp]bool
 }
 
-type settledWork struct {
-	w   *Work
-	out Output
+type settled struct {
+	c   *Context
 	err error
 }
 
@@ -50,15 +49,22 @@ func newUnit() *unit {
 	return &unit{done: make(chan struct{}), parts: map[tp]bool{}}
 }
 
+func (u *unit) add(t tp) {
+	u.parts[t] = true
+	u.pending++
+}
+
 // settle records that a work of the unit finished (its records acknowledged
-// inside the transaction, or failed with err).
-func (u *unit) settle(w *Work, out Output, err error) {
+// inside the transaction, or failed with err), or was given up (gaveUp: it
+// is neither committed nor applied, and the unit cannot commit without it).
+// It reports whether the unit took it: false when the unit ended without it.
+func (u *unit) settle(c *Context, err error) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.ended || u.pending == 0 {
-		return // the unit ended without it (timed out): it is stale
+		return false // the unit ended without it (timed out): it is stale
 	}
-	u.works = append(u.works, settledWork{w, out, err})
+	u.works = append(u.works, settled{c, err})
 	if err != nil && u.err == nil {
 		u.err = err
 	}
@@ -66,11 +72,12 @@ func (u *unit) settle(w *Work, out Output, err error) {
 	if u.pending == 0 {
 		close(u.done)
 	}
+	return true
 }
 
 // end closes the unit to late settles and reports whether every work
 // settled without error.
-func (u *unit) end() (complete bool, works []settledWork, err error) {
+func (u *unit) end() (complete bool, works []settled, err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	complete = u.pending == 0
@@ -82,10 +89,6 @@ func (u *unit) end() (complete bool, works []settledWork, err error) {
 	return complete, u.works, u.err
 }
 
-// txnID is the transactional id: the group and the instance id, stable
-// across restarts, so that a restarted instance fences its own zombie.
-func txnID(group, instanceID string) string { return group + "/" + instanceID }
-
 // eosLoop is the poll loop of exactly-once mode.
 func (r *Runner) eosLoop(ctx context.Context) {
 	// Whatever ends the loop, rebalances (and so Close's revoke) must not
@@ -93,41 +96,43 @@ func (r *Runner) eosLoop(ctx context.Context) {
 	defer r.sess.AllowRebalance()
 	max := r.cfg.maxInflight
 	for ctx.Err() == nil {
-		fs := r.sess.PollRecords(ctx, max)
+		// Work of an aborted unit the stage still holds (queued for a model)
+		// counts against the bound until the stage lets go of it.
+		if !r.tr.wait(ctx.Done(), func() bool { return r.tr.liveLocked() < max }) {
+			return
+		}
+		fs := r.sess.PollRecords(ctx, max-r.tr.liveCount())
 		if fs.IsClientClosed() {
 			return
 		}
 		r.fetchErrors(fs)
-		recs := fs.Records()
-		if len(recs) == 0 {
+		if fs.NumRecords() == 0 {
 			r.sess.AllowRebalance()
 			continue
 		}
 		if err := r.sess.Begin(); err != nil {
-			r.Fail(fmt.Errorf("pipeline: %s: begin transaction: %w", r.stage, err))
+			r.Fail(fmt.Errorf("pipeline: %s: begin transaction: %w%s", r.stage, err, r.authHint(err)))
 			return
 		}
 		u := newUnit()
-		now := time.Now()
-		var works []*Work
-		for _, rec := range recs {
-			gen, ok := r.tr.add(tp{rec.Topic, rec.Partition}, rec.Offset, rec.LeaderEpoch)
-			if !ok {
-				continue
-			}
-			u.parts[tp{rec.Topic, rec.Partition}] = true
-			works = append(works, &Work{Record: rec, Received: now, r: r, gen: gen, unit: u})
-		}
-		u.pending = len(works)
+		works := r.handOut(fs, u)
 		if u.pending == 0 {
 			close(u.done)
 		}
 		r.m.Inflight.WithLabelValues(r.stage).Set(float64(len(works)))
-		for _, w := range works {
-			r.m.Consumed.WithLabelValues(r.stage).Inc()
-			r.h.Handle(r.workCtx, w)
+		for _, c := range works {
+			v, err := c.pending, c.pendingErr
+			c.pending, c.pendingErr = nil, nil
+			if r.stopping() {
+				// The stage failed: the rest of the unit is not handed out
+				// (the unit aborts, and the records are consumed again).
+				c.ended.Store(true)
+				r.release(c)
+				continue
+			}
+			r.dispatch(c, v, err)
 		}
-		if !r.endUnit(u) {
+		if !r.endUnit(ctx, u) {
 			return
 		}
 		r.sess.AllowRebalance()
@@ -137,7 +142,7 @@ func (r *Runner) eosLoop(ctx context.Context) {
 // endUnit waits for the unit (up to the transaction timeout), ends its
 // transaction, and applies or discards its state. It reports whether the
 // loop may go on.
-func (r *Runner) endUnit(u *unit) bool {
+func (r *Runner) endUnit(ctx context.Context, u *unit) bool {
 	timer := time.NewTimer(r.cfg.txnTimeout)
 	defer timer.Stop()
 	select {
@@ -150,12 +155,12 @@ func (r *Runner) endUnit(u *unit) bool {
 		return false
 	}
 	// No work of the unit may start producing once the transaction ends:
-	// finish checks the generation and enqueues its records under the read
-	// lock, and an abort makes the unit's partitions stale under the write
-	// lock.
+	// finishEOS checks the generation and enqueues its records under the
+	// read lock, and an abort makes the unit's partitions stale under the
+	// write lock.
 	r.txnMu.Lock()
 	complete, works, perr := u.end()
-	commit := complete && perr == nil
+	commit := complete && perr == nil && !r.stopping()
 	if !commit {
 		for p := range u.parts {
 			r.tr.reset(p)
@@ -166,22 +171,19 @@ func (r *Runner) endUnit(u *unit) bool {
 		r.log.Warn("a produce failed inside the transaction; aborting it", "err", perr)
 		for _, sw := range works {
 			if sw.err != nil {
-				r.noteFailure(sw.w)
+				r.noteFailure(sw.c)
 			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.txnTimeout+10*time.Second)
-	defer cancel()
-	committed, err := r.sess.End(ctx, kgo.TransactionEndTry(commit))
+	committed, err := r.endTxn(ctx, commit)
 	for _, sw := range works {
 		if committed {
-			if sw.out.Apply != nil {
-				sw.out.Apply()
-			}
-			r.tr.done(sw.w.tp(), sw.w.gen, sw.w.Record.Offset)
-		} else if sw.out.Discard != nil {
-			sw.out.Discard()
+			sw.c.apply()
+			r.tr.done(sw.c.tp(), sw.c.gen, sw.c.rec.Offset)
+		} else {
+			sw.c.dropStaged()
 		}
+		r.release(sw.c)
 	}
 	if committed {
 		r.m.Commits.WithLabelValues(r.stage).Inc()
@@ -197,39 +199,70 @@ func (r *Runner) endUnit(u *unit) bool {
 		if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
 			return false
 		}
-		r.Fail(fmt.Errorf("pipeline: %s: end transaction: %w", r.stage, err))
+		r.Fail(fmt.Errorf("pipeline: %s: end transaction: %w%s", r.stage, err, r.authHint(err)))
 		return false
 	}
 	return true
 }
 
+// endTxn ends the transaction. A broker that cannot be reached (shut down,
+// restarting) is waited for: the end is retried until it answers, so the
+// stage rides out a broker restart instead of exiting. Errors that retrying
+// cannot fix (authorization, fencing) are returned.
+func (r *Runner) endTxn(ctx context.Context, commit bool) (bool, error) {
+	var committed bool
+	start := time.Now()
+	err := Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func() error {
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.txnTimeout+10*time.Second)
+		defer cancel()
+		var err error
+		committed, err = r.sess.End(ectx, kgo.TransactionEndTry(commit))
+		return err
+	}, func(err error) bool {
+		if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || authError(err) || r.killed.Load() {
+			return false
+		}
+		if time.Since(start) > 5*time.Second {
+			r.log.Warn("cannot end the transaction; retrying until the broker answers", "err", err)
+			start = time.Now()
+		}
+		// After a failed commit attempt the transaction can only abort.
+		commit = false
+		return true
+	})
+	return committed, err
+}
+
 // finishEOS produces a work's records and changelog inside the current
 // transaction; the unit applies its state once the transaction commits.
-func (r *Runner) finishEOS(w *Work, out Output) {
+func (r *Runner) finishEOS(c *Context, out output) {
 	r.txnMu.RLock()
 	defer r.txnMu.RUnlock()
-	if !r.tr.current(w.tp(), w.gen) {
-		r.stale(w, out)
+	if !r.tr.current(c.tp(), c.gen) {
+		r.stale(c)
 		return
 	}
-	recs := append(append([]*kgo.Record(nil), out.Records...), out.Changelog...)
-	if r.failedBefore(w) {
+	recs := append(out.records, out.changelog...)
+	if r.failedBefore(c) {
 		// Its outputs failed to produce in an earlier attempt (too large, a
 		// topic that is gone): retrying forever would abort every
 		// transaction of the partition. Its input goes to the dead letters
 		// instead, inside the transaction.
-		dl, err := r.deadLetterRecord(w.Record, "produce_failed", errors.New("its outputs failed to produce in an earlier transaction"), false)
+		dl, err := r.deadLetterRecord(c.rec, ReasonProduceFailed, errors.New("its outputs failed to produce in an earlier transaction"), false, "")
+		c.dropStaged()
 		if err != nil {
-			w.unit.settle(w, out, err)
+			if !c.unit.settle(c, err) {
+				r.release(c)
+			}
 			return
 		}
-		if out.Discard != nil {
-			out.Discard()
-		}
-		out = Output{}
 		recs = []*kgo.Record{dl}
 	}
-	r.produceAll(recs, func(err error) { w.unit.settle(w, out, err) })
+	r.produceAll(recs, func(err error) {
+		if !c.unit.settle(c, err) {
+			r.stale(c)
+		}
+	})
 }
 
 type offsetKey struct {
@@ -237,25 +270,25 @@ type offsetKey struct {
 	offset int64
 }
 
-func (r *Runner) noteFailure(w *Work) {
+func (r *Runner) noteFailure(c *Context) {
 	r.failMu.Lock()
 	defer r.failMu.Unlock()
 	if r.failures == nil {
 		r.failures = map[offsetKey]bool{}
 	}
-	r.failures[offsetKey{w.tp(), w.Record.Offset}] = true
+	r.failures[offsetKey{c.tp(), c.rec.Offset}] = true
 }
 
-func (r *Runner) failedBefore(w *Work) bool {
+func (r *Runner) failedBefore(c *Context) bool {
 	r.failMu.Lock()
 	defer r.failMu.Unlock()
-	return r.failures[offsetKey{w.tp(), w.Record.Offset}]
+	return r.failures[offsetKey{c.tp(), c.rec.Offset}]
 }
 
-func (r *Runner) clearFailures(works []settledWork) {
+func (r *Runner) clearFailures(works []settled) {
 	r.failMu.Lock()
 	defer r.failMu.Unlock()
 	for _, sw := range works {
-		delete(r.failures, offsetKey{sw.w.tp(), sw.w.Record.Offset})
+		delete(r.failures, offsetKey{sw.c.tp(), sw.c.rec.Offset})
 	}
 }

@@ -1,7 +1,7 @@
 package pipeline_test
 
 import (
-	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -15,61 +15,35 @@ import (
 )
 
 // copier copies each input to the outcomes topic, keyed by the input's
-// offset, and counts the state it applies and discards per offset. Inputs
-// for which hold returns true are finished only when release is closed.
+// offset, and remembers the offset in its state. Inputs for which hold
+// returns true are finished only when release is closed.
 type copier struct {
-	topic   string
+	t       testing.TB
 	hold    func(off int64) bool
 	release chan struct{}
-
-	mu      sync.Mutex
-	applied map[int64]int
-	discard map[int64]int
 }
 
-func newCopier(topic string, hold func(int64) bool) *copier {
-	return &copier{topic: topic, hold: hold, release: make(chan struct{}), applied: map[int64]int{}, discard: map[int64]int{}}
+func newCopier(t testing.TB, hold func(int64) bool) *copier {
+	return &copier{t: t, hold: hold, release: make(chan struct{})}
 }
 
-func (c *copier) Handle(_ context.Context, w *pipeline.Work) {
-	off := w.Record.Offset
-	out := pipeline.Output{
-		Records: []*kgo.Record{{Topic: c.topic, Key: []byte{byte(off)}, Value: w.Record.Value}},
-		Apply:   func() { c.mu.Lock(); c.applied[off]++; c.mu.Unlock() },
-		Discard: func() { c.mu.Lock(); c.discard[off]++; c.mu.Unlock() },
-	}
-	if c.hold != nil && c.hold(off) {
-		go func() { <-c.release; w.Finish(out) }()
+func (cp *copier) Process(c *pipeline.Context, _ []byte) {
+	off := c.Record().Offset
+	c.Remember(offKey(off), "req", "")
+	if cp.hold != nil && cp.hold(off) {
+		go func() { <-cp.release; copyOut(cp.t, c) }()
 		return
 	}
-	w.Finish(out)
+	copyOut(cp.t, c)
 }
 
-func (c *copier) counts(off int64) (applied, discarded int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.applied[off], c.discard[off]
-}
+func offKey(off int64) string { return fmt.Sprintf("off-%d", off) }
 
-func runEOS(t *testing.T, e *kafkatest.Env, h pipeline.Handler, instance string, timeout time.Duration) (*pipeline.Runner, func() error) {
+func runEOS(t *testing.T, e *kafkatest.Env, p pipeline.Processor[[]byte], instance string, timeout time.Duration) (*pipeline.Runner, func() error) {
 	t.Helper()
-	r, err := pipeline.New("test", "eos", []string{e.Topics.Accepted}, h, e.Conn(), e.DLQ(),
-		pipeline.InstanceID(instance), pipeline.ExactlyOnce(timeout), pipeline.SessionTimeout(6*time.Second),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	var runErr error
-	stop := func() error {
-		once.Do(func() { cancel(); runErr = <-done })
-		return runErr
-	}
-	t.Cleanup(func() { _ = stop() })
-	return r, stop
+	r := newRunner(t, e, testStage(e, "eos", true), p,
+		pipeline.InstanceID(instance), pipeline.ExactlyOnce(timeout), pipeline.SessionTimeout(6*time.Second))
+	return r, run(t, r)
 }
 
 // byOffset counts the records of the copy per input offset.
@@ -93,7 +67,7 @@ func TestEOSAbortLeavesNoTrace(t *testing.T) {
 	}
 	var first sync.Once
 	held := false
-	c := newCopier(e.Topics.Outcomes, func(off int64) bool {
+	c := newCopier(t, func(off int64) bool {
 		// Hold offset 7 the first time only: its unit times out.
 		hold := false
 		if off == 7 {
@@ -104,6 +78,7 @@ func TestEOSAbortLeavesNoTrace(t *testing.T) {
 	r, stop := runEOS(t, e, c, "a", 500*time.Millisecond)
 	kafkatest.Eventually(t, "an abort", func() bool { return testutil.ToFloat64(r.Metrics().Aborts.WithLabelValues("test")) >= 1 })
 	kafkatest.Eventually(t, "every input committed once", func() bool { return len(e.ReadCommitted(t, e.Topics.Outcomes)) == n })
+	kafkatest.Eventually(t, "every input's state applied", func() bool { return r.Window().Len() == n })
 	close(c.release) // the held work of the aborted unit finishes late: stale
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -119,15 +94,6 @@ func TestEOSAbortLeavesNoTrace(t *testing.T) {
 	if got := len(e.ReadAll(t, e.Topics.Outcomes)); got <= n {
 		t.Errorf("read_uncommitted holds %d records: the aborted unit's copies should be there, hidden from read_committed", got)
 	}
-	for off := range int64(n) {
-		applied, discarded := c.counts(off)
-		if applied != 1 {
-			t.Errorf("offset %d: state applied %d times, want 1", off, applied)
-		}
-		if off != 7 && discarded != 1 {
-			t.Errorf("offset %d: state discarded %d times, want 1 (the aborted unit)", off, discarded)
-		}
-	}
 }
 
 // A zombie is fenced: while instance "x" holds a unit open (some outputs
@@ -141,8 +107,8 @@ func TestEOSZombieIsFenced(t *testing.T) {
 	for i := range n {
 		e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{byte(i)})
 	}
-	old := newCopier(e.Topics.Outcomes, func(off int64) bool { return off >= 5 })
-	_, stopOld := runEOS(t, e, old, "x", time.Minute)
+	old := newCopier(t, func(off int64) bool { return off >= 5 })
+	rOld, stopOld := runEOS(t, e, old, "x", time.Minute)
 	kafkatest.Eventually(t, "the old instance wrote its first outputs", func() bool {
 		return len(e.ReadAll(t, e.Topics.Outcomes)) >= 5
 	})
@@ -150,7 +116,7 @@ func TestEOSZombieIsFenced(t *testing.T) {
 		t.Fatalf("%d outputs committed while the unit is open", got)
 	}
 
-	fresh := newCopier(e.Topics.Outcomes, nil)
+	fresh := newCopier(t, nil)
 	_, stopNew := runEOS(t, e, fresh, "x", time.Minute)
 	kafkatest.Eventually(t, "the new instance committed every input", func() bool {
 		return len(e.ReadCommitted(t, e.Topics.Outcomes)) >= n
@@ -171,9 +137,7 @@ func TestEOSZombieIsFenced(t *testing.T) {
 	if got := len(e.ReadCommitted(t, e.Topics.Outcomes)); got != n {
 		t.Errorf("%d committed outputs, want %d", got, n)
 	}
-	for off := range int64(n) {
-		if applied, _ := old.counts(off); applied != 0 {
-			t.Errorf("offset %d: the zombie applied state", off)
-		}
+	if got := rOld.Window().Len(); got != 0 {
+		t.Errorf("the zombie applied the state of %d records", got)
 	}
 }

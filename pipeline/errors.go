@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"time"
 )
 
 // transientError marks an error worth retrying: the same call may succeed
@@ -31,23 +30,4 @@ func Retryable(err error) bool {
 	}
 	var t transientError
 	return errors.As(err, &t) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// Retry calls fn until it succeeds, fails with an error again says not to
-// retry, or five tries (about three seconds of backoff) have failed. It
-// serves the short outages of a collaborator (the schema registry) that
-// would otherwise turn good input into dead letters.
-func Retry(ctx context.Context, fn func() error, again func(error) bool) error {
-	var err error
-	for i := 0; i < 5; i++ {
-		if err = fn(); err == nil || !again(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(100 * time.Millisecond << i):
-		}
-	}
-	return err
 }

@@ -1,6 +1,10 @@
 package pipeline
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the runner's Prometheus metrics, shared by every runner of a
 // process and labelled by stage.
@@ -9,19 +13,21 @@ type Metrics struct {
 	Produced      *prometheus.CounterVec
 	ProduceErrors *prometheus.CounterVec
 	DeadLetters   *prometheus.CounterVec
+	Undecodable   *prometheus.CounterVec
+	Stale         *prometheus.CounterVec
+	Held          *prometheus.CounterVec
 	Inflight      *prometheus.GaugeVec
 	Commits       *prometheus.CounterVec
 	Aborts        *prometheus.CounterVec
 	CommitErrors  *prometheus.CounterVec
 	Paused        *prometheus.GaugeVec
 	Restores      *prometheus.HistogramVec
+	StateKeys     *prometheus.GaugeVec
 }
 
-// NewMetrics creates the metrics and registers them with reg (nil: not
-// registered, as in tests).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func newMetrics() *Metrics {
 	const ns = "asyncinfer"
-	m := &Metrics{
+	return &Metrics{
 		Consumed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "records_consumed_total",
 			Help: "Records handed to a stage."}, []string{"stage"}),
 		Produced: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "records_produced_total",
@@ -30,6 +36,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Records a stage failed to produce."}, []string{"stage"}),
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dead_letters_total",
 			Help: "Dead letters written, by reason."}, []string{"stage", "reason"}),
+		Undecodable: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "undecodable_records_total",
+			Help: "Input records that did not decode (dead-lettered, never handed to the stage)."}, []string{"stage"}),
+		Stale: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "stale_work_total",
+			Help: "Work dropped because its partition was revoked or its transaction aborted (its input is consumed again)."}, []string{"stage"}),
+		Held: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "partition_holds_total",
+			Help: "Times a partition waited on the schema registry to decode its next record."}, []string{"stage"}),
 		Inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "inflight_records",
 			Help: "Records handed to a stage and not yet finished."}, []string{"stage"}),
 		Commits: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "offset_commits_total",
@@ -43,10 +55,33 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Restores: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "state_restore_seconds",
 			Help:    "Time to restore one partition's state from its changelog.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"stage"}),
+		StateKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "state_keys",
+			Help: "Keys a stage's state holds (dedup: idempotency keys; emit: emitted request ids), over its assigned partitions."}, []string{"stage"}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Consumed, m.Produced, m.ProduceErrors, m.DeadLetters, m.Inflight,
-			m.Commits, m.Aborts, m.CommitErrors, m.Paused, m.Restores)
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not
+// registered, as in tests).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := newMetrics()
+	if err := Register(reg, m.Consumed, m.Produced, m.ProduceErrors, m.DeadLetters, m.Undecodable, m.Stale, m.Held,
+		m.Inflight, m.Commits, m.Aborts, m.CommitErrors, m.Paused, m.Restores, m.StateKeys); err != nil {
+		return nil, err
 	}
-	return m
+	return m, nil
+}
+
+// Register registers every collector with reg (nil: none) and returns the
+// errors joined, instead of panicking as MustRegister does.
+func Register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	var errs []error
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

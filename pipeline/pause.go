@@ -31,6 +31,7 @@ type Pauses struct {
 	global   map[string]bool            // reasons that hold every assigned partition
 	local    map[tp]map[string]bool     // reasons that hold one partition
 	onChange func(reason string, n int) // metrics: partitions held by reason
+	reported map[string]bool            // reasons onChange was told of
 }
 
 func newPauses(cl fetchPauser) *Pauses {
@@ -219,7 +220,16 @@ func (p *Pauses) reportLocked() {
 	if p.onChange == nil {
 		return
 	}
-	counts := map[string]int{PauseInflight: 0, PauseAdmission: 0, PauseBreaker: 0, PauseRestore: 0}
+	// Every reason ever reported is reported again, at 0 once it is gone:
+	// a reason named at run time (breaker:<model>) must not stay at its
+	// last count after it is lifted.
+	if p.reported == nil {
+		p.reported = map[string]bool{PauseInflight: true, PauseAdmission: true, PauseRestore: true, PauseRegistry: true}
+	}
+	counts := make(map[string]int, len(p.reported))
+	for r := range p.reported {
+		counts[r] = 0
+	}
 	for r := range p.global {
 		counts[r] = len(p.assigned)
 	}
@@ -234,6 +244,7 @@ func (p *Pauses) reportLocked() {
 		}
 	}
 	for r, n := range counts {
+		p.reported[r] = true
 		p.onChange(r, n)
 	}
 }

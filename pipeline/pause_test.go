@@ -390,4 +390,16 @@ func TestPausesOnChange(t *testing.T) {
 			t.Fatalf("after unassign and ResumeAll: partitions held by %q = %d, want %d (all: %v)", r, got[r], n, got)
 		}
 	}
+
+	// A reason named at run time goes back to 0 when it is lifted (it
+	// stayed at its last count: the breaker's gauge read 4 after the
+	// circuit closed).
+	p.PauseAll(PauseBreaker + ":m")
+	if got[PauseBreaker+":m"] != 1 {
+		t.Fatalf("breaker:m holds %d partitions, want 1 (all: %v)", got[PauseBreaker+":m"], got)
+	}
+	p.ResumeAll(PauseBreaker + ":m")
+	if n, ok := got[PauseBreaker+":m"]; !ok || n != 0 {
+		t.Fatalf("after the breaker closed: breaker:m = %d (reported %v), want 0", n, ok)
+	}
 }

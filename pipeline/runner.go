@@ -11,104 +11,37 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
-
-// Handler is a stage. Handle is called from the runner's poll goroutine, in
-// offset order per partition, and must not block for long: a stage that
-// waits (for a batch, a model) keeps the Work and finishes it later. Every
-// Work must be finished exactly once, from any goroutine. ctx is cancelled
-// only after the drain, when unfinished work no longer matters.
-type Handler interface {
-	Handle(ctx context.Context, w *Work)
-}
-
-// Assigner is implemented by stages that keep partition-local state.
-// Assigned is called for each newly assigned partition before any of its
-// records is fetched; a stage that must restore state pauses the partition
-// (PauseRestore) there and restores in a goroutine started with Runner.Go.
-// Revoked is called after the partition's in-flight work was drained and its
-// offset committed (or, when the partition was lost, at once).
-type Assigner interface {
-	Assigned(ctx context.Context, r *Runner, topic string, partition int32)
-	Revoked(topic string, partition int32)
-}
-
-// Binder is implemented by stages that need their runner (pauses, dead
-// letters, the logger). Bind is called once, by New.
-type Binder interface {
-	Bind(r *Runner)
-}
-
-// Service is implemented by stages that run goroutines of their own (a worker
-// pool). Run is started before the first poll with the work context and must
-// return when it is cancelled, which happens after the drain.
-type Service interface {
-	Run(ctx context.Context) error
-}
-
-// Output is what finishing one input record produces. The runner produces
-// Records, then, once Kafka acknowledged all of them, Changelog, then calls
-// Apply, and only then counts the input as finished for the commit. If any
-// produce fails, Discard is called instead of Apply and the input is dead-
-// lettered (or, on shutdown, left to be re-delivered). If the input's
-// partition was revoked since the Work was handed out, the Work is stale:
-// Discard is called instead of Apply, and the input is left to the
-// partition's next owner (which may be this member again).
-type Output struct {
-	Records   []*kgo.Record
-	Changelog []*kgo.Record
-	Apply     func()
-	Discard   func()
-}
-
-// Work is one input record handed to a stage.
-type Work struct {
-	Record   *kgo.Record
-	Received time.Time
-	r        *Runner
-	gen      uint64 // the assignment of the record's partition it belongs to
-	unit     *unit  // exactly-once mode: the transaction it belongs to
-	finished atomic.Bool
-}
-
-// Finish finishes the work with out. Calling it twice is a bug in the stage;
-// the second call is logged and ignored. Finishing a stale Work (its
-// partition was revoked since it was handed out) produces nothing and only
-// calls out.Discard.
-func (w *Work) Finish(out Output) {
-	if !w.finished.CompareAndSwap(false, true) {
-		w.r.log.Error("work finished twice", "stage", w.r.stage, "topic", w.Record.Topic,
-			"partition", w.Record.Partition, "offset", w.Record.Offset)
-		return
-	}
-	w.r.finish(w, out)
-}
-
-func (w *Work) tp() tp { return tp{w.Record.Topic, w.Record.Partition} }
-
-// DeadLetter returns the dead-letter record for the work's input, for a
-// stage to put in its Output.Records.
-func (w *Work) DeadLetter(reason string, err error) (*kgo.Record, error) {
-	return w.r.deadLetterRecord(w.Record, reason, err, false)
-}
 
 // Runner drives one stage: one consumer group member with its producer.
 type Runner struct {
-	cfg   cfg
-	stage string
-	group string
-	h     Handler
-	cl    *kgo.Client
-	sess  *kgo.GroupTransactSession // exactly-once mode only
-	tr    *tracker
-	pause *Pauses
-	log   *slog.Logger
-	m     *Metrics
+	cfg       cfg
+	spec      topics.Stage
+	stage     string
+	group     string
+	h         any // the processor, for its optional interfaces
+	decode    func(context.Context, []byte) (any, error)
+	process   func(*Context, any)
+	edges     map[string]edge
+	changelog string  // "" when the stage keeps no state
+	win       *Window // nil when the stage keeps no state
+	cl        *kgo.Client
+	sess      *kgo.GroupTransactSession // exactly-once mode only
+	tr        *tracker
+	pause     *Pauses
+	holds     *holds
+	log       *slog.Logger
+	m         *Metrics
+
+	// inputPartitions is the input topic's partition count, 0 until known.
+	inputPartitions atomic.Int32
 
 	workCtx    context.Context
 	cancelWork context.CancelFunc
@@ -123,12 +56,12 @@ type Runner struct {
 	// ready is closed when New is done: the client joins the group as soon
 	// as it exists, so a rebalance callback can fire before New returns.
 	ready chan struct{}
-	// assignMu orders settling a Work against forgetting its partition:
+	// assignMu orders settling a Context against forgetting its partition:
 	// settle checks the generation and applies under the read lock, forget
-	// removes the partition under the write lock, so no Apply of a stale
-	// Work can land after the stage's Revoked.
+	// removes the partition under the write lock, so no state of stale work
+	// can land after the partition's window was dropped.
 	assignMu sync.RWMutex
-	// txnMu orders a Work's produce against the end of its transaction
+	// txnMu orders a Context's produce against the end of its transaction
 	// (exactly-once mode; see endUnit).
 	txnMu sync.RWMutex
 	// failures are the inputs whose outputs failed to produce in an aborted
@@ -142,41 +75,49 @@ type Runner struct {
 	assignSeq atomic.Uint64 // odd while onAssigned runs
 }
 
-func (r *Runner) closeClient() {
-	r.closeOnce.Do(func() {
-		if r.sess != nil {
-			r.sess.Close()
-			return
-		}
-		r.cl.Close()
-	})
-}
-
-// New creates the runner of stage as a member of group consuming topics. The
-// client connection (seed brokers, TLS, SASL) comes from ConnOpts.
-func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runner, error) {
+func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any, error), process func(*Context, any), opts ...Option) (*Runner, error) {
 	c := defaultCfg()
 	for _, o := range opts {
 		o.apply(&c)
 	}
-	if err := c.validate(stage, group, topics, h); err != nil {
+	if err := c.validate(st); err != nil {
 		return nil, err
 	}
 	r := &Runner{
-		cfg:   c,
-		stage: stage,
-		group: group,
-		h:     h,
-		tr:    newTracker(),
-		log:   c.logger.With("stage", stage, "group", group),
-		m:     c.metrics,
-		fatal: make(chan struct{}),
-		ready: make(chan struct{}),
+		cfg:     c,
+		spec:    st,
+		stage:   st.Name,
+		group:   st.Group,
+		h:       h,
+		decode:  decode,
+		process: process,
+		edges:   make(map[string]edge, len(st.Outputs)),
+		tr:      newTracker(),
+		log:     c.logger.With("stage", st.Name, "group", st.Group),
+		m:       c.metrics,
+		fatal:   make(chan struct{}),
+		ready:   make(chan struct{}),
 	}
+	manual := map[string]bool{}
+	for _, e := range st.Outputs {
+		r.edges[e.Name] = edge{topics: e.Topics, kind: e.Kind}
+		if e.Partitioning == topics.AsInput {
+			for _, t := range e.Topics {
+				manual[t] = true
+			}
+		}
+	}
+	if st.Changelog != nil {
+		r.changelog = st.Changelog.Topic
+		r.win = NewWindow(st.Changelog.TTL, st.Changelog.MaxKeys)
+		r.win.onSize = func(n int) { r.m.StateKeys.WithLabelValues(st.Name).Set(float64(n)) }
+		manual[st.Changelog.Topic] = true
+	}
+	r.holds = newHolds()
 	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
 	kopts := append(append([]kgo.Opt(nil), c.connOpts...),
-		kgo.ConsumerGroup(group),
-		kgo.ConsumeTopics(topics...),
+		kgo.ConsumerGroup(st.Group),
+		kgo.ConsumeTopics(st.Input),
 		kgo.DisableAutoCommit(),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -187,7 +128,7 @@ func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runn
 		// waits for the next fetch, so a short wait keeps resumes quick.
 		kgo.FetchMaxWait(c.fetchMaxWait),
 		kgo.ProducerLinger(c.linger),
-		kgo.RecordPartitioner(newPartitioner(c.manualTopics)),
+		kgo.RecordPartitioner(newPartitioner(manual)),
 		// A revoke must not run between a poll and the tracker learning of
 		// its records: the callback would drain without them, and after a
 		// re-assignment they would join the new generation. Polls and
@@ -198,6 +139,9 @@ func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runn
 		kgo.OnPartitionsRevoked(r.onRevoked),
 		kgo.OnPartitionsLost(r.onLost),
 	)
+	if c.maxRecordBytes > 0 {
+		kopts = append(kopts, kgo.ProducerBatchMaxBytes(int32(c.maxRecordBytes)))
+	}
 	if c.instanceID != "" {
 		kopts = append(kopts, kgo.InstanceID(c.instanceID))
 	}
@@ -211,7 +155,7 @@ func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runn
 			r.log.Warn("exactly-once without an instance id: the transactional id is random, so a restarted process cannot fence its predecessor; give --instance-id")
 		}
 		kopts = append(kopts,
-			kgo.TransactionalID(txnID(group, id)),
+			kgo.TransactionalID(st.TransactionalID(id)),
 			kgo.TransactionTimeout(c.txnTimeout+30*time.Second),
 			kgo.RequireStableFetchOffsets(),
 			// With Kafka 4's transactions (KIP-890), the first produce
@@ -222,19 +166,18 @@ func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runn
 		)
 		sess, err := kgo.NewGroupTransactSession(kopts...)
 		if err != nil {
-			return nil, fmt.Errorf("pipeline: %s: new transactional client: %w", stage, err)
+			return nil, fmt.Errorf("pipeline: %s: new transactional client: %w", st.Name, err)
 		}
 		r.sess, r.cl = sess, sess.Client()
 	} else {
 		cl, err := kgo.NewClient(kopts...)
 		if err != nil {
-			return nil, fmt.Errorf("pipeline: %s: new client: %w", stage, err)
+			return nil, fmt.Errorf("pipeline: %s: new client: %w", st.Name, err)
 		}
 		r.cl = cl
 	}
-	cl := r.cl
-	r.pause = newPauses(cl)
-	r.pause.onChange = func(reason string, n int) { r.m.Paused.WithLabelValues(stage, reason).Set(float64(n)) }
+	r.pause = newPauses(r.cl)
+	r.pause.onChange = func(reason string, n int) { r.m.Paused.WithLabelValues(st.Name, reason).Set(float64(n)) }
 	if b, ok := h.(Binder); ok {
 		b.Bind(r)
 	}
@@ -242,7 +185,19 @@ func New(stage, group string, topics []string, h Handler, opts ...Option) (*Runn
 	return r, nil
 }
 
-// Client is the runner's Kafka client, for producing outside of a Work.
+func (r *Runner) codec() *schemas.Codec { return r.cfg.codec }
+
+func (r *Runner) closeClient() {
+	r.closeOnce.Do(func() {
+		if r.sess != nil {
+			r.sess.Close()
+			return
+		}
+		r.cl.Close()
+	})
+}
+
+// Client is the runner's Kafka client.
 func (r *Runner) Client() *kgo.Client { return r.cl }
 
 // Pauses is the runner's pause registry.
@@ -257,9 +212,12 @@ func (r *Runner) Metrics() *Metrics { return r.m }
 // Stage is the stage's name.
 func (r *Runner) Stage() string { return r.stage }
 
-// ConnOpts are the connection options, for clients of a stage's own (state
-// restore).
-func (r *Runner) ConnOpts() []kgo.Opt { return r.cfg.connOpts }
+// Window is the stage's state (nil for a stage without a changelog), for
+// tests and status.
+func (r *Runner) Window() *Window { return r.win }
+
+// InputPartitions is the input topic's partition count, 0 until known.
+func (r *Runner) InputPartitions() int { return int(r.inputPartitions.Load()) }
 
 // Go runs fn in a goroutine owned by the runner: it gets the work context and
 // the runner waits for it before Run returns.
@@ -271,8 +229,7 @@ func (r *Runner) Go(fn func(ctx context.Context)) {
 	}()
 }
 
-// Fail stops the runner with err: a stage calls it when it cannot go on
-// safely (state that cannot be restored).
+// Fail stops the runner with err: it cannot go on safely.
 func (r *Runner) Fail(err error) {
 	r.fatalOnce.Do(func() {
 		r.fatalErr = err
@@ -280,10 +237,21 @@ func (r *Runner) Fail(err error) {
 	})
 }
 
+// stopping reports whether Fail was called: the runner is on its way out.
+func (r *Runner) stopping() bool {
+	select {
+	case <-r.fatal:
+		return true
+	default:
+		return false
+	}
+}
+
 // Run consumes until ctx is cancelled, then drains: it stops fetching, waits
 // up to the drain timeout for unfinished work, commits what finished, and
 // closes the client. It returns nil after a clean drain and the first fatal
-// error otherwise.
+// error otherwise; after a fatal error it does not wait for work in flight
+// (it may never finish): what did not finish is consumed again.
 func (r *Runner) Run(ctx context.Context) error {
 	r.runState.Store(runRunning)
 	defer r.runState.Store(runStopped)
@@ -306,6 +274,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			svcErr <- s.Run(r.workCtx)
 		}()
 	}
+	r.Go(r.learnPartitions)
 	commitDone := make(chan struct{})
 	if r.sess != nil {
 		close(commitDone) // offsets are committed inside each transaction
@@ -320,13 +289,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.runState.Store(runDraining)
 	cancelLoop()
 	<-commitDone
-	if r.killed.Load() {
-		r.cancelWork()
-		r.goroutines.Wait()
-		return nil
+	if !r.killed.Load() {
+		r.drain()
 	}
-	r.drain()
 	r.drained.Store(true)
+	r.tr.closeAll() // what is still out is stale
 	r.cancelWork()
 	r.goroutines.Wait()
 	select {
@@ -335,6 +302,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.Fail(err)
 		}
 	default:
+	}
+	if r.killed.Load() {
+		return nil
 	}
 	select {
 	case <-r.fatal:
@@ -354,17 +324,35 @@ func (r *Runner) Kill() {
 	r.closeClient()
 }
 
+// learnPartitions finds the input topic's partition count, which a stage
+// needs to tell where a key belongs.
+func (r *Runner) learnPartitions(ctx context.Context) {
+	adm := kadm.NewClient(r.cl)
+	_ = Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, func() error {
+		td, err := adm.ListTopics(ctx, r.spec.Input)
+		if err != nil {
+			return err
+		}
+		t, ok := td[r.spec.Input]
+		if !ok || t.Err != nil || len(t.Partitions) == 0 {
+			return fmt.Errorf("topic %s not in the metadata", r.spec.Input)
+		}
+		r.inputPartitions.Store(int32(len(t.Partitions)))
+		return nil
+	}, func(error) bool { return true })
+}
+
 func (r *Runner) pollLoop(ctx context.Context) {
 	defer r.cl.AllowRebalance()
 	max := r.cfg.maxInflight
 	for ctx.Err() == nil {
-		n := r.tr.inflight(nil)
+		n := r.tr.liveCount()
 		r.m.Inflight.WithLabelValues(r.stage).Set(float64(n))
 		if n >= max {
 			// Stop fetching, and wait for half the window to free: the
 			// hysteresis keeps the pause from flapping on every record.
 			r.pause.PauseAll(PauseInflight)
-			if !r.tr.wait(ctx.Done(), func() bool { return r.tr.inflightLocked(nil) <= max/2 }) {
+			if !r.tr.wait(ctx.Done(), func() bool { return r.tr.liveLocked() <= max/2 }) {
 				return
 			}
 			r.pause.ResumeAll(PauseInflight)
@@ -375,17 +363,92 @@ func (r *Runner) pollLoop(ctx context.Context) {
 			return
 		}
 		r.fetchErrors(fs)
-		now := time.Now()
-		fs.EachRecord(func(rec *kgo.Record) {
-			gen, ok := r.tr.add(tp{rec.Topic, rec.Partition}, rec.Offset, rec.LeaderEpoch)
+		r.handOut(fs, nil)
+		r.cl.AllowRebalance()
+	}
+}
+
+// handOut decodes the polled records and hands them to the stage, in order
+// per partition. A record whose decoding waits on a dependency (the
+// registry) holds its partition: it and everything after it are not handed
+// out, the partition is paused and rewound to it, and decoding is retried
+// until it succeeds. Called from the poll goroutine before AllowRebalance.
+// In exactly-once mode every record handed out joins u.
+func (r *Runner) handOut(fs kgo.Fetches, u *unit) []*Context {
+	now := time.Now()
+	var out []*Context
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		t := tp{p.Topic, p.Partition}
+		for _, rec := range p.Records {
+			if r.stopping() || r.holds.has(t) {
+				return
+			}
+			v, err := r.decodeRecord(rec)
+			if err != nil && !errors.Is(err, schemas.ErrMalformed) {
+				r.hold(rec, err)
+				return
+			}
+			gen, stale, ok := r.tr.add(t, rec.Offset, rec.LeaderEpoch)
 			if !ok {
 				return // revoked since the fetch: its new owner gets it
 			}
 			r.m.Consumed.WithLabelValues(r.stage).Inc()
-			r.h.Handle(r.workCtx, &Work{Record: rec, Received: now, r: r, gen: gen})
-		})
-		r.cl.AllowRebalance()
+			c := &Context{r: r, rec: rec, received: now, gen: gen, stale: stale, unit: u}
+			if u != nil {
+				u.add(t)
+				out = append(out, c)
+				// Handed to the stage once the whole unit is counted.
+				c.pending = v
+				c.pendingErr = err
+				continue
+			}
+			r.dispatch(c, v, err)
+		}
+	})
+	return out
+}
+
+// dispatch gives a decoded record to the stage, or dead-letters it.
+func (r *Runner) dispatch(c *Context, v any, err error) {
+	if err != nil {
+		r.m.Undecodable.WithLabelValues(r.stage).Inc()
+		c.DeadLetter(reasonFor(err), err)
+		return
 	}
+	r.process(c, v)
+}
+
+// Dead-letter reasons of the runtime.
+const (
+	ReasonUndecodable   = "undecodable"
+	ReasonTooLarge      = "too_large"
+	ReasonProduceFailed = "produce_failed"
+)
+
+func reasonFor(err error) string {
+	if errors.Is(err, errTooLarge) {
+		return ReasonTooLarge
+	}
+	return ReasonUndecodable
+}
+
+var errTooLarge = errors.New("larger than the topic's max.message.bytes: it can only have arrived compressed, and is refused before decoding")
+
+// decodeRecord decodes one input, retrying once a failure that is not the
+// bytes' fault.
+func (r *Runner) decodeRecord(rec *kgo.Record) (any, error) {
+	if m := r.cfg.maxRecordBytes; m > 0 && len(rec.Value) > m {
+		return nil, fmt.Errorf("%w: value of %d bytes, limit %d: %w", schemas.ErrMalformed, len(rec.Value), m, errTooLarge)
+	}
+	var v any
+	err := Retry(r.workCtx, Backoff{Initial: 20 * time.Millisecond, Max: 20 * time.Millisecond, Attempts: 2}, func() error {
+		ctx, cancel := context.WithTimeout(r.workCtx, r.cfg.decodeTimeout)
+		defer cancel()
+		var err error
+		v, err = r.decode(ctx, rec.Value)
+		return err
+	}, func(err error) bool { return !errors.Is(err, schemas.ErrMalformed) })
+	return v, err
 }
 
 // fetchErrors logs fetch errors, and stops the stage on those that retrying
@@ -395,8 +458,13 @@ func (r *Runner) fetchErrors(fs kgo.Fetches) {
 		if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
 			return
 		}
-		if fatalFetchError(err) {
-			r.Fail(fmt.Errorf("%s: not allowed to consume (%s/%d): %w; asyncinfer topics acls prints the ACLs each stage needs", r.group, t, p, err))
+		if authError(err) {
+			r.Fail(fmt.Errorf("%s: not allowed to consume (%s/%d): %w%s", r.group, t, p, err, r.authHint(err)))
+			return
+		}
+		if t == "" {
+			// A connection or group error, not a partition's.
+			r.log.Warn("kafka unreachable or refusing; retrying", "err", err)
 			return
 		}
 		r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
@@ -452,13 +520,16 @@ func (r *Runner) commit(ctx context.Context, only map[tp]bool) {
 	})
 }
 
-// drain waits for unfinished work (up to the drain timeout) and commits.
+// drain waits for unfinished work (up to the drain timeout; not at all after
+// a fatal error, when it may never finish) and commits what finished.
 func (r *Runner) drain() {
-	stop := make(chan struct{})
-	timer := time.AfterFunc(r.cfg.drainTimeout, func() { close(stop) })
-	defer timer.Stop()
-	if !r.tr.wait(stop, func() bool { return r.tr.inflightLocked(nil) == 0 }) {
-		r.log.Warn("drain timed out; unfinished records will be re-delivered", "inflight", r.tr.inflight(nil))
+	if !r.stopping() {
+		stop := make(chan struct{})
+		timer := time.AfterFunc(r.cfg.drainTimeout, func() { close(stop) })
+		if !r.tr.wait(stop, func() bool { return r.tr.inflightLocked(nil) == 0 }) {
+			r.log.Warn("drain timed out; unfinished records will be re-delivered", "inflight", r.tr.inflight(nil))
+		}
+		timer.Stop()
 	}
 	if r.sess != nil {
 		return // exactly-once: the last unit ended (and committed) in the loop
@@ -480,8 +551,8 @@ func toTPs(m map[string][]int32) []tp {
 
 func (r *Runner) onAssigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	<-r.ready
-	// Status must not see the new partitions before the stage had its say
-	// (a restore pause): the sequence is odd meanwhile.
+	// Status must not see the new partitions before their restore pause:
+	// the sequence is odd meanwhile.
 	r.assignSeq.Add(1)
 	defer r.assignSeq.Add(1)
 	defer r.joined.Store(true)
@@ -490,9 +561,11 @@ func (r *Runner) onAssigned(ctx context.Context, _ *kgo.Client, assigned map[str
 		r.tr.assign(t)
 	}
 	r.pause.assign(ts)
-	if a, ok := r.h.(Assigner); ok {
+	if r.win != nil {
 		for _, t := range ts {
-			a.Assigned(ctx, r, t.topic, t.partition)
+			if a, ok := r.tr.assignmentOf(t); ok {
+				r.restore(t, a)
+			}
 		}
 	}
 	if len(ts) > 0 {
@@ -512,7 +585,7 @@ func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	for _, t := range ts {
 		only[t] = true
 	}
-	if !r.killed.Load() && !r.drained.Load() {
+	if !r.killed.Load() && !r.drained.Load() && !r.stopping() {
 		stop := make(chan struct{})
 		timer := time.AfterFunc(r.cfg.drainTimeout, func() { close(stop) })
 		r.tr.wait(stop, func() bool { return r.tr.inflightLocked(only) == 0 })
@@ -543,68 +616,80 @@ func (r *Runner) forget(ts []tp) {
 	defer r.assignMu.Unlock()
 	r.tr.remove(ts)
 	r.pause.unassign(ts)
-	if a, ok := r.h.(Assigner); ok {
-		for _, t := range ts {
-			a.Revoked(t.topic, t.partition)
+	for _, t := range ts {
+		r.holds.drop(t)
+		if r.win != nil {
+			r.win.Drop(t.partition)
 		}
 	}
 }
 
-// finish carries out the write order of an Output.
-func (r *Runner) finish(w *Work, out Output) {
+// finish carries out the write order of a finished Context.
+func (r *Runner) finish(c *Context) {
+	out, err := c.output()
+	if err != nil {
+		c.dropStaged()
+		r.Fail(fmt.Errorf("pipeline: %s: %w", r.stage, err))
+		r.release(c)
+		return
+	}
 	if r.sess != nil {
-		r.finishEOS(w, out)
+		r.finishEOS(c, out)
 		return
 	}
-	if !r.tr.current(w.tp(), w.gen) {
-		r.stale(w, out)
+	if !r.tr.current(c.tp(), c.gen) {
+		r.stale(c)
 		return
 	}
-	r.produceAll(out.Records, func(err error) {
+	r.produceAll(out.records, func(err error) {
 		if err != nil {
-			r.failed(w, out, err)
+			r.failed(c, err)
+			return
+		}
+		if len(out.changelog) == 0 {
+			r.settle(c)
 			return
 		}
 		// Produce from a goroutine: promises must not block on the client.
 		r.goroutines.Add(1)
 		go func() {
 			defer r.goroutines.Done()
-			r.produceAll(out.Changelog, func(err error) {
+			r.produceAll(out.changelog, func(err error) {
 				if err != nil {
-					r.failed(w, out, err)
+					r.failed(c, err)
 					return
 				}
-				r.settle(w, out)
+				r.settle(c)
 			})
 		}()
 	})
 }
 
-// settle applies a Work whose effects are all acknowledged and counts its
+// release counts the Context as let go of by the stage.
+func (r *Runner) release(*Context) { r.tr.release() }
+
+// settle applies a Context whose effects are all acknowledged and counts its
 // input as finished, unless its partition was revoked meanwhile.
-func (r *Runner) settle(w *Work, out Output) {
+func (r *Runner) settle(c *Context) {
 	r.assignMu.RLock()
 	defer r.assignMu.RUnlock()
-	if !r.tr.current(w.tp(), w.gen) {
-		r.stale(w, out)
+	if !r.tr.current(c.tp(), c.gen) {
+		r.stale(c)
 		return
 	}
-	if out.Apply != nil {
-		out.Apply()
-	}
-	r.tr.done(w.tp(), w.gen, w.Record.Offset)
+	c.apply()
+	r.tr.done(c.tp(), c.gen, c.rec.Offset)
+	r.release(c)
 }
 
-// stale drops a Work whose partition was revoked since it was handed out:
-// its offset is no longer this assignment's to commit, and its state must
-// not reach the window the partition's next assignment restores. The
+// stale drops a Context whose partition was revoked since it was handed
+// out: its offset is no longer this assignment's to commit, and its state
+// must not reach the window the partition's next assignment restores. The
 // partition's owner re-delivers the input.
-func (r *Runner) stale(w *Work, out Output) {
-	if out.Discard != nil {
-		out.Discard()
-	}
-	r.log.Debug("stale work dropped", "topic", w.Record.Topic, "partition", w.Record.Partition,
-		"offset", w.Record.Offset)
+func (r *Runner) stale(c *Context) {
+	c.dropStaged()
+	r.m.Stale.WithLabelValues(r.stage).Inc()
+	r.release(c)
 }
 
 // produceAll produces rs and calls done once with the first error, after
@@ -642,25 +727,25 @@ func (r *Runner) produceAll(rs []*kgo.Record, done func(error)) {
 	}
 }
 
-// failed handles a Work whose effects could not all be produced. On shutdown
-// the input stays unfinished and is re-delivered; otherwise the input is
-// dead-lettered so the partition does not stall on it, and if even that
-// fails the runner stops.
-func (r *Runner) failed(w *Work, out Output, err error) {
-	if out.Discard != nil {
-		out.Discard()
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) || r.killed.Load() {
+// failed handles a Context whose effects could not all be produced. On
+// shutdown the input stays unfinished and is re-delivered; otherwise the
+// input is dead-lettered (a dead letter always fits its topic), so the
+// partition does not stall on it; if even that fails (the broker refuses
+// everything), the input is left unfinished and consumed again after a
+// restart.
+func (r *Runner) failed(c *Context, err error) {
+	c.dropStaged()
+	if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) || r.killed.Load() ||
+		!r.tr.current(c.tp(), c.gen) {
+		r.release(c)
 		return
 	}
-	if !r.tr.current(w.tp(), w.gen) {
-		return // revoked meanwhile: the next owner tries again
-	}
-	r.log.Error("produce failed; dead-lettering the input", "topic", w.Record.Topic,
-		"partition", w.Record.Partition, "offset", w.Record.Offset, "err", err)
-	dl, derr := r.deadLetterRecord(w.Record, "produce_failed", err, false)
+	r.log.Error("produce failed; dead-lettering the input", "topic", c.rec.Topic,
+		"partition", c.rec.Partition, "offset", c.rec.Offset, "err", err)
+	dl, derr := r.deadLetterRecord(c.rec, ReasonProduceFailed, err, false, "")
 	if derr != nil {
 		r.Fail(fmt.Errorf("pipeline: %s: dead letter: %w", r.stage, derr))
+		r.release(c)
 		return
 	}
 	r.goroutines.Add(1)
@@ -669,44 +754,20 @@ func (r *Runner) failed(w *Work, out Output, err error) {
 		r.produceAll([]*kgo.Record{dl}, func(err error) {
 			if err != nil {
 				r.Fail(fmt.Errorf("pipeline: %s: produce dead letter for %s/%d@%d: %w", r.stage,
-					w.Record.Topic, w.Record.Partition, w.Record.Offset, err))
+					c.rec.Topic, c.rec.Partition, c.rec.Offset, err))
+				r.release(c)
 				return
 			}
-			r.tr.done(w.tp(), w.gen, w.Record.Offset)
+			r.tr.done(c.tp(), c.gen, c.rec.Offset)
+			r.release(c)
 		})
 	}()
 }
 
-func (r *Runner) deadLetterRecord(src *kgo.Record, reason string, err error, answered bool) (*kgo.Record, error) {
-	if r.cfg.dlqTopic == "" || r.cfg.dlqEncode == nil {
-		return nil, errors.New("pipeline: no dead letter topic configured")
-	}
-	d := NewDeadLetter(r.stage, reason, err, src, r.cfg.maxDLQPayload)
-	d.Answered = answered
-	v, eerr := r.cfg.dlqEncode(d)
-	if eerr != nil {
-		return nil, eerr
-	}
-	r.m.DeadLetters.WithLabelValues(r.stage, reason).Inc()
-	return &kgo.Record{Topic: r.cfg.dlqTopic, Key: src.Key, Value: v, Headers: deadLetterHeaders(d)}, nil
-}
-
-// DeadLetterCopy returns a dead letter of src marked as answered (an
-// operator's copy of a FAILED request, not a terminal answer).
-func (r *Runner) DeadLetterCopy(src *kgo.Record, reason string, err error) (*kgo.Record, error) {
-	return r.deadLetterRecord(src, reason, err, true)
-}
-
-// NewDeadLetterEncoder adapts a schemas codec to the runner's dead-letter
-// encoding.
-func NewDeadLetterEncoder(c *schemas.Codec, topic string) func(*schemas.DeadLetter) ([]byte, error) {
-	return func(d *schemas.DeadLetter) ([]byte, error) { return c.EncodeDeadLetter(topic, d) }
-}
-
-// fatalFetchError reports errors that retrying cannot fix: the broker refuses
+// authError reports errors that retrying cannot fix: the broker refuses
 // this principal. Failing the stage says so at once, instead of a warning
 // every poll while nothing moves.
-func fatalFetchError(err error) bool {
+func authError(err error) bool {
 	for _, e := range []error{kerr.GroupAuthorizationFailed, kerr.TopicAuthorizationFailed,
 		kerr.ClusterAuthorizationFailed, kerr.TransactionalIDAuthorizationFailed, kerr.SaslAuthenticationFailed} {
 		if errors.Is(err, e) {
@@ -714,6 +775,17 @@ func fatalFetchError(err error) bool {
 		}
 	}
 	return false
+}
+
+// authHint says what to do about an authorization error.
+func (r *Runner) authHint(err error) string {
+	if errors.Is(err, kerr.TransactionalIDAuthorizationFailed) {
+		return fmt.Sprintf("; exactly-once mode needs Write and Describe on the transactional ids %s* (asyncinfer topics acls --exactly-once prints them)", r.spec.TransactionalIDPrefix())
+	}
+	if authError(err) {
+		return "; asyncinfer topics acls prints the ACLs each stage needs"
+	}
+	return ""
 }
 
 func randomID() string {

@@ -2,11 +2,8 @@ package pipeline
 
 import (
 	"container/list"
-	"context"
 	"sync"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/asyncinfer/asyncinfer/schemas"
 )
@@ -34,6 +31,10 @@ type Window struct {
 	mu      sync.Mutex
 	parts   map[int32]*partWindow
 	dropped map[int32]bool // dropped and not opened since
+	size    int            // committed keys over all partitions
+	// onSize, when set, is told the committed key count after it changes
+	// (a metric), under the lock.
+	onSize func(int)
 }
 
 type partWindow struct {
@@ -70,6 +71,13 @@ func (w *Window) part(p int32) *partWindow {
 		w.parts[p] = pw
 	}
 	return pw
+}
+
+func (w *Window) sized(d int) {
+	w.size += d
+	if d != 0 && w.onSize != nil {
+		w.onSize(w.size)
+	}
 }
 
 // Open starts partition p's state, empty, for a new assignment; a partition
@@ -179,13 +187,16 @@ func (w *Window) Delete(p int32, key string) {
 		if el, ok := pw.entries[key]; ok {
 			pw.order.Remove(el)
 			delete(pw.entries, key)
+			w.sized(-1)
 		}
 	}
 }
 
 func (w *Window) putLocked(pw *partWindow, e schemas.StateEntry) {
+	d := 1
 	if el, ok := pw.entries[e.Key]; ok {
 		pw.order.Remove(el)
+		d = 0
 	}
 	pw.entries[e.Key] = pw.order.PushBack(&e)
 	// Expire from the front (entries are in insertion order and share one
@@ -199,7 +210,9 @@ func (w *Window) putLocked(pw *partWindow, e schemas.StateEntry) {
 		}
 		pw.order.Remove(front)
 		delete(pw.entries, fe.Key)
+		d--
 	}
+	w.sized(d)
 }
 
 // Drop forgets partition p: it was revoked, and its next owner restores it.
@@ -207,6 +220,9 @@ func (w *Window) putLocked(pw *partWindow, e schemas.StateEntry) {
 func (w *Window) Drop(p int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if pw, ok := w.parts[p]; ok {
+		w.sized(-len(pw.entries))
+	}
 	delete(w.parts, p)
 	w.dropped[p] = true
 }
@@ -216,59 +232,5 @@ func (w *Window) Drop(p int32) {
 func (w *Window) Len() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := 0
-	for _, pw := range w.parts {
-		n += len(pw.entries)
-	}
-	return n
-}
-
-// RestoreWindow opens an input partition's window (Window.Open), pauses the
-// partition (PauseRestore), rebuilds its window from the changelog partition
-// of the same number in a goroutine of the runner, and resumes it. The
-// runner is not Ready while the pause holds. current reports whether the partition is still
-// assigned in the same generation; a stale restore stops without resuming.
-// A failing restore is retried every second: the partition stays paused, so
-// nothing is decided on a partial window.
-func RestoreWindow(r *Runner, win *Window, codec *schemas.Codec, inputTopic, changelog string, p int32, current func() bool) {
-	win.Open(p)
-	r.Pauses().Pause(PauseRestore, inputTopic, p)
-	r.Go(func(ctx context.Context) {
-		start := time.Now()
-		for attempt := 0; ; attempt++ {
-			err := ReadPartition(withRestoreLogger(ctx, r.log), r.ConnOpts(), changelog, p, func(rec *kgo.Record) {
-				if !current() {
-					return
-				}
-				if rec.Value == nil {
-					win.Delete(p, string(rec.Key))
-					return
-				}
-				e, err := codec.DecodeStateEntry(ctx, rec.Value)
-				if err != nil {
-					r.Logger().Warn("skipping undecodable state entry", "topic", changelog, "partition", p,
-						"offset", rec.Offset, "err", err)
-					return
-				}
-				win.Restore(p, *e)
-			})
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			r.Logger().Warn("restore failed; retrying", "topic", changelog, "partition", p, "attempt", attempt, "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-		}
-		if !current() {
-			return
-		}
-		r.Metrics().Restores.WithLabelValues(r.Stage()).Observe(time.Since(start).Seconds())
-		r.Pauses().Resume(PauseRestore, inputTopic, p)
-	})
+	return w.size
 }

@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"fmt"
 	"slices"
 	"sort"
+	"time"
 )
 
 // Run states of a runner, for Status.
@@ -23,9 +25,14 @@ type Status struct {
 	// partition is still restoring state. A runner whose partitions are
 	// paused for back-pressure (in-flight bound, admission, breaker) is
 	// still ready: it is doing its work.
+	// A runner that waits for the schema registry to decode its input is
+	// not ready.
 	Ready      bool
 	Partitions []PartitionStatus // sorted by topic, partition
 	Inflight   int               // records handed to the stage and not yet finished
+	// Waiting says what the stage waits for while it cannot consume some of
+	// its partitions (the schema registry), "" when nothing.
+	Waiting string
 }
 
 // PartitionStatus is one assigned partition.
@@ -80,15 +87,10 @@ func (r *Runner) Status() Status {
 			s.Ready = false
 		}
 	}
-	return s
-}
-
-// stopping reports whether Fail was called: the runner is on its way out.
-func (r *Runner) stopping() bool {
-	select {
-	case <-r.fatal:
-		return true
-	default:
-		return false
+	if since, err, ok := r.holds.oldest(); ok {
+		s.Ready = false
+		s.Waiting = fmt.Sprintf("schema registry unreachable for %s (%d partitions wait): %v",
+			time.Since(since).Round(time.Second), r.holds.count(), err)
 	}
+	return s
 }

@@ -1,55 +1,49 @@
 package pipeline_test
 
 import (
-	"context"
 	"slices"
+	"sync"
 	"testing"
-	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/asyncinfer/asyncinfer/internal/kafkatest"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
 )
 
-// gatedRestore is a stage whose partitions restore until release is closed,
-// and which keeps every Work for the test to finish.
-type gatedRestore struct {
-	holder
-	release chan struct{}
-}
-
-func (g *gatedRestore) Assigned(_ context.Context, r *pipeline.Runner, topic string, p int32) {
-	r.Pauses().Pause(pipeline.PauseRestore, topic, p)
-	r.Go(func(ctx context.Context) {
-		select {
-		case <-g.release:
-			r.Pauses().Resume(pipeline.PauseRestore, topic, p)
-		case <-ctx.Done():
+// gateRestore makes the broker hold every ListOffsets request for topic (the
+// restore's first request) until the returned release is called.
+func gateRestore(e *kafkatest.Env, topic string) (release func()) {
+	gate := make(chan struct{})
+	e.Cluster.ControlKey(int16(kmsg.ListOffsets), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		e.Cluster.KeepControl()
+		req := kreq.(*kmsg.ListOffsetsRequest)
+		for _, t := range req.Topics {
+			if t.Topic == topic {
+				e.Cluster.SleepControl(func() { <-gate })
+			}
 		}
+		return nil, nil, false
 	})
+	var once sync.Once
+	return func() { once.Do(func() { close(gate) }) }
 }
-
-func (g *gatedRestore) Revoked(string, int32) {}
 
 // Ready follows the runner's life: not before Run, not while a partition
-// restores, ready once every partition restored, not while draining, and
-// not after Run returned.
+// restores its state, ready once every partition restored, not while
+// draining, and not after Run returned.
 func TestStatusReadiness(t *testing.T) {
 	e := kafkatest.New(t, 2)
 	e.ProduceRaw(t, e.Topics.Accepted, []byte("k"), []byte("v"))
-	g := &gatedRestore{holder: holder{works: map[int64]*pipeline.Work{}}, release: make(chan struct{})}
-	r, err := pipeline.New("test", "g", []string{e.Topics.Accepted}, g, e.Conn(), e.DLQ())
-	if err != nil {
-		t.Fatal(err)
-	}
+	release := gateRestore(e, e.Topics.DedupState)
+	defer release()
+	h := newHolder()
+	r := newRunner(t, e, testStage(e, "g", true), h)
 	if st := r.Status(); st.Ready || st.Joined || st.Stage != "test" || st.Group != "g" {
 		t.Fatalf("before Run: %+v, want stage test, group g, neither joined nor ready", st)
 	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	stop := run(t, r)
 
 	kafkatest.Eventually(t, "both partitions assigned", func() bool {
 		st := r.Status()
@@ -67,7 +61,7 @@ func TestStatusReadiness(t *testing.T) {
 		}
 	}
 
-	close(g.release)
+	release()
 	kafkatest.Eventually(t, "ready after the restore", func() bool { return r.Status().Ready })
 	kafkatest.Eventually(t, "the record handed out", func() bool { return r.Status().Inflight == 1 })
 	for _, p := range r.Status().Partitions {
@@ -77,14 +71,19 @@ func TestStatusReadiness(t *testing.T) {
 	}
 
 	// The held record keeps the drain, and so Run, going.
-	cancel()
+	done := make(chan error, 1)
+	go func() { done <- stop() }()
 	kafkatest.Eventually(t, "not ready while draining", func() bool { return !r.Status().Ready })
 	select {
 	case err := <-done:
 		t.Fatalf("Run returned (%v) with a record in flight", err)
 	default:
 	}
-	g.get(0).Finish(pipeline.Output{})
+	var held *pipeline.Context
+	for _, p := range h.partitions() {
+		held = h.get(p, 0, 0)
+	}
+	held.Finish()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -93,43 +92,23 @@ func TestStatusReadiness(t *testing.T) {
 	}
 }
 
-// restoring is a stage that restores a Window with RestoreWindow.
-type restoring struct {
-	e   *kafkatest.Env
-	win *pipeline.Window
-}
-
-func (s *restoring) Handle(_ context.Context, w *pipeline.Work) { w.Finish(pipeline.Output{}) }
-
-func (s *restoring) Assigned(_ context.Context, r *pipeline.Runner, topic string, p int32) {
-	pipeline.RestoreWindow(r, s.win, s.e.Codec, topic, s.e.Topics.DedupState, p, func() bool { return true })
-}
-
-func (s *restoring) Revoked(_ string, p int32) { s.win.Drop(p) }
-
-// A runner is never ready before its window is restored.
-func TestStatusReadyAfterRestoreWindow(t *testing.T) {
+// A runner is never ready before its state is restored, and the restored
+// state is what the changelog holds.
+func TestStatusReadyAfterRestore(t *testing.T) {
 	e := kafkatest.New(t, 1)
-	s := &restoring{e: e, win: pipeline.NewWindow(time.Hour, 100)}
-	entry := s.win.Entry("key", "req", schemas.StatusSucceeded)
+	entry := schemas.StateEntry{Key: "key", RequestID: "req", Status: schemas.StatusSucceeded, ExpiresAtMs: 1 << 62}
 	v, err := e.Codec.EncodeStateEntry(e.Topics.DedupState, &entry)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.ProduceRaw(t, e.Topics.DedupState, []byte(entry.Key), v) // one partition: it lands on 0
-	r, err := pipeline.New("test", "g", []string{e.Topics.Requests}, s, e.Conn(), e.DLQ())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	r := newRunner(t, e, testStage(e, "g", true), newHolder())
+	stop := run(t, r)
 	kafkatest.Eventually(t, "ready", func() bool { return r.Status().Ready })
-	if _, ok := s.win.Get(0, entry.Key); !ok {
-		t.Fatal("ready before the window was restored")
+	if got, ok := r.Window().Get(0, entry.Key); !ok || got != entry {
+		t.Fatalf("ready with the window holding %+v (%v), want %+v", got, ok, entry)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if r.Status().Ready {

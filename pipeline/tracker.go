@@ -15,8 +15,16 @@ import "sync"
 type tracker struct {
 	mu    sync.Mutex
 	parts map[tp]*partTrack
-	cond  *sync.Cond // broadcast whenever a record finishes
+	cond  *sync.Cond // broadcast whenever a record finishes or is released
 	gens  uint64     // the last generation handed out, over all partitions
+	// live counts the records handed to the stage and not yet released,
+	// whatever their generation: stale work still holds memory (a queued
+	// request) until the stage lets go of it, so the in-flight bound counts
+	// it, and a stage queue sized to the bound can never overflow.
+	live int
+	// closed: every generation's stale channel is closed (shutdown); later
+	// generations are born closed.
+	closed bool
 }
 
 type tp struct {
@@ -26,6 +34,12 @@ type tp struct {
 
 type partTrack struct {
 	gen uint64 // the assignment this state belongs to
+	// stale is closed when the generation ends (revoke, loss, an aborted
+	// transaction, shutdown): work handed out under it goes stale.
+	stale chan struct{}
+	// assignment is the generation the partition's assignment began with;
+	// an aborted transaction's reset gives a new generation but keeps it.
+	assignment uint64
 	// pending holds the offsets in the order they were added (ascending).
 	// head indexes its first live element: popping from the front is O(1)
 	// and the slice is compacted when head passes half its length.
@@ -72,23 +86,85 @@ func (t *tracker) assign(p tp) uint64 {
 		return pt.gen
 	}
 	t.gens++
-	t.parts[p] = &partTrack{gen: t.gens, next: -1, nextEpoch: -1, committed: -1}
+	pt := t.newPartLocked()
+	pt.assignment = t.gens
+	t.parts[p] = pt
 	return t.gens
+}
+
+func (t *tracker) newPartLocked() *partTrack {
+	pt := &partTrack{gen: t.gens, stale: make(chan struct{}), next: -1, nextEpoch: -1, committed: -1}
+	if t.closed {
+		close(pt.stale)
+	}
+	return pt
+}
+
+func (pt *partTrack) end() {
+	select {
+	case <-pt.stale:
+	default:
+		close(pt.stale)
+	}
 }
 
 // add registers an offset as handed to the stage and returns the generation
 // it is handed out under. ok is false when the partition is not (or no
 // longer) assigned: the record will be re-delivered to its new owner, so the
 // caller drops it.
-func (t *tracker) add(p tp, offset int64, epoch int32) (gen uint64, ok bool) {
+func (t *tracker) add(p tp, offset int64, epoch int32) (gen uint64, stale <-chan struct{}, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pt, ok := t.parts[p]
+	if !ok {
+		return 0, nil, false
+	}
+	pt.pending = append(pt.pending, trackedOffset{offset: offset, epoch: epoch})
+	pt.inflight++
+	t.live++
+	return pt.gen, pt.stale, true
+}
+
+// release counts a handed-out record as let go of by the stage: finished,
+// or dropped as stale, or abandoned by a failing stage.
+func (t *tracker) release() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.live--
+	t.cond.Broadcast()
+}
+
+// liveCount counts the records handed out and not released.
+func (t *tracker) liveCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.live
+}
+
+// liveLocked counts the records handed out and not released.
+func (t *tracker) liveLocked() int { return t.live }
+
+// closeAll ends every generation: the runner is going away, and all work
+// still out is stale.
+func (t *tracker) closeAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	for _, pt := range t.parts {
+		pt.end()
+	}
+	t.cond.Broadcast()
+}
+
+// generation is the partition's current generation; ok is false when it is
+// not assigned.
+func (t *tracker) generation(p tp) (uint64, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pt, ok := t.parts[p]
 	if !ok {
 		return 0, false
 	}
-	pt.pending = append(pt.pending, trackedOffset{offset: offset, epoch: epoch})
-	pt.inflight++
 	return pt.gen, true
 }
 
@@ -233,7 +309,10 @@ func (t *tracker) remove(ps []tp) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, p := range ps {
-		delete(t.parts, p)
+		if pt, ok := t.parts[p]; ok {
+			pt.end()
+			delete(t.parts, p)
+		}
 	}
 	t.cond.Broadcast()
 }
@@ -246,9 +325,34 @@ func (t *tracker) reset(p tp) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	defer t.cond.Broadcast()
-	if _, ok := t.parts[p]; !ok {
+	pt, ok := t.parts[p]
+	if !ok {
 		return
 	}
+	pt.end()
 	t.gens++
-	t.parts[p] = &partTrack{gen: t.gens, next: -1, nextEpoch: -1, committed: -1}
+	np := t.newPartLocked()
+	np.assignment = pt.assignment
+	t.parts[p] = np
+}
+
+// assignmentOf is the generation the partition's assignment began with.
+func (t *tracker) assignmentOf(p tp) (uint64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pt, ok := t.parts[p]
+	if !ok {
+		return 0, false
+	}
+	return pt.assignment, true
+}
+
+// assignedAs reports whether the partition is still assigned in the
+// assignment that gave it generation a (an aborted transaction's reset
+// keeps the assignment).
+func (t *tracker) assignedAs(p tp, a uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pt, ok := t.parts[p]
+	return ok && pt.assignment == a
 }

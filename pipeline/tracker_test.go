@@ -105,7 +105,7 @@ func TestTrackerLowWaterMark(t *testing.T) {
 			tr := newTracker()
 			tr.assign(tpA)
 			for _, o := range tc.added {
-				if _, ok := tr.add(tpA, o, 0); !ok {
+				if _, _, ok := tr.add(tpA, o, 0); !ok {
 					t.Fatalf("add(%d) refused on an assigned partition", o)
 				}
 			}
@@ -156,7 +156,7 @@ func TestTrackerAddRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := newTracker()
 			tc.setup(tr)
-			if _, ok := tr.add(tpA, 5, 0); ok {
+			if _, _, ok := tr.add(tpA, 5, 0); ok {
 				t.Fatal("add on an unassigned partition = true, want false")
 			}
 			if n := tr.inflight(nil); n != 0 {
@@ -363,7 +363,7 @@ func TestTrackerRandomOrder(t *testing.T) {
 				if len(unfinished) == 0 || (added < tc.n && rng.IntN(4) == 0) {
 					end := min(added+tc.chunk, tc.n)
 					for _, o := range offsets[added:end] {
-						if _, ok := tr.add(tpA, o, 0); !ok {
+						if _, _, ok := tr.add(tpA, o, 0); !ok {
 							t.Fatalf("add(%d) refused", o)
 						}
 						unfinished = append(unfinished, o)
@@ -595,7 +595,7 @@ func TestTrackerGenerations(t *testing.T) {
 				t.Fatalf("repeated assignment changed the generation from %d to %d", g2, again)
 			}
 			for o := int64(0); o < 3; o++ {
-				if g, ok := tr.add(tpA, o, 0); !ok || g != g2 {
+				if g, _, ok := tr.add(tpA, o, 0); !ok || g != g2 {
 					t.Fatalf("add(%d) = %d, %v, want %d, true", o, g, ok, g2)
 				}
 			}

@@ -18,7 +18,6 @@ type Topics struct {
 	DLQ        string // dead letters
 	DedupState string // dedup's changelog, co-partitioned with Requests
 	EmittedIDs string // emit's changelog, co-partitioned with Outcomes
-	ModelStats string // per-model measured cost (compacted)
 }
 
 // New names the topics with a prefix ("" for DefaultPrefix).
@@ -34,7 +33,6 @@ func New(prefix string) Topics {
 		DLQ:        prefix + "dlq",
 		DedupState: prefix + "dedup-state",
 		EmittedIDs: prefix + "emitted-ids",
-		ModelStats: prefix + "model-stats",
 	}
 }
 
@@ -42,14 +40,15 @@ func New(prefix string) Topics {
 // Results: no client reply topic may name one.
 func (t Topics) Internal(name string) bool {
 	switch name {
-	case t.Requests, t.Accepted, t.Outcomes, t.DLQ, t.DedupState, t.EmittedIDs, t.ModelStats:
+	case t.Requests, t.Accepted, t.Outcomes, t.DLQ, t.DedupState, t.EmittedIDs:
 		return true
 	}
 	return false
 }
 
 // Kinds binds each topic of the deployment, and each reply topic, to the kind
-// of message it carries, as a codec takes it.
+// of message it carries, as a codec takes it: the graph's kinds
+// (Graph.Kinds) for the default windows.
 func (t Topics) Kinds(replyTopics ...string) map[string]schemas.Kind {
 	m := map[string]schemas.Kind{
 		t.Requests:   schemas.KindRequest,

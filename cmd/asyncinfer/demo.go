@@ -16,27 +16,54 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/asyncinfer/asyncinfer/admin"
+	"github.com/asyncinfer/asyncinfer/config"
 	"github.com/asyncinfer/asyncinfer/connectors/sim"
-	"github.com/asyncinfer/asyncinfer/internal/stack"
-	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
+// demoFlags are the demo's flags: every setting run takes, under the same
+// names (a demo is run on a configuration), the traffic, the demo's one
+// simulated model, and the report.
 type demoFlags struct {
-	pipelineFlags
+	cfg *config.Flags
+	fs  *pflag.FlagSet
 	loadSpec
-	dataDir  string
-	format   string
-	stall    time.Duration
-	quiet    bool
-	logLevel string
+	model  demoModel
+	format string
+	stall  time.Duration
+	quiet  bool
+}
+
+// demoModel is the simulated model the demo serves: the first configured
+// model (or the default one) with these flags applied.
+type demoModel struct {
+	name        string
+	cost        string
+	spin        bool
+	maxBatch    int
+	maxWait     time.Duration
+	concurrency int
+	errorRate   float64
+	outage      string
+	objective   time.Duration
+}
+
+// demoDefaults are run's defaults except where a demo wants its own: a
+// short retention (bounding the embedded broker's memory), quiet logs, no
+// admin server unless asked for.
+func demoDefaults() config.Config {
+	c := config.Defaults()
+	c.Topics.Retention = time.Hour
+	c.LogLevel = "warn"
+	c.AdminAddr = ""
+	return c
 }
 
 func newDemoCmd() *cobra.Command {
@@ -50,19 +77,25 @@ shows live progress on stderr (produced, answered by status, batch size, lag
 per stage) and ends with a summary of what happened to every request,
 counted per request id: lost and conflicting must be 0.
 
+The pipeline is configured as run configures it: the same settings, flags,
+environment variables and --config file ("asyncinfer config reference"). The
+--model* flags describe the demo's simulated model.
+
 The simulated model costs a + c*b for a batch of b (--model-cost a,c); the
 defaults (5ms + 0.25ms per item, 2,000 requests/s) keep it busy, so batching
 is visible: far fewer model calls than requests.`,
 		Example: `  asyncinfer demo
   asyncinfer demo --requests 20000 --duplicates 0.1 --malformed 0.01 --report json
   asyncinfer demo --poison-items 0.001 --model-error-rate 0.02 --model-outage 2s@3s
+  asyncinfer demo --exactly-once --partitions 8
   asyncinfer demo --data-dir /tmp/ai && asyncinfer verify --data-dir /tmp/ai`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.validate(); err != nil {
+			cfg, err := f.config()
+			if err != nil {
 				return err
 			}
-			rep, err := runDemo(cmd.Context(), f, cmd.ErrOrStderr())
+			rep, err := runDemo(cmd.Context(), cfg, f, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -81,34 +114,85 @@ is visible: far fewer model calls than requests.`,
 
 // register defines the demo's flags on fs.
 func (f *demoFlags) register(fs *pflag.FlagSet) {
-	f.pipelineFlags.register(fs)
+	f.fs = fs
+	f.cfg = config.BindFlagsOver(fs, demoDefaults(), nil)
 	f.loadSpec.register(fs)
-	fs.StringVar(&f.dataDir, "data-dir", "", "keep the embedded broker's data (and registry) here, for verify --data-dir")
+	md := config.ModelDefaults(config.DefaultModel)
+	fs.StringVar(&f.model.name, "model", md.Name, "name of the served (simulated) model")
+	fs.StringVar(&f.model.cost, "model-cost", md.Sim.Fixed.String()+","+md.Sim.PerItem.String(), "simulated model cost a,c: a call of b items takes a + c*b")
+	fs.BoolVar(&f.model.spin, "model-spin", false, "burn CPU for the model cost instead of sleeping")
+	fs.IntVar(&f.model.maxBatch, "max-batch", md.MaxBatchItems, "most items per model call")
+	fs.DurationVar(&f.model.maxWait, "max-wait", 0, "longest wait for a fuller batch (0: greedy, take what is queued)")
+	fs.IntVar(&f.model.concurrency, "model-concurrency", md.Concurrency, "parallel model calls (workers)")
+	fs.Float64Var(&f.model.errorRate, "model-error-rate", 0, "fraction of model calls that fail transiently")
+	fs.StringVar(&f.model.outage, "model-outage", "", "model outage D@T: unavailable for D, starting T after the start (e.g. 2s@5s)")
+	fs.DurationVar(&f.model.objective, "model-objective", 0, "the model's latency objective (0: none)")
 	fs.StringVar(&f.format, "report", "text", "summary format: json or text")
 	fs.DurationVar(&f.stall, "stall-timeout", 30*time.Second, "give up waiting for answers after this long without progress")
 	fs.BoolVar(&f.quiet, "quiet", false, "no live progress")
-	fs.StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 }
 
-func (f *demoFlags) validate() error {
+// config is the demo's configuration: run's, loaded the same way, with the
+// demo model's flags applied to its first model.
+func (f *demoFlags) config() (*config.Config, error) {
 	errs := f.loadSpec.validate()
 	if f.format != "json" && f.format != "text" {
 		errs = append(errs, fmt.Errorf("--report %q: want json or text", f.format))
 	}
-	if f.partitions < 1 {
-		errs = append(errs, fmt.Errorf("--partitions %d: want at least 1", f.partitions))
-	}
-	if _, _, err := parseCost(f.modelCost); err != nil {
+	a, c, err := parseCost(f.model.cost)
+	if err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := parseOutage(f.outage); err != nil {
+	if _, err := parseOutage(f.model.outage); err != nil {
 		errs = append(errs, err)
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("--log-level %q: %w", f.logLevel, err))
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
-	return errors.Join(errs...)
+	cfg, _, err := config.LoadOver(demoDefaults(), f.cfg, os.Environ())
+	if err != nil {
+		return nil, err
+	}
+	m := config.DefaultModel
+	if len(cfg.Models) > 0 {
+		m = cfg.Models[0]
+	}
+	changed := func(name string) bool { return f.fs.Lookup(name).Changed }
+	if changed("model") || len(cfg.Models) == 0 {
+		m.Name = f.model.name
+	}
+	if changed("model-cost") || len(cfg.Models) == 0 {
+		m.Sim.Fixed, m.Sim.PerItem = a, c
+	}
+	if changed("model-spin") {
+		m.Sim.Spin = f.model.spin
+	}
+	if changed("max-batch") {
+		m.MaxBatchItems = f.model.maxBatch
+	}
+	if changed("max-wait") {
+		m.MaxWait = f.model.maxWait
+	}
+	if changed("model-concurrency") {
+		m.Concurrency = f.model.concurrency
+	}
+	if changed("model-error-rate") {
+		m.Sim.ErrorRate = f.model.errorRate
+	}
+	if changed("model-outage") {
+		m.Sim.Outage = f.model.outage
+	}
+	if changed("model-objective") {
+		m.LatencyObjective = f.model.objective
+	}
+	cfg.Models = append([]config.Model{m}, cfg.Models[min(1, len(cfg.Models)):]...)
+	if cfg.ExactlyOnce && cfg.InstanceID == "" {
+		cfg.InstanceID = "demo" // one process, one broker: a fixed id is stable
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	return cfg, nil
 }
 
 // watcher follows the results topic as a client would, and records the
@@ -121,64 +205,44 @@ type watcher struct {
 	last     time.Time
 }
 
-func runDemo(ctx context.Context, f *demoFlags, progress io.Writer) (report, error) {
+func runDemo(ctx context.Context, cfg *config.Config, f *demoFlags, progress io.Writer) (report, error) {
 	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(f.logLevel))
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel)) // validated
 	log := slog.New(slog.NewTextHandler(progress, &slog.HandlerOptions{Level: lvl}))
 	if f.quiet {
 		progress = io.Discard
 	}
-
-	e, err := startEmbedded(embeddedConfig{dataDir: f.dataDir})
-	if err != nil {
-		return report{}, err
-	}
-	defer e.Close()
-	brokers := e.brokers()
-	t := f.topics()
-	// Retention bounds the embedded broker's memory on a long demo.
-	if err := createTopics(ctx, brokers, &f.pipelineFlags, 1); err != nil {
-		return report{}, err
-	}
-	codec, err := newCodec(ctx, e.url, t, f.replyTopics)
-	if err != nil {
-		return report{}, err
-	}
-	if err := e.saveRegistry(ctx); err != nil {
-		return report{}, err
-	}
-	model, err := f.newModel()
-	if err != nil {
-		return report{}, err
-	}
-	set, err := stack.Build(f.stackOptions(brokers, model, stack.NewMetrics(prometheus.NewRegistry()), log), codec, stack.All)
-	if err != nil {
-		return report{}, err
-	}
 	stagesCtx, stopStages := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStages()
+	p, err := startPipeline(stagesCtx, cfg, log, progress)
+	if err != nil {
+		return report{}, err
+	}
+	defer p.Close()
+	c, t := p.cluster, p.graph.Topics
 	stagesErr := make(chan error, 1)
-	go func() { stagesErr <- set.Run(stagesCtx) }()
+	go func() { stagesErr <- p.set.Run(stagesCtx) }()
 
 	w := &watcher{answered: map[string]bool{}, byStatus: map[schemas.Status]int{}}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	watchDone := make(chan error, 1)
-	go func() { watchDone <- w.run(watchCtx, brokers, codec, t.Results) }()
+	go func() { watchDone <- w.run(watchCtx, c.kopts, p.codec, t.Results) }()
 
 	start := time.Now()
 	var produced, decodable atomic.Int64
+	spec := f.loadSpec
+	spec.model = cfg.Models[0].Name
 	genDone := make(chan error, 1)
 	go func() {
-		genDone <- generate(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...)}, codec, t.Requests, f.load(), &produced, &decodable)
+		genDone <- generate(ctx, c.kopts, p.codec, t.Requests, spec, &produced, &decodable)
 	}()
 
-	adm, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	adm, err := c.admin()
 	if err != nil {
 		return report{}, err
 	}
 	defer adm.Close()
-	kadmc := kadm.NewClient(adm)
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -203,12 +267,13 @@ wait:
 				w.byStatus[schemas.StatusFailed], w.byStatus[schemas.StatusExpired], w.byStatus[schemas.StatusRejected],
 				w.byStatus[schemas.StatusDuplicate])
 			w.mu.Unlock()
+			calls, items := simCounts(p.sims)
 			mean := 0.0
-			if c := model.Calls(); c > 0 {
-				mean = float64(model.Items()) / float64(c)
+			if calls > 0 {
+				mean = float64(items) / float64(calls)
 			}
 			fmt.Fprintf(progress, "%5.1fs produced=%d answered=%d [%s] batch=%.1f lag %s\n",
-				time.Since(start).Seconds(), produced.Load(), answered, bs, mean, lagLine(ctx, kadmc, f.prefix))
+				time.Since(start).Seconds(), produced.Load(), answered, bs, mean, lagLine(ctx, adm, c.kopts, p.graph))
 			if answered != lastAnswered {
 				lastAnswered, lastProgress = answered, time.Now()
 			}
@@ -231,18 +296,14 @@ wait:
 
 	// The final numbers are a recount of the topics, not of the counters
 	// above: the same code as verify, in this process.
-	rctx := context.WithoutCancel(ctx)
-	srcl, err := sr.NewClient(sr.URLs(e.url))
+	rep, err := verify(context.WithoutCancel(ctx), c, cfg.Topics.Prefix, cfg.Emit.ReplyTopics, nil)
 	if err != nil {
 		return report{}, err
 	}
-	rep, err := verify(rctx, &cluster{kopts: []kgo.Opt{kgo.SeedBrokers(brokers...)}, registry: srcl}, f.prefix, f.replyTopics, nil)
-	if err != nil {
-		return report{}, err
-	}
-	rep.ModelCalls = model.Calls()
-	if rep.ModelCalls > 0 {
-		rep.MeanBatchSize = round2(float64(model.Items()) / float64(rep.ModelCalls))
+	calls, items := simCounts(p.sims)
+	rep.ModelCalls = calls
+	if calls > 0 {
+		rep.MeanBatchSize = round2(float64(items) / float64(calls))
 	}
 	w.mu.Lock()
 	if elapsed > 0 {
@@ -257,16 +318,25 @@ wait:
 	return rep, nil
 }
 
+// simCounts adds up the calls and items of the simulated models.
+func simCounts(ms []*sim.Model) (calls, items int64) {
+	for _, m := range ms {
+		calls += m.Calls()
+		items += m.Items()
+	}
+	return calls, items
+}
+
 func (w *watcher) lastAnswer() time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.last
 }
 
-func (w *watcher) run(ctx context.Context, brokers []string, codec *schemas.Codec, topic string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+func (w *watcher) run(ctx context.Context, kopts []kgo.Opt, codec *schemas.Codec, topic string) error {
+	cl, err := kgo.NewClient(append(slices.Clone(kopts), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxWait(100*time.Millisecond))
+		kgo.FetchMaxWait(100*time.Millisecond))...)
 	if err != nil {
 		return err
 	}
@@ -333,13 +403,6 @@ func (s *loadSpec) validate() []error {
 		errs = append(errs, fmt.Errorf("--rate %v: want >= 0", s.rate))
 	}
 	return errs
-}
-
-// load is the traffic the demo generates, for the model it serves.
-func (f *demoFlags) load() loadSpec {
-	s := f.loadSpec
-	s.model = f.pipelineFlags.model
-	return s
 }
 
 // generate produces a mix of requests, duplicates (a new request id with a
@@ -428,20 +491,24 @@ func generate(ctx context.Context, kopts []kgo.Opt, codec *schemas.Codec, topic 
 	return nil
 }
 
-// lagLine is the records each stage group has not consumed yet.
-func lagLine(ctx context.Context, adm *kadm.Client, prefix string) string {
-	gs := stack.Groups(prefix)
-	lags, err := adm.Lag(ctx, gs...)
+// lagLine is the records each stage group has not consumed yet, against
+// the last stable offset with transaction markers discounted (as asyncinfer
+// lag counts them): in exactly-once mode a marker is not work.
+func lagLine(ctx context.Context, adm *kadm.Client, kopts []kgo.Opt, g topics.Graph) string {
+	rows, err := admin.Lag(ctx, adm, g.Groups()...)
 	if err != nil {
 		return "?"
 	}
+	if err := admin.DiscountMarkers(ctx, kopts, rows, admin.MarkerCheckMax); err != nil {
+		return "?"
+	}
+	total := map[string]int64{}
+	for _, r := range rows {
+		total[r.Group] += r.Lag
+	}
 	out := ""
-	for i, g := range gs {
-		l := lags[g]
-		out += fmt.Sprintf("%s=%d ", stack.All[i], l.Lag.Total())
+	for _, st := range g.Stages {
+		out += fmt.Sprintf("%s=%d ", st.Name, total[st.Group])
 	}
 	return out
 }
-
-var _ = pipeline.PauseInflight
-var _ = os.Stderr

@@ -10,7 +10,8 @@ import (
 	"github.com/spf13/pflag"
 )
 
-func testDemoFlags(t *testing.T, args ...string) *demoFlags {
+// demoRun runs the demo with the given flags, as the command would.
+func demoRun(t *testing.T, args ...string) (report, error) {
 	t.Helper()
 	f := &demoFlags{}
 	fs := pflag.NewFlagSet("demo", pflag.ContinueOnError)
@@ -20,10 +21,11 @@ func testDemoFlags(t *testing.T, args ...string) *demoFlags {
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.validate(); err != nil {
+	cfg, err := f.config()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return f
+	return runDemo(context.Background(), cfg, f, io.Discard)
 }
 
 // The invariant over a mixed stream: every decodable request id gets an
@@ -32,10 +34,9 @@ func testDemoFlags(t *testing.T, args ...string) *demoFlags {
 // FAILED alone, while transient model errors are retried away and an outage
 // makes requests wait (the circuit breaker pauses the input) instead of fail.
 func TestDemoInvariantMixedStream(t *testing.T) {
-	f := testDemoFlags(t, "--requests", "3000", "--duplicates", "0.1", "--malformed", "0.02",
+	rep, err := demoRun(t, "--requests", "3000", "--duplicates", "0.1", "--malformed", "0.02",
 		"--poison-items", "0.01", "--model-error-rate", "0.05", "--model-cost", "1ms,0.05ms",
 		"--model-outage", "300ms@300ms")
-	rep, err := runDemo(context.Background(), f, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,9 +67,8 @@ func TestDemoInvariantMixedStream(t *testing.T) {
 // view (verify opens the broker's data and the saved registry afresh).
 func TestVerifyDataDirRecountsTheSame(t *testing.T) {
 	dir := t.TempDir()
-	f := testDemoFlags(t, "--requests", "1000", "--duplicates", "0.1", "--malformed", "0.02",
+	want, err := demoRun(t, "--requests", "1000", "--duplicates", "0.1", "--malformed", "0.02",
 		"--model-cost", "1ms,0.05ms", "--data-dir", dir)
-	want, err := runDemo(context.Background(), f, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

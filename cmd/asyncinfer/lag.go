@@ -8,7 +8,6 @@ import (
 
 	"github.com/asyncinfer/asyncinfer/admin"
 	"github.com/asyncinfer/asyncinfer/config"
-	"github.com/asyncinfer/asyncinfer/internal/stack"
 )
 
 func newLagCmd() *cobra.Command {
@@ -33,7 +32,7 @@ yet has no rows.`,
 				return err
 			}
 			defer adm.Close()
-			rows, err := admin.Lag(cmd.Context(), adm, stack.Groups(cfg.Topics.Prefix)...)
+			rows, err := admin.Lag(cmd.Context(), adm, groupsOf(cfg.Topics.Prefix)...)
 			if err != nil {
 				return err
 			}
@@ -52,7 +51,7 @@ yet has no rows.`,
 				total[r.Group] += r.Lag
 			}
 			tw.Flush()
-			for _, g := range stack.Groups(cfg.Topics.Prefix) {
+			for _, g := range groupsOf(cfg.Topics.Prefix) {
 				if n, ok := total[g]; ok {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s: %d records behind\n", g, n)
 				} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
 	"github.com/asyncinfer/asyncinfer/stages/infer"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
 func newRunCmd() *cobra.Command {
@@ -164,19 +166,22 @@ func (c *cluster) admin() (*kadm.Client, error) {
 	return kadm.NewClient(cl), nil
 }
 
-// layout is the topic layout the configuration describes.
-func layout(cfg *config.Config) pipeline.TopicLayout {
-	return pipeline.TopicLayout{
-		Topics:             pipeline.NewTopics(cfg.Topics.Prefix),
-		ReplyTopics:        cfg.Emit.ReplyTopics,
-		Partitions:         cfg.Topics.Partitions,
-		Retention:          cfg.Topics.Retention,
-		MaxMessageBytes:    int(cfg.Topics.MaxMessageBytes),
-		DLQMaxMessageBytes: int(cfg.Topics.DLQMaxMessageBytes),
+// graphOf is the pipeline the configuration declares.
+func graphOf(cfg *config.Config) (topics.Graph, error) {
+	g, err := cfg.Graph()
+	if err != nil {
+		return topics.Graph{}, fmt.Errorf("configuration: %w", err)
 	}
+	return g, nil
 }
 
-// createTopicsCfg creates the layout's topics, reply topics included, if
+// groupsOf are the stage groups of a deployment with that prefix.
+func groupsOf(prefix string) []string {
+	g, _ := topics.NewGraph(topics.GraphOptions{Prefix: prefix}) // no reply topics: cannot fail
+	return g.Groups()
+}
+
+// createTopicsCfg creates the graph's topics, reply topics included, if
 // missing.
 func createTopicsCfg(ctx context.Context, c *cluster, cfg *config.Config) error {
 	adm, err := c.admin()
@@ -188,24 +193,32 @@ func createTopicsCfg(ctx context.Context, c *cluster, cfg *config.Config) error 
 	if c.embedded != nil {
 		rf = 1
 	}
-	return pipeline.CreateTopics(ctx, adm, layout(cfg), rf)
+	g, err := graphOf(cfg)
+	if err != nil {
+		return err
+	}
+	return topics.CreateTopics(ctx, adm, g, cfg.Layout(), rf)
 }
 
 // models builds the configured models (the default simulated one if none).
-func models(cfg *config.Config) ([]infer.ModelConfig, error) {
+func models(cfg *config.Config) ([]infer.ModelConfig, []*sim.Model, error) {
 	ms := cfg.Models
 	if len(ms) == 0 {
 		ms = []config.Model{config.DefaultModel}
 	}
-	var out []infer.ModelConfig
+	var (
+		out  []infer.ModelConfig
+		sims []*sim.Model
+	)
 	for _, m := range ms {
 		m = config.ModelDefaults(m)
 		outages, _ := parseOutage(m.Sim.Outage) // validated
 		backend, err := sim.New(sim.Config{Fixed: m.Sim.Fixed, PerItem: m.Sim.PerItem, Spin: m.Sim.Spin,
 			ErrorRate: m.Sim.ErrorRate, Outages: outages})
 		if err != nil {
-			return nil, fmt.Errorf("model %s: %w", m.Name, err)
+			return nil, nil, fmt.Errorf("model %s: %w", m.Name, err)
 		}
+		sims = append(sims, backend)
 		out = append(out, infer.ModelConfig{
 			Name: m.Name, Backend: backend, MaxBatch: m.MaxBatchItems, MaxBatchSize: m.MaxBatchBytes,
 			MaxWait: m.MaxWait, Timeout: m.Timeout, Concurrency: m.Concurrency, MaxAttempts: m.MaxAttempts,
@@ -213,76 +226,120 @@ func models(cfg *config.Config) ([]infer.ModelConfig, error) {
 			Objective: m.LatencyObjective, Deterministic: m.Deterministic,
 		})
 	}
-	return out, nil
+	return out, sims, nil
+}
+
+// pipelineRun is a configured pipeline started in this process.
+type pipelineRun struct {
+	cluster *cluster
+	graph   topics.Graph
+	codec   *schemas.Codec
+	set     *stack.Set
+	sims    []*sim.Model // the simulated models, for the demo's counts
+	admin   *admin.Server
+}
+
+// Close releases the cluster connection (and the embedded broker).
+func (p *pipelineRun) Close() { p.cluster.Close() }
+
+// startPipeline connects (or starts the embedded broker), creates the topics
+// if asked, registers the schemas, and builds the configured stages with an
+// admin server: what run and demo share. The stages run when set.Run is
+// called.
+func startPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, stderr io.Writer) (*pipelineRun, error) {
+	g, err := graphOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Kafka.Brokers) == 0 && len(cfg.Stages) != len(g.Stages) {
+		return nil, errors.New("stages without kafka.brokers: the embedded broker lives in this process, so every stage must run here; give --brokers (and --registry) to run a subset, or start a shared broker with asyncinfer dev-broker")
+	}
+	names, err := stack.ParseStages(g, cfg.Stages)
+	if err != nil {
+		return nil, fmt.Errorf("stages: %w", err)
+	}
+	c, err := connect(ctx, cfg, true, log)
+	if err != nil {
+		return nil, err
+	}
+	p := &pipelineRun{cluster: c, graph: g}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	if c.embedded != nil {
+		fmt.Fprintf(stderr, "embedded broker %v, schema registry %s\n", c.embedded.brokers(), c.embedded.url)
+	}
+	if cfg.Topics.Create {
+		if err := createTopicsCfg(ctx, c, cfg); err != nil {
+			return nil, err
+		}
+	}
+	p.codec, err = schemas.NewCodec(ctx, c.registry, g.Kinds())
+	if err != nil {
+		return nil, fmt.Errorf("schema registry: %w", err)
+	}
+	if c.embedded != nil {
+		if err := c.embedded.saveRegistry(ctx); err != nil {
+			return nil, err
+		}
+	}
+	ms, sims, err := models(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.sims = sims
+	reg := prometheus.NewRegistry()
+	if err := pipeline.Register(reg, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, err
+	}
+	metrics, err := stack.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	p.set, err = stack.Build(stack.Options{
+		Conn: c.kopts, Graph: g, InstanceID: cfg.InstanceID, MaxInflight: cfg.Runner.MaxInflight,
+		Linger: cfg.Runner.ProducerLinger, MaxRecordBytes: int(cfg.Topics.MaxMessageBytes),
+		MaxDeadLetterBytes: int(cfg.Topics.DLQMaxMessageBytes), CopyFailedToDLQ: cfg.DLQFailed,
+		Models: ms, Metrics: metrics, KafkaMetrics: reg, Logger: log,
+		ExactlyOnce: cfg.ExactlyOnce, TxnTimeout: cfg.Runner.TransactionTimeout,
+	}, p.codec, names)
+	if err != nil {
+		return nil, err
+	}
+	if slices.Contains(names, topics.Emit) {
+		if err := checkReplyTopics(ctx, c, cfg.Emit.ReplyTopics); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.AdminAddr != "" {
+		p.admin, err = startAdmin(ctx, cfg, c, p.set, reg, log)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(stderr, "admin http://%s/ (metrics, healthz, readyz, status)\n", reachable(p.admin.Addr()))
+	}
+	ok = true
+	return p, nil
 }
 
 // runPipeline runs the configured stages until ctx ends.
 func runPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, cmd *cobra.Command) error {
-	if len(cfg.Kafka.Brokers) == 0 && len(cfg.Stages) != len(stack.All) {
-		return errors.New("stages without kafka.brokers: the embedded broker lives in this process, so every stage must run here; give --brokers (and --registry) to run a subset, or start a shared broker with asyncinfer dev-broker")
-	}
-	names, err := stack.ParseStages(cfg.Stages)
-	if err != nil {
-		return fmt.Errorf("stages: %w", err)
-	}
-	c, err := connect(ctx, cfg, true, log)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if c.embedded != nil {
-		fmt.Fprintf(cmd.ErrOrStderr(), "embedded broker %v, schema registry %s\n", c.embedded.brokers(), c.embedded.url)
-	}
-	if cfg.Topics.Create {
-		if err := createTopicsCfg(ctx, c, cfg); err != nil {
-			return err
-		}
-	}
-	t := pipeline.NewTopics(cfg.Topics.Prefix)
-	codec, err := schemas.NewCodec(ctx, c.registry, t.Kinds(cfg.Emit.ReplyTopics...))
-	if err != nil {
-		return fmt.Errorf("schema registry: %w", err)
-	}
-	if c.embedded != nil {
-		if err := c.embedded.saveRegistry(ctx); err != nil {
-			return err
-		}
-	}
-	ms, err := models(cfg)
-	if err != nil {
-		return err
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	set, err := stack.Build(stack.Options{
-		Conn: c.kopts, Prefix: cfg.Topics.Prefix, InstanceID: cfg.InstanceID, MaxInflight: cfg.Runner.MaxInflight,
-		Linger: cfg.Runner.ProducerLinger, DedupWindow: cfg.Dedup.Window, ReplyTopics: cfg.Emit.ReplyTopics,
-		CopyFailedToDLQ: cfg.Emit.DLQFailed, Models: ms, Metrics: stack.NewMetrics(reg), KafkaMetrics: reg, Logger: log,
-		ExactlyOnce: cfg.ExactlyOnce, TxnTimeout: cfg.Runner.TransactionTimeout,
-	}, codec, names)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if cfg.AdminAddr != "" {
-		srv, err := startAdmin(ctx, cfg, c, set, reg, log)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "admin http://%s/ (metrics, healthz, readyz, status)\n", reachable(srv.Addr()))
+	p, err := startPipeline(ctx, cfg, log, cmd.ErrOrStderr())
+	if err != nil {
+		return err
 	}
-	if slices.Contains(names, stack.Emit) {
-		if err := checkReplyTopics(ctx, c, cfg.Emit.ReplyTopics); err != nil {
-			return err
-		}
-	}
+	defer p.Close()
 	mode := "at-least-once"
 	if cfg.ExactlyOnce {
 		mode = "exactly-once"
 	}
-	log.Info("running", "stages", names, "instance", cfg.InstanceID, "mode", mode)
-	return set.Run(ctx)
+	log.Info("running", "stages", p.set.Names, "instance", cfg.InstanceID, "mode", mode)
+	return p.set.Run(ctx)
 }
 
 // statusSource is the admin server's view of this process.
@@ -296,7 +353,8 @@ func (s *statusSource) Status() admin.Status {
 	st := admin.Status{Instance: s.instance}
 	for _, r := range s.set.Runners {
 		rs := r.Status()
-		ss := admin.StageStatus{Name: rs.Stage, Group: rs.Group, Ready: rs.Ready, Joined: rs.Joined, Inflight: rs.Inflight}
+		ss := admin.StageStatus{Name: rs.Stage, Group: rs.Group, Ready: rs.Ready, Joined: rs.Joined, Inflight: rs.Inflight,
+			Waiting: rs.Waiting}
 		for _, p := range rs.Partitions {
 			ss.Partitions = append(ss.Partitions, admin.PartitionStatus{Topic: p.Topic, Partition: p.Partition,
 				Restoring: p.Restoring, PausedBy: p.PausedBy})
@@ -322,7 +380,11 @@ func startAdmin(ctx context.Context, cfg *config.Config, c *cluster, set *stack.
 		return nil, err
 	}
 	context.AfterFunc(ctx, cl.Close)
-	w, err := admin.NewWatcher(kadm.NewClient(cl), stack.Groups(cfg.Topics.Prefix), admin.WithRegisterer(reg),
+	g, err := graphOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	w, err := admin.NewWatcher(kadm.NewClient(cl), g.Groups(), admin.WithRegisterer(reg),
 		admin.WithLogger(log), admin.Interval(2*time.Second), admin.WithMarkerCheck(c.kopts))
 	if err != nil {
 		return nil, err
@@ -356,8 +418,8 @@ func reachable(addr string) string {
 // checkReplyTopics makes sure every allowed reply topic exists before emit
 // produces to it: a result for a missing topic would fail, and in
 // exactly-once mode abort its transaction every time it is retried.
-func checkReplyTopics(ctx context.Context, c *cluster, topics []string) error {
-	if len(topics) == 0 {
+func checkReplyTopics(ctx context.Context, c *cluster, replyTopics []string) error {
+	if len(replyTopics) == 0 {
 		return nil
 	}
 	adm, err := c.admin()
@@ -365,12 +427,12 @@ func checkReplyTopics(ctx context.Context, c *cluster, topics []string) error {
 		return err
 	}
 	defer adm.Close()
-	td, err := adm.ListTopics(ctx, topics...)
+	td, err := adm.ListTopics(ctx, replyTopics...)
 	if err != nil {
 		return fmt.Errorf("emit.reply_topics: %w", err)
 	}
 	var missing []string
-	for _, t := range topics {
+	for _, t := range replyTopics {
 		if d, ok := td[t]; !ok || d.Err != nil {
 			missing = append(missing, t)
 		}

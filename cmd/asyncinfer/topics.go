@@ -2,31 +2,30 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/asyncinfer/asyncinfer/config"
-	"github.com/asyncinfer/asyncinfer/internal/stack"
-	"github.com/asyncinfer/asyncinfer/pipeline"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
 func newTopicsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "topics",
 		Short: "Create, check and secure the pipeline's topics",
-		Long: `The pipeline's topics (prefix topics.prefix, default "asyncinfer."):
+		Long: `The pipeline's topics (prefix topics.prefix, default "asyncinfer."), derived
+from its declared graph of stages:
 
-  requests            clients produce here, keyed by idempotency key (or request id)
+  requests            clients produce here, keyed by idempotency key (or request id);
+                      dedup also re-routes a request a client put on the wrong partition
   requests.accepted   dedup ▸ infer
   outcomes            every stage's terminal answers ▸ emit, keyed by request id
   results             emit's default reply topic, keyed by request id
-  dlq                 dead letters (larger max.message.bytes: they carry the source record)
   dedup-state         dedup's changelog (compact,delete), co-partitioned with requests
   emitted-ids         emit's changelog (compact,delete), co-partitioned with outcomes
-  model-stats         per-model measured cost (compact)`,
+  dlq                 dead letters (larger max.message.bytes: they carry the source record)`,
 	}
 	cmd.AddCommand(newTopicsCreateCmd(), newTopicsCheckCmd(), newTopicsACLsCmd())
 	return cmd
@@ -80,7 +79,11 @@ per topic and exits with status 1 if anything is wrong.`,
 				return err
 			}
 			defer adm.Close()
-			checks, err := pipeline.CheckTopics(cmd.Context(), adm, layout(cfg))
+			g, err := graphOf(cfg)
+			if err != nil {
+				return err
+			}
+			checks, err := topics.CheckTopics(cmd.Context(), adm, g, cfg.Layout())
 			if err != nil {
 				return err
 			}
@@ -124,21 +127,33 @@ func newTopicsACLsCmd() *cobra.Command {
 		Use:   "acls",
 		Short: "Print the ACLs each stage, a client and the admin tools need, as kafka-acls.sh commands",
 		Long: `acls prints, for each principal, the ACLs it needs on a cluster that enforces
-them. The principal names are placeholders (User:dedup, User:infer, …): replace
-them with your users. These exact ACLs are tested: every stage runs as its own
-user holding only them, on a broker that enforces ACLs.
+them, for the configured delivery mode: exactly-once mode (--exactly-once)
+adds each stage's transactional ids. The principal names are placeholders
+(User:dedup, User:infer, …): replace them with your users. These exact ACLs
+are tested, in both modes: every stage runs as its own user holding only them,
+on a broker that enforces ACLs.
 
 Add --bootstrap-server and --command-config to each line for your cluster.`,
-		Example: `  asyncinfer topics acls --topic-prefix prod.asyncinfer. --reply-topics app.results`,
-		Args:    cobra.NoArgs,
+		Example: `  asyncinfer topics acls --topic-prefix prod.asyncinfer. --reply-topics app.results
+  asyncinfer topics acls --exactly-once`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, _, err := loadConfig(fl, cmd)
 			if err != nil {
 				return err
 			}
-			acls := stack.ACLs(cfg.Topics.Prefix, cfg.Emit.ReplyTopics)
+			g, err := graphOf(cfg)
+			if err != nil {
+				return err
+			}
+			acls := g.ACLs(cfg.ExactlyOnce)
 			out := cmd.OutOrStdout()
-			for _, p := range slices.Concat(stack.All, []string{stack.Client, stack.Admin}) {
+			mode := "at-least-once"
+			if cfg.ExactlyOnce {
+				mode = "exactly-once"
+			}
+			fmt.Fprintf(out, "# ACLs for %s mode\n\n", mode)
+			for _, p := range g.Principals() {
 				fmt.Fprintf(out, "# %s\n", aclTitle(p))
 				for _, a := range acls[p] {
 					fmt.Fprintln(out, a.String(p))
@@ -148,15 +163,15 @@ Add --bootstrap-server and --command-config to each line for your cluster.`,
 			return nil
 		},
 	}
-	fl = config.BindSomeFlags(cmd.Flags(), config.ConnectionSettings)
+	fl = config.BindSomeFlags(cmd.Flags(), func(p string) bool { return config.ConnectionSettings(p) || p == "exactly_once" })
 	return cmd
 }
 
 func aclTitle(p string) string {
 	switch p {
-	case stack.Client:
+	case topics.Client:
 		return "client: an application that produces requests and reads results (no consumer group)"
-	case stack.Admin:
+	case topics.Admin:
 		return "admin: topics create/check, lag, and run with topics.create=true"
 	}
 	return "stage " + p

@@ -17,7 +17,6 @@ import (
 
 	"github.com/asyncinfer/asyncinfer/admin"
 	"github.com/asyncinfer/asyncinfer/config"
-	"github.com/asyncinfer/asyncinfer/internal/stack"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
 )
@@ -110,7 +109,7 @@ func verify(ctx context.Context, c *cluster, prefix string, reply []string, prog
 	if err != nil {
 		return report{}, err
 	}
-	settled, err := groupsSettled(ctx, c.kopts, stack.Groups(prefix))
+	settled, err := groupsSettled(ctx, c.kopts, groupsOf(prefix))
 	if err != nil {
 		return report{}, err
 	}

@@ -5,18 +5,25 @@ package kafkatest
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
+	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
 // Env is one test's cluster.
@@ -24,9 +31,12 @@ type Env struct {
 	Cluster  *kfake.Cluster
 	Brokers  []string
 	Topics   pipeline.Topics
+	Graph    topics.Graph // the default graph, with the reply topics
 	Codec    *schemas.Codec
 	Admin    *kadm.Client
 	Registry *sr.Client
+	SR       *srfake.Registry // the registry itself, for fault injection
+	srDown   atomic.Bool
 	// ClientOpts are added to every client Client makes (the superuser's
 	// credentials on a secured cluster).
 	ClientOpts []kgo.Opt
@@ -52,28 +62,37 @@ func NewSecured(t testing.TB, partitions int32, cluster []kfake.Opt, client []kg
 	t.Cleanup(c.Close)
 	reg := srfake.New()
 	t.Cleanup(reg.Close)
-	e := &Env{Cluster: c, Brokers: c.ListenAddrs(), Topics: pipeline.NewTopics(""), ClientOpts: client}
+	g, err := topics.NewGraph(topics.GraphOptions{ReplyTopics: replyTopics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Env{Cluster: c, Brokers: c.ListenAddrs(), Topics: g.Topics, Graph: g, ClientOpts: client, SR: reg}
+	reg.Intercept(func(w http.ResponseWriter, _ *http.Request) bool {
+		if !e.srDown.Load() {
+			return false
+		}
+		// Unreachable: the connection is cut without an answer.
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return true
+			}
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return true
+	})
 	cl := e.Client(t)
 	e.Admin = kadm.NewClient(cl)
 	ctx := Ctx(t)
-	if err := pipeline.CreateTopics(ctx, e.Admin, pipeline.TopicLayout{Topics: e.Topics, Partitions: partitions}, 1); err != nil {
+	if err := topics.CreateTopics(ctx, e.Admin, g, topics.Layout{Partitions: partitions}, 1); err != nil {
 		t.Fatal(err)
-	}
-	for _, r := range replyTopics {
-		resp, err := e.Admin.CreateTopic(ctx, partitions, 1, nil, r)
-		if err == nil {
-			err = resp.Err
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
 	}
 	src, err := sr.NewClient(sr.URLs(reg.URL()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.Registry = src
-	e.Codec, err = schemas.NewCodec(ctx, src, e.Topics.Kinds(replyTopics...))
+	e.Codec, err = schemas.NewCodec(ctx, src, g.Kinds())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,9 +121,20 @@ func (e *Env) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 // Conn are the runner connection options for this cluster.
 func (e *Env) Conn() pipeline.Option { return pipeline.ConnOpts(kgo.SeedBrokers(e.Brokers...)) }
 
-// DLQ is the runner option for the dead-letter topic.
-func (e *Env) DLQ() pipeline.Option {
-	return pipeline.DeadLetters(e.Topics.DLQ, pipeline.NewDeadLetterEncoder(e.Codec, e.Topics.DLQ))
+// Opts are the runner options for this cluster (connection and codec),
+// followed by more.
+func (e *Env) Opts(more ...pipeline.Option) []pipeline.Option {
+	return append([]pipeline.Option{e.Conn(), pipeline.WithCodec(e.Codec)}, more...)
+}
+
+// Stage is the graph's stage of that name.
+func (e *Env) Stage(t testing.TB, name string) topics.Stage {
+	t.Helper()
+	st, ok := e.Graph.Stage(name)
+	if !ok {
+		t.Fatalf("no stage %q", name)
+	}
+	return st
 }
 
 // Produce produces requests to the requests topic, keyed by idempotency key.
@@ -244,4 +274,104 @@ func Request(id, key, m string) *schemas.Request {
 		RequestID: id, IdempotencyKey: key, Model: m, CreatedAtMs: time.Now().UnixMilli(),
 		Inputs: []schemas.Tensor{{Name: "x", Datatype: "FP32", Shape: []int64{2}, FP32: []float32{1, 2}}},
 	}
+}
+
+// RegistryDown makes the schema registry unreachable (every request's
+// connection is cut) until the returned up is called (also at the end of t).
+func (e *Env) RegistryDown(t testing.TB) (up func()) {
+	e.srDown.Store(true)
+	var once sync.Once
+	up = func() { once.Do(func() { e.srDown.Store(false) }) }
+	t.Cleanup(up)
+	return up
+}
+
+// ClientSchemaRequest encodes r as a client with its own version of the
+// request schema would: the embedded schema with one more optional string
+// field, registered under its own subject, so that its id is one the
+// pipeline's codec has not seen and must look up in the registry.
+func (e *Env) ClientSchemaRequest(t testing.TB, r *schemas.Request) []byte {
+	t.Helper()
+	id := e.clientSchemaID(t)
+	v, err := e.Codec.EncodeRequest(e.Topics.Requests, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := append([]byte(nil), v...)
+	binary.BigEndian.PutUint32(out[1:5], uint32(id))
+	return append(out, 0) // the extra field, "" (length 0)
+}
+
+var clientSchemaMu sync.Mutex
+
+func (e *Env) clientSchemaID(t testing.TB) int {
+	t.Helper()
+	clientSchemaMu.Lock()
+	defer clientSchemaMu.Unlock()
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(schemas.Schema(schemas.KindRequest)), &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["fields"] = append(doc["fields"].([]any), map[string]any{"name": "client_extra", "type": "string", "default": ""})
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := e.SR.RegisterSchema("client-own-request-value", sr.Schema{Schema: string(b), Type: sr.TypeAvro})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// GateProduce makes the broker hold every produce request that writes to
+// topic until the returned release is called (also at the end of t).
+func (e *Env) GateProduce(t testing.TB, topic string) (release func()) {
+	t.Helper()
+	td, err := e.Admin.ListTopics(Ctx(t), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := td[topic].ID // produce v13+ names topics by id
+	return e.gate(t, kmsg.Produce, func(req kmsg.Request) bool {
+		for _, tp := range req.(*kmsg.ProduceRequest).Topics {
+			if tp.Topic == topic || (tp.TopicID != [16]byte{} && tp.TopicID == id) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// GateListOffsets makes the broker hold every ListOffsets request for topic
+// (a state restore's first request) until release is called.
+func (e *Env) GateListOffsets(t testing.TB, topic string) (release func()) {
+	return e.gate(t, kmsg.ListOffsets, func(req kmsg.Request) bool {
+		for _, tp := range req.(*kmsg.ListOffsetsRequest).Topics {
+			if tp.Topic == topic {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func (e *Env) gate(t testing.TB, key kmsg.Key, match func(kmsg.Request) bool) (release func()) {
+	open := make(chan struct{})
+	var released atomic.Bool
+	e.Cluster.ControlKey(int16(key), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if released.Load() {
+			e.Cluster.DropControl()
+			return nil, nil, false
+		}
+		e.Cluster.KeepControl()
+		if match(req) {
+			e.Cluster.SleepControl(func() { <-open })
+		}
+		return nil, nil, false
+	})
+	var once sync.Once
+	release = func() { once.Do(func() { released.Store(true); close(open) }) }
+	t.Cleanup(release)
+	return release
 }

@@ -1,6 +1,7 @@
 // Package stack wires the pipeline's stages (dedup, infer, emit) into
 // runners, as the binary runs them and as tests run them: one process may run
-// any subset, each stage in its own consumer group.
+// any subset, each stage in its own consumer group, each wired from its
+// declaration in the graph (package topics).
 package stack
 
 import (
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,29 +22,22 @@ import (
 	"github.com/asyncinfer/asyncinfer/stages/dedup"
 	"github.com/asyncinfer/asyncinfer/stages/emit"
 	"github.com/asyncinfer/asyncinfer/stages/infer"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
-
-// Stage names.
-const (
-	Dedup = "dedup"
-	Infer = "infer"
-	Emit  = "emit"
-)
-
-// All is every stage, in pipeline order.
-var All = []string{Dedup, Infer, Emit}
 
 // Options are what the stages of one process share.
 type Options struct {
-	Conn        []kgo.Opt // seed brokers, TLS, SASL, client id
-	Prefix      string    // of topic and group names; "" for pipeline.DefaultTopicPrefix
-	InstanceID  string    // static membership id, the same in every stage group (ids are unique per group)
-	MaxInflight int       // per stage; 0 for pipeline.DefaultMaxInFlight
+	Conn       []kgo.Opt    // seed brokers, TLS, SASL, client id
+	Graph      topics.Graph // the pipeline's declaration; zero: the default graph
+	InstanceID string       // static membership id, the same in every stage group (ids are unique per group)
+	// MaxInflight bounds each stage's unfinished records; 0 for
+	// pipeline.DefaultMaxInFlight.
+	MaxInflight int
 	Linger      time.Duration
-	// DedupWindow is how long idempotency keys and emitted ids are kept.
-	DedupWindow     time.Duration
-	ReplyTopics     []string
-	CopyFailedToDLQ bool
+	// MaxRecordBytes and MaxDeadLetterBytes are the max.message.bytes of
+	// the data topics and of the dlq (0: the runner's defaults).
+	MaxRecordBytes, MaxDeadLetterBytes int
+	CopyFailedToDLQ                    bool
 	// ExactlyOnce runs every stage transactionally (pipeline.ExactlyOnce),
 	// each unit bounded by TxnTimeout (0: the runner's default).
 	ExactlyOnce bool
@@ -54,33 +49,8 @@ type Options struct {
 	// latency), as asyncinfer_kafka_* labelled by stage.
 	KafkaMetrics prometheus.Registerer
 	Logger       *slog.Logger
-}
-
-func (o *Options) prefix() string {
-	if o.Prefix == "" {
-		return pipeline.DefaultTopicPrefix
-	}
-	return o.Prefix
-}
-
-// Topics names the deployment's topics.
-func (o *Options) Topics() pipeline.Topics { return pipeline.NewTopics(o.prefix()) }
-
-// Group is the consumer group of a stage.
-func Group(prefix, stage string) string {
-	if prefix == "" {
-		prefix = pipeline.DefaultTopicPrefix
-	}
-	return prefix + stage
-}
-
-// Groups are the consumer groups of every stage, in pipeline order.
-func Groups(prefix string) []string {
-	out := make([]string, len(All))
-	for i, s := range All {
-		out[i] = Group(prefix, s)
-	}
-	return out
+	// Runner are more runner options, after the ones above (tests).
+	Runner []pipeline.Option
 }
 
 // Metrics are every stage's metrics.
@@ -93,13 +63,19 @@ type Metrics struct {
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
 // registered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	return &Metrics{
-		Pipe:  pipeline.NewMetrics(reg),
-		Dedup: dedup.NewMetrics(reg),
-		Infer: infer.NewMetrics(reg),
-		Emit:  emit.NewMetrics(reg),
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	var (
+		m    Metrics
+		errs [4]error
+	)
+	m.Pipe, errs[0] = pipeline.NewMetrics(reg)
+	m.Dedup, errs[1] = dedup.NewMetrics(reg)
+	m.Infer, errs[2] = infer.NewMetrics(reg)
+	m.Emit, errs[3] = emit.NewMetrics(reg)
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	return &m, nil
 }
 
 // Set is the runners of one process.
@@ -111,15 +87,13 @@ type Set struct {
 	Emit    *emit.Stage
 }
 
-// ParseStages validates stage names, dropping repeats.
-func ParseStages(names []string) ([]string, error) {
+// ParseStages validates stage names against the graph, dropping repeats.
+func ParseStages(g topics.Graph, names []string) ([]string, error) {
 	seen := map[string]bool{}
 	var out []string
 	for _, st := range names {
-		switch st {
-		case Dedup, Infer, Emit:
-		default:
-			return nil, fmt.Errorf("unknown stage %q (want some of dedup, infer, emit)", st)
+		if _, ok := g.Stage(st); !ok {
+			return nil, fmt.Errorf("unknown stage %q (want some of %v)", st, g.StageNames())
 		}
 		if !seen[st] {
 			seen[st] = true
@@ -135,26 +109,46 @@ func ParseStages(names []string) ([]string, error) {
 // Build creates the runners of the named stages.
 func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 	if o.Metrics == nil {
-		o.Metrics = NewMetrics(nil)
+		m, err := NewMetrics(nil)
+		if err != nil {
+			return nil, err
+		}
+		o.Metrics = m
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	t := o.Topics()
-	common := []pipeline.Option{
-		pipeline.ConnOpts(o.Conn...),
-		pipeline.ProducerLinger(o.Linger),
-		pipeline.DeadLetters(t.DLQ, pipeline.NewDeadLetterEncoder(codec, t.DLQ)),
-		pipeline.WithLogger(o.Logger),
-		pipeline.WithMetrics(o.Metrics.Pipe),
+	if o.Graph.Stages == nil {
+		g, err := topics.NewGraph(topics.GraphOptions{})
+		if err != nil {
+			return nil, err
+		}
+		o.Graph = g
 	}
 	if o.MaxInflight <= 0 {
 		o.MaxInflight = pipeline.DefaultMaxInFlight
 	}
-	common = append(common, pipeline.MaxInFlight(o.MaxInflight))
+	common := []pipeline.Option{
+		pipeline.ConnOpts(o.Conn...),
+		pipeline.WithCodec(codec),
+		pipeline.ProducerLinger(o.Linger),
+		pipeline.WithLogger(o.Logger),
+		pipeline.WithMetrics(o.Metrics.Pipe),
+		pipeline.MaxInFlight(o.MaxInflight),
+	}
+	if o.MaxRecordBytes > 0 {
+		common = append(common, pipeline.MaxRecordBytes(o.MaxRecordBytes))
+	}
+	if o.MaxDeadLetterBytes > 0 {
+		common = append(common, pipeline.MaxDeadLetterBytes(o.MaxDeadLetterBytes))
+	}
 	set := &Set{}
 	for _, name := range names {
-		opts := append([]pipeline.Option(nil), common...)
+		st, ok := o.Graph.Stage(name)
+		if !ok {
+			return nil, fmt.Errorf("unknown stage %q", name)
+		}
+		opts := slices.Clone(common)
 		if o.InstanceID != "" {
 			opts = append(opts, pipeline.InstanceID(o.InstanceID))
 		}
@@ -164,31 +158,27 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 		if o.KafkaMetrics != nil {
 			opts = append(opts, pipeline.ClientHooks(KafkaClientMetrics(o.KafkaMetrics, name)))
 		}
+		opts = append(opts, o.Runner...)
 		var (
-			h     pipeline.Handler
-			input string
-			err   error
+			r   *pipeline.Runner
+			err error
 		)
 		switch name {
-		case Dedup:
-			set.Dedup, err = dedup.New(dedup.Config{Topics: t, Window: o.DedupWindow}, codec, o.Metrics.Dedup)
-			h, input = set.Dedup, t.Requests
-			opts = append(opts, pipeline.ManualPartitions(t.DedupState))
-		case Infer:
-			set.Infer, err = infer.New(t, codec, o.Models, o.MaxInflight, o.Metrics.Infer)
-			h, input = set.Infer, t.Accepted
-		case Emit:
-			set.Emit, err = emit.New(emit.Config{Topics: t, ReplyTopics: o.ReplyTopics, Window: o.DedupWindow,
-				CopyFailedToDLQ: o.CopyFailedToDLQ}, codec, o.Metrics.Emit)
-			h, input = set.Emit, t.Outcomes
-			opts = append(opts, pipeline.ManualPartitions(t.EmittedIDs))
+		case topics.Dedup:
+			set.Dedup = dedup.New(dedup.Config{CopyFailedToDLQ: o.CopyFailedToDLQ}, o.Metrics.Dedup)
+			r, err = pipeline.New(st, dedup.Decoder(codec), set.Dedup, opts...)
+		case topics.Infer:
+			set.Infer, err = infer.New(infer.Config{Models: o.Models, QueueCap: o.MaxInflight, CopyFailedToDLQ: o.CopyFailedToDLQ}, o.Metrics.Infer)
+			if err == nil {
+				r, err = pipeline.New(st, infer.Decoder(codec), set.Infer, opts...)
+			}
+		case topics.Emit:
+			results := st.Outputs[0].Topics
+			set.Emit = emit.New(emit.Config{Results: results[0], ReplyTopics: results[1:]}, codec, o.Metrics.Emit)
+			r, err = pipeline.New(st, emit.Decoder(codec), set.Emit, opts...)
 		default:
-			err = fmt.Errorf("unknown stage %q", name)
+			err = fmt.Errorf("stage %q has no implementation", name)
 		}
-		if err != nil {
-			return nil, err
-		}
-		r, err := pipeline.New(name, Group(o.Prefix, name), []string{input}, h, opts...)
 		if err != nil {
 			return nil, err
 		}

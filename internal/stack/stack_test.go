@@ -24,7 +24,7 @@ func TestObjectiveAndUnknownModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	set, err := Build(Options{Conn: []kgo.Opt{kgo.SeedBrokers(env.Brokers...)},
-		Models: []infer.ModelConfig{{Name: "m", Backend: model, Objective: time.Minute}}}, env.Codec, All)
+		Models: []infer.ModelConfig{{Name: "m", Backend: model, Objective: time.Minute}}}, env.Codec, env.Graph.StageNames())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,14 +29,13 @@ type member struct {
 // start runs one dedup member until stop (graceful) or r.Kill (a crash).
 func start(t *testing.T, e *kafkatest.Env, opts ...pipeline.Option) *member {
 	t.Helper()
-	m := dedup.NewMetrics(nil)
-	st, err := dedup.New(dedup.Config{Topics: e.Topics}, e.Codec, m)
+	m, err := dedup.NewMetrics(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts = append([]pipeline.Option{e.Conn(), e.DLQ(), pipeline.ManualPartitions(e.Topics.DedupState),
-		pipeline.SessionTimeout(6 * time.Second)}, opts...)
-	r, err := pipeline.New("dedup", group, []string{e.Topics.Requests}, st, opts...)
+	st := dedup.New(dedup.Config{}, m)
+	r, err := pipeline.New(e.Stage(t, "dedup"), dedup.Decoder(e.Codec), st,
+		e.Opts(append([]pipeline.Option{pipeline.SessionTimeout(6 * time.Second)}, opts...)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +147,7 @@ func TestStateFollowsRebalance(t *testing.T) {
 	second := start(t, e, pipeline.InstanceID("b"))
 	kafkatest.Eventually(t, "second member owns partitions", func() bool {
 		gi := e.Cluster.GroupInfo(group)
-		return gi != nil && len(gi.Members) == 2 && second.stage.Window().Len() > 0
+		return gi != nil && len(gi.Members) == 2 && second.r.Window().Len() > 0
 	})
 	e.Produce(t, requests("again", n)...)
 	kafkatest.Eventually(t, "every duplicate answered", func() bool {
@@ -174,7 +173,8 @@ func TestAnswersWhatCannotBeServed(t *testing.T) {
 	e.Produce(t, bad, late)
 	m := start(t, e)
 	kafkatest.Eventually(t, "three decisions", func() bool {
-		return decisions(m.m, "undecodable")+decisions(m.m, "invalid")+decisions(m.m, "expired") == 3
+		undecodable := int(testutil.ToFloat64(m.r.Metrics().Undecodable.WithLabelValues("dedup")))
+		return undecodable+decisions(m.m, "invalid")+decisions(m.m, "expired") == 3
 	})
 	m.stop()
 	dl := e.ReadAll(t, e.Topics.DLQ)

@@ -14,28 +14,31 @@ import (
 	"github.com/asyncinfer/asyncinfer/stages/dedup"
 )
 
-// lateOnce hands one record to dedup only after its unit has timed out, the
-// first time it is delivered, so that the unit (with the records dedup did
-// handle) is aborted.
+// lateOnce hands one record to dedup only after its unit has timed out and
+// was aborted (its Done closed), the first time it is delivered, so that the
+// unit (with the records dedup did handle) is aborted.
 type lateOnce struct {
 	*dedup.Stage
 	offset int64
-	delay  time.Duration
 	once   sync.Once
 	wg     sync.WaitGroup
 }
 
-func (l *lateOnce) Handle(ctx context.Context, w *pipeline.Work) {
+func (l *lateOnce) Process(c *pipeline.Context, h *schemas.RequestHead) {
 	late := false
-	if w.Record.Offset == l.offset {
+	if c.Record().Offset == l.offset {
 		l.once.Do(func() { late = true })
 	}
 	if late {
 		l.wg.Add(1)
-		go func() { defer l.wg.Done(); time.Sleep(l.delay); l.Stage.Handle(ctx, w) }()
+		go func() {
+			defer l.wg.Done()
+			<-c.Done() // its unit aborted: the work is stale
+			l.Stage.Process(c, h)
+		}()
 		return
 	}
-	l.Stage.Handle(ctx, w)
+	l.Stage.Process(c, h)
 }
 
 // In exactly-once mode, a request whose unit was aborted after dedup had
@@ -49,14 +52,10 @@ func TestEOSRequestReadAgainAfterAbortIsAcceptedOnce(t *testing.T) {
 	e.Produce(t, orig, other) // offsets 0 and 1: one unit
 
 	const timeout = 300 * time.Millisecond
-	m := dedup.NewMetrics(nil)
-	st, err := dedup.New(dedup.Config{Topics: e.Topics}, e.Codec, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &lateOnce{Stage: st, offset: 1, delay: 3 * timeout}
-	r, err := pipeline.New("dedup", group, []string{e.Topics.Requests}, h, e.Conn(), e.DLQ(),
-		pipeline.ManualPartitions(e.Topics.DedupState), pipeline.InstanceID("d0"), pipeline.ExactlyOnce(timeout))
+	st := dedup.New(dedup.Config{}, nil)
+	h := &lateOnce{Stage: st, offset: 1}
+	r, err := pipeline.New(e.Stage(t, "dedup"), dedup.Decoder(e.Codec), h,
+		e.Opts(pipeline.InstanceID("d0"), pipeline.ExactlyOnce(timeout))...)
 	if err != nil {
 		t.Fatal(err)
 	}

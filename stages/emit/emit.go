@@ -1,23 +1,23 @@
 // Package emit is the last stage: it delivers every outcome to its reply
 // topic (the results topic, or a client's own reply topic when the
 // allow-list names it; never an internal topic), keyed by request id, with
-// the status in a header. It keeps a window of the request ids it emitted,
-// partition-local like dedup's (changelog emitted-ids, co-partitioned with
+// the status in a header. It keeps a window of the request ids it emitted
+// (the runtime keeps it in the emitted-ids changelog, co-partitioned with
 // outcomes), so an outcome repeated by a crash upstream is delivered once.
+//
+// It reads only a result's head: when the outcome's schema is the one the
+// reply topic is written with, its bytes are forwarded as they are.
 package emit
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
 // HeaderStatus carries the result's status on every emitted record.
@@ -25,16 +25,10 @@ const HeaderStatus = "asyncinfer-status"
 
 // Config is the emit stage's configuration.
 type Config struct {
-	Topics pipeline.Topics
-	// ReplyTopics are the topics, besides Topics.Results, a request may name
-	// as its reply topic. A request naming another gets its answer on
-	// Topics.Results.
+	Results string // the default reply topic
+	// ReplyTopics are the topics, besides Results, a request may name as its
+	// reply topic. A request naming another gets its answer on Results.
 	ReplyTopics []string
-	Window      time.Duration // how long an emitted id is remembered; default 10m
-	MaxKeys     int           // ids per partition; default 1,000,000
-	// CopyFailedToDLQ also writes a dead letter (marked answered) for every
-	// FAILED result, for operators.
-	CopyFailedToDLQ bool
 }
 
 // Metrics are the stage's Prometheus metrics.
@@ -42,12 +36,13 @@ type Metrics struct {
 	Emitted     *prometheus.CounterVec
 	Repeats     prometheus.Counter
 	ReplyDenied prometheus.Counter
+	Reencoded   prometheus.Counter
 	EndToEnd    *prometheus.HistogramVec
 }
 
-// NewMetrics creates and registers the stage's metrics (reg nil: not
+// NewMetrics creates the metrics and registers them with reg (nil: not
 // registered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	const ns = "asyncinfer"
 	m := &Metrics{
 		Emitted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "results_emitted_total",
@@ -56,14 +51,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Outcomes for a request id already emitted, dropped."}),
 		ReplyDenied: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "emit_reply_topic_denied_total",
 			Help: "Results whose reply topic is not allowed; sent to the results topic instead."}),
+		Reencoded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "emit_reencoded_total",
+			Help: "Results decoded and encoded again because the outcome's schema is not the reply topic's (others are forwarded byte for byte)."}),
 		EndToEnd: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "end_to_end_seconds",
 			Help:    "From a request's created_at to its result's emission.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}, []string{"status"}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Emitted, m.Repeats, m.ReplyDenied, m.EndToEnd)
+	for _, st := range []schemas.Status{schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusExpired,
+		schemas.StatusRejected, schemas.StatusDuplicate} {
+		m.Emitted.WithLabelValues(string(st))
 	}
-	return m
+	if err := pipeline.Register(reg, m.Emitted, m.Repeats, m.ReplyDenied, m.Reencoded, m.EndToEnd); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // Stage is the emit stage.
@@ -71,144 +72,73 @@ type Stage struct {
 	cfg     Config
 	codec   *schemas.Codec
 	allowed map[string]bool
-	win     *pipeline.Window
 	m       *Metrics
-	r       *pipeline.Runner
-
-	mu  sync.Mutex
-	gen map[int32]int
 }
 
-// New returns the stage. The codec must have every reply topic bound.
-func New(cfg Config, codec *schemas.Codec, m *Metrics) (*Stage, error) {
-	if cfg.Topics.Results == "" {
-		return nil, errors.New("emit: topics are not set")
-	}
-	if cfg.Window <= 0 {
-		cfg.Window = 10 * time.Minute
-	}
-	if cfg.MaxKeys <= 0 {
-		cfg.MaxKeys = 1_000_000
-	}
+// New returns the stage. The codec must have every reply topic bound; m nil:
+// unregistered metrics.
+func New(cfg Config, codec *schemas.Codec, m *Metrics) *Stage {
 	if m == nil {
-		m = NewMetrics(nil)
+		m, _ = NewMetrics(nil)
 	}
-	allowed := map[string]bool{cfg.Topics.Results: true}
+	allowed := map[string]bool{cfg.Results: true}
 	for _, t := range cfg.ReplyTopics {
-		if cfg.Topics.Internal(t) {
-			return nil, fmt.Errorf("emit: reply topic %q is an internal topic", t)
-		}
 		allowed[t] = true
 	}
-	return &Stage{cfg: cfg, codec: codec, allowed: allowed, win: pipeline.NewWindow(cfg.Window, cfg.MaxKeys), m: m, gen: map[int32]int{}}, nil
+	return &Stage{cfg: cfg, codec: codec, allowed: allowed, m: m}
 }
 
-// Bind keeps the runner.
-func (s *Stage) Bind(r *pipeline.Runner) { s.r = r }
-
-// Window is the stage's state, for tests and status.
-func (s *Stage) Window() *pipeline.Window { return s.win }
-
-// Assigned pauses the partition and restores its window from the changelog.
-func (s *Stage) Assigned(_ context.Context, r *pipeline.Runner, topic string, p int32) {
-	s.mu.Lock()
-	s.gen[p]++
-	gen := s.gen[p]
-	s.mu.Unlock()
-	pipeline.RestoreWindow(r, s.win, s.codec, topic, s.cfg.Topics.EmittedIDs, p, func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.gen[p] == gen
-	})
+// Decoder is the stage's decoder: a result's head.
+func Decoder(c *schemas.Codec) pipeline.Decoder[*schemas.ResultHead] {
+	return func(ctx context.Context, b []byte) (*schemas.ResultHead, error) { return c.DecodeResultHead(ctx, b) }
 }
 
-// Revoked forgets the partition's window.
-func (s *Stage) Revoked(_ string, p int32) {
-	s.mu.Lock()
-	s.gen[p]++
-	s.mu.Unlock()
-	s.win.Drop(p)
-}
-
-// Handle delivers one outcome.
-func (s *Stage) Handle(ctx context.Context, w *pipeline.Work) {
-	rec := w.Record
-	var res *schemas.Result
-	err := pipeline.Retry(ctx, func() (err error) {
-		res, err = s.codec.DecodeResult(ctx, rec.Value)
-		return err
-	}, func(err error) bool { return !errors.Is(err, schemas.ErrMalformed) })
-	if err != nil && !errors.Is(err, schemas.ErrMalformed) {
-		// Not the bytes' fault (the registry is unreachable): stop rather
-		// than dead-letter good input; the restart re-delivers it.
-		s.r.Fail(fmt.Errorf("emit: decode: %w", err))
-		return
-	}
-	if err != nil {
-		dl, derr := w.DeadLetter("undecodable", err)
-		if derr != nil {
-			s.r.Fail(derr)
-			return
-		}
-		w.Finish(pipeline.Output{Records: []*kgo.Record{dl}})
-		return
-	}
-	p := rec.Partition
-	if _, ok := s.win.Get(p, res.RequestID); ok {
+// Process delivers one outcome.
+func (s *Stage) Process(c *pipeline.Context, h *schemas.ResultHead) {
+	rec := c.Record()
+	if _, ok := c.Get(h.RequestID); ok {
 		s.m.Repeats.Inc()
-		w.Finish(pipeline.Output{})
+		c.Finish()
 		return
 	}
-	topic := s.cfg.Topics.Results
-	if res.ReplyTopic != "" {
-		if s.allowed[res.ReplyTopic] {
-			topic = res.ReplyTopic
+	topic := s.cfg.Results
+	if h.ReplyTopic != "" {
+		if s.allowed[h.ReplyTopic] {
+			topic = h.ReplyTopic
 		} else {
 			s.m.ReplyDenied.Inc()
 		}
 	}
-	v, err := s.codec.EncodeResult(topic, res)
-	if err != nil && topic != s.cfg.Topics.Results {
-		// A reply topic the codec has no schema for: answer on the results
-		// topic rather than stop the stage for one client's topic.
-		s.r.Logger().Warn("cannot encode for reply topic; using the results topic", "topic", topic, "err", err)
-		s.m.ReplyDenied.Inc()
-		topic = s.cfg.Topics.Results
-		v, err = s.codec.EncodeResult(topic, res)
-	}
-	if err != nil {
-		s.r.Fail(fmt.Errorf("emit: encode result for %s: %w", topic, err))
-		return
-	}
-	headers := append(append([]kgo.RecordHeader(nil), rec.Headers...), kgo.RecordHeader{Key: HeaderStatus, Value: []byte(res.Status)})
-	out := []*kgo.Record{{Topic: topic, Key: []byte(res.RequestID), Value: v, Headers: headers}}
-	if s.cfg.CopyFailedToDLQ && res.Status == schemas.StatusFailed {
-		dl, err := s.r.DeadLetterCopy(rec, "failed:"+res.ErrorCode, errors.New(res.ErrorMessage))
+	// The status header is ours: whatever else claims it is replaced.
+	headers := pipeline.SetHeader(rec.Headers, HeaderStatus, []byte(h.Status))
+	var value any = rec.Value
+	if id, _ := schemas.SchemaID(rec.Value); !s.sameSchema(topic, id) {
+		// Written with another schema than the reply topic's: decode and
+		// encode for the topic.
+		s.m.Reencoded.Inc()
+		res, err := s.codec.DecodeResult(context.Background(), rec.Value)
 		if err != nil {
-			s.r.Fail(err)
+			c.DeadLetter(pipeline.ReasonUndecodable, err)
 			return
 		}
-		out = append(out, dl)
+		value = res
 	}
-	entry := s.win.Entry(res.RequestID, res.RequestID, res.Status)
-	ev, err := s.codec.EncodeStateEntry(s.cfg.Topics.EmittedIDs, &entry)
-	if err != nil {
-		s.r.Fail(fmt.Errorf("emit: encode state entry: %w", err))
+	if err := c.EmitTo(topics.EdgeResults, topic, []byte(h.RequestID), value, headers); err != nil {
+		c.Fail(err)
 		return
 	}
-	s.win.Stage(p, entry)
-	status := string(res.Status)
-	created := res.CreatedAtMs
-	w.Finish(pipeline.Output{
-		Records:   out,
-		Changelog: []*kgo.Record{{Topic: s.cfg.Topics.EmittedIDs, Partition: p, Key: []byte(entry.Key), Value: ev}},
-		Apply: func() {
-			s.win.Commit(p, entry)
-			s.m.Emitted.WithLabelValues(status).Inc()
-			if created > 0 {
-				s.m.EndToEnd.WithLabelValues(status).Observe(time.Since(time.UnixMilli(created)).Seconds())
-			}
-		},
-		Discard: func() { s.win.Discard(p, entry) },
+	c.Remember(h.RequestID, h.RequestID, h.Status)
+	status, created := string(h.Status), h.CreatedAtMs
+	c.OnCommit(func() {
+		s.m.Emitted.WithLabelValues(status).Inc()
+		if created > 0 {
+			s.m.EndToEnd.WithLabelValues(status).Observe(time.Since(time.UnixMilli(created)).Seconds())
+		}
 	})
+	c.Finish()
+}
+
+func (s *Stage) sameSchema(topic string, id int) bool {
+	want, ok := s.codec.TopicSchemaID(topic)
+	return ok && id == want
 }

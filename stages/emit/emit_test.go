@@ -35,13 +35,12 @@ func produceOutcome(t *testing.T, e *kafkatest.Env, r *schemas.Result) {
 func TestEmitOncePerRequestID(t *testing.T) {
 	e := kafkatest.New(t, 2, "client-replies")
 	run := func() (*emit.Metrics, func()) {
-		m := emit.NewMetrics(nil)
-		st, err := emit.New(emit.Config{Topics: e.Topics, ReplyTopics: []string{"client-replies"}}, e.Codec, m)
+		m, err := emit.NewMetrics(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := pipeline.New("emit", "asyncinfer.emit", []string{e.Topics.Outcomes}, st, e.Conn(), e.DLQ(),
-			pipeline.ManualPartitions(e.Topics.EmittedIDs))
+		st := emit.New(emit.Config{Results: e.Topics.Results, ReplyTopics: []string{"client-replies"}}, e.Codec, m)
+		r, err := pipeline.New(e.Stage(t, "emit"), emit.Decoder(e.Codec), st, e.Opts()...)
 		if err != nil {
 			t.Fatal(err)
 		}

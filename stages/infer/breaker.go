@@ -9,13 +9,17 @@ import (
 // breaker is a circuit breaker in front of one model. After threshold
 // consecutive transient failures it opens: no call is made for cooldown, and
 // the stage pauses its input partitions so that requests wait in Kafka, not
-// in memory. Then one probe call is let through (half-open); its success
-// closes the circuit, its failure opens it again.
+// in memory. When the cooldown is over it is half-open, by itself (onHalfOpen:
+// the input resumes, so that there is a request to probe with even when
+// nothing was queued): one probe call is let through; its success closes
+// the circuit, its failure opens it again (onReopen: the input pauses).
 type breaker struct {
-	threshold int
-	cooldown  time.Duration
-	onOpen    func()
-	onClose   func()
+	threshold  int
+	cooldown   time.Duration
+	onOpen     func()
+	onClose    func()
+	onHalfOpen func()
+	onReopen   func()
 
 	mu       sync.Mutex
 	state    int // closed, open, halfOpen
@@ -33,6 +37,15 @@ const (
 
 func newBreaker(threshold int, cooldown time.Duration, onOpen, onClose func()) *breaker {
 	return &breaker{threshold: threshold, cooldown: cooldown, onOpen: onOpen, onClose: onClose, changed: make(chan struct{})}
+}
+
+// cooled turns an open breaker whose cooldown is over half-open.
+func (b *breaker) cooled() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state == open && time.Since(b.openedAt) >= b.cooldown {
+		b.setLocked(halfOpen)
+	}
 }
 
 // acquire blocks until a call may be made. probe is true when the call is the
@@ -93,6 +106,20 @@ func (b *breaker) success(probe bool) {
 	}
 }
 
+// release gives back a probe whose call says nothing about the model (it
+// was cancelled because nobody waits for its answer): another call may
+// probe.
+func (b *breaker) release(probe bool) {
+	if !probe {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probing = false
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
 // failure reports a transient failure.
 func (b *breaker) failure(probe bool) {
 	b.mu.Lock()
@@ -118,10 +145,25 @@ func (b *breaker) setLocked(s int) {
 	b.state = s
 	close(b.changed)
 	b.changed = make(chan struct{})
-	if was == closed && s != closed && b.onOpen != nil {
-		b.onOpen()
+	if s == open {
+		time.AfterFunc(b.cooldown, b.cooled)
 	}
-	if s == closed && was != closed && b.onClose != nil {
-		b.onClose()
+	switch {
+	case was == closed && s != closed:
+		if b.onOpen != nil {
+			b.onOpen()
+		}
+	case s == closed && was != closed:
+		if b.onClose != nil {
+			b.onClose()
+		}
+	case was == open && s == halfOpen:
+		if b.onHalfOpen != nil {
+			b.onHalfOpen()
+		}
+	case was == halfOpen && s == open:
+		if b.onReopen != nil {
+			b.onReopen()
+		}
 	}
 }

@@ -3,6 +3,7 @@ package infer
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -280,4 +281,47 @@ func TestBreakerAcquireCancelled(t *testing.T) {
 			})
 		})
 	}
+}
+
+// An open breaker turns half-open by itself when its cooldown is over, even
+// with no call waiting: the stage's input resumes so that a request arrives
+// to probe with (with nothing queued, no probe would ever be made and the
+// circuit would stay open). A failed probe pauses the input again.
+func TestBreakerHalfOpensWithoutWaiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var halfOpens, reopens atomic.Int32
+		b := newBreaker(testThreshold, testCooldown, nil, nil)
+		b.onHalfOpen = func() { halfOpens.Add(1) }
+		b.onReopen = func() { reopens.Add(1) }
+		for range testThreshold {
+			b.failure(false)
+		}
+		time.Sleep(testCooldown - time.Nanosecond)
+		synctest.Wait()
+		if halfOpens.Load() != 0 {
+			t.Fatal("half-open before the cooldown")
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if n := halfOpens.Load(); n != 1 {
+			t.Fatalf("half-opened %d times after the cooldown, want 1", n)
+		}
+		probe, err := b.acquire(t.Context())
+		if !probe || err != nil {
+			t.Fatalf("acquire = (%v, %v), want the probe at once", probe, err)
+		}
+		b.failure(true)
+		if n := reopens.Load(); n != 1 {
+			t.Fatalf("re-opened %d times after a failed probe, want 1", n)
+		}
+		time.Sleep(testCooldown)
+		synctest.Wait()
+		if n := halfOpens.Load(); n != 2 {
+			t.Fatalf("half-opened %d times, want 2", n)
+		}
+		b.success(true)
+		if !b.isClosed() {
+			t.Fatal("not closed after a good probe")
+		}
+	})
 }

@@ -8,28 +8,32 @@
 // once when a worker is free: batching is greedy (a freed worker takes what
 // is queued, up to the model's limits), optionally waiting up to max_wait for
 // a fuller batch.
+//
+// Work that goes stale (its partition was revoked, its transaction aborted,
+// the stage is stopping) leaves the queue without a model call, and a call
+// whose every item went stale is cancelled: a model outage longer than the
+// transaction timeout costs the model nothing once it is back.
 package infer
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
 // Model is a model backend. Infer runs one batch and returns one list of
-// output tensors per request, in order. An error fails the whole batch: a
-// pipeline.Transient error is retried (and counts towards the circuit
-// breaker); any other error means an input is bad, and the batch is split
-// to find it. Infer is called concurrently by the model's workers.
+// output tensors per request, in order; package backend says what its
+// errors mean (transient, too large, per item, or a bad input that the
+// stage finds by splitting the batch). Infer is called concurrently by the
+// model's workers, with a context that ends at the call's timeout or when
+// every request of the batch went stale.
 type Model interface {
 	Infer(ctx context.Context, batch []*schemas.Request) ([][]schemas.Tensor, error)
 }
@@ -94,12 +98,30 @@ const (
 	CodeModelUnavailable = "MODEL_UNAVAILABLE"
 )
 
+// UnknownModelLabel is the metric label of every model nobody serves: the
+// names come from clients, so they must not become label values.
+const UnknownModelLabel = "_unknown"
+
+// maxMessage bounds an error message in a FAILED result: a backend's text,
+// or a model name a client sent.
+const maxMessage = 1024
+
+// Config is the infer stage's configuration.
+type Config struct {
+	Models []ModelConfig
+	// QueueCap bounds each model's queue: the runner's in-flight bound, so
+	// that a queue can never be full (the runner counts stale work until the
+	// stage lets go of it).
+	QueueCap int
+	// CopyFailedToDLQ also writes a dead letter (marked answered) of every
+	// request answered FAILED, for operators.
+	CopyFailedToDLQ bool
+}
+
 // Stage is the batch ▸ infer stage.
 type Stage struct {
-	topics pipeline.Topics
-	codec  *schemas.Codec
+	cfg    Config
 	models map[string]*served
-	queueN int
 	m      *Metrics
 	r      *pipeline.Runner
 }
@@ -107,7 +129,7 @@ type Stage struct {
 type served struct {
 	cfg ModelConfig
 	q   *queue
-	br  *breaker
+	ex  *executor
 }
 
 // Metrics are the stage's Prometheus metrics.
@@ -118,120 +140,146 @@ type Metrics struct {
 	Outcomes    *prometheus.CounterVec
 	QueueLen    *prometheus.GaugeVec
 	Breaker     *prometheus.GaugeVec
+	Stale       *prometheus.CounterVec
 }
 
-// NewMetrics creates and registers the stage's metrics (reg nil: not
+// NewMetrics creates the metrics and registers them with reg (nil: not
 // registered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	const ns = "asyncinfer"
 	m := &Metrics{
 		BatchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "batch_size",
 			Help: "Items per model call.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}, []string{"model"}),
 		Calls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "model_calls_total",
-			Help: "Model calls by result (ok, transient, permanent)."}, []string{"model", "result"}),
+			Help: "Model calls by result (ok, transient, permanent, too_large, partial, cancelled)."}, []string{"model", "result"}),
 		CallSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "model_call_seconds",
 			Help: "Duration of model calls.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"model"}),
 		Outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "infer_outcomes_total",
-			Help: "Outcomes of the infer stage by status."}, []string{"model", "status"}),
+			Help: "Outcomes of the infer stage by status; models nobody serves share the label " + UnknownModelLabel + "."}, []string{"model", "status"}),
 		QueueLen: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "model_queue_length",
 			Help: "Requests queued in front of a model's workers."}, []string{"model"}),
 		Breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "circuit_open",
 			Help: "1 while a model's circuit breaker is open or half-open."}, []string{"model"}),
+		Stale: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "infer_stale_dropped_total",
+			Help: "Queued or batched requests dropped without a model call because their work went stale (revoke, aborted transaction)."}, []string{"model"}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.BatchSize, m.Calls, m.CallSeconds, m.Outcomes, m.QueueLen, m.Breaker)
+	if err := pipeline.Register(reg, m.BatchSize, m.Calls, m.CallSeconds, m.Outcomes, m.QueueLen, m.Breaker, m.Stale); err != nil {
+		return nil, err
 	}
-	return m
+	return m, nil
 }
 
-// New returns the stage. queueCap bounds each model's queue: set it to the
-// runner's max in-flight, so a full queue means a bug, never a drop.
-func New(topics pipeline.Topics, codec *schemas.Codec, models []ModelConfig, queueCap int, m *Metrics) (*Stage, error) {
-	if len(models) == 0 {
+// New returns the stage (m nil: unregistered metrics).
+func New(cfg Config, m *Metrics) (*Stage, error) {
+	if len(cfg.Models) == 0 {
 		return nil, errors.New("infer: no models")
 	}
-	if m == nil {
-		m = NewMetrics(nil)
+	if cfg.QueueCap <= 0 {
+		cfg.QueueCap = pipeline.DefaultMaxInFlight
 	}
-	s := &Stage{topics: topics, codec: codec, models: make(map[string]*served), queueN: queueCap, m: m}
-	for _, mc := range models {
+	if m == nil {
+		m, _ = NewMetrics(nil)
+	}
+	s := &Stage{cfg: cfg, models: make(map[string]*served), m: m}
+	for _, mc := range cfg.Models {
 		if mc.Name == "" || mc.Backend == nil {
 			return nil, fmt.Errorf("infer: model %q: name and backend are required", mc.Name)
+		}
+		if mc.Name == UnknownModelLabel {
+			return nil, fmt.Errorf("infer: model name %q is reserved", mc.Name)
 		}
 		if _, dup := s.models[mc.Name]; dup {
 			return nil, fmt.Errorf("infer: model %q configured twice", mc.Name)
 		}
 		mc.setDefaults()
-		s.models[mc.Name] = &served{cfg: mc, q: newQueue(queueCap)}
+		sv := &served{cfg: mc}
+		name := mc.Name
+		sv.q = newQueue(cfg.QueueCap, func(it *item) {
+			m.Stale.WithLabelValues(name).Inc()
+			it.c.Drop()
+		})
+		s.models[mc.Name] = sv
+		for _, st := range []schemas.Status{schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusExpired} {
+			m.Outcomes.WithLabelValues(name, string(st))
+		}
 	}
+	m.Outcomes.WithLabelValues(UnknownModelLabel, string(schemas.StatusFailed))
 	return s, nil
 }
 
-// Bind wires the breakers to the runner's pause registry.
+// Decoder is the stage's decoder: the whole request, tensors included.
+func Decoder(c *schemas.Codec) pipeline.Decoder[*schemas.Request] {
+	return func(ctx context.Context, b []byte) (*schemas.Request, error) { return c.DecodeRequest(ctx, b) }
+}
+
+// Bind wires each model's breaker to the runner's pause registry and logger.
 func (s *Stage) Bind(r *pipeline.Runner) {
 	s.r = r
 	for name, sv := range s.models {
-		name := name
-		sv.br = newBreaker(sv.cfg.BreakerThreshold, sv.cfg.BreakerCooldown,
+		reason := pipeline.PauseBreaker + ":" + name
+		br := newBreaker(sv.cfg.BreakerThreshold, sv.cfg.BreakerCooldown,
 			func() {
 				s.m.Breaker.WithLabelValues(name).Set(1)
-				r.Pauses().PauseAll(pipeline.PauseBreaker + ":" + name)
-				r.Logger().Warn("circuit opened; input paused", "model", name)
+				r.Pauses().PauseAll(reason)
+				r.Logger().Warn("circuit opened: the model fails; input paused, requests wait in Kafka", "model", name)
 			},
 			func() {
 				s.m.Breaker.WithLabelValues(name).Set(0)
-				r.Pauses().ResumeAll(pipeline.PauseBreaker + ":" + name)
-				r.Logger().Info("circuit closed; input resumed", "model", name)
+				r.Pauses().ResumeAll(reason)
+				r.Logger().Info("circuit closed: the model answers again; input resumed", "model", name)
 			})
+		// Half-open, the input flows again so that a request can be the
+		// probe; a failed probe pauses it again.
+		br.onHalfOpen = func() { r.Pauses().ResumeAll(reason) }
+		br.onReopen = func() { r.Pauses().PauseAll(reason) }
+		sv.ex = &executor{
+			cfg: sv.cfg,
+			br:  br,
+			m:      s.m,
+			answer: s.answer,
+			drop: func(it *item) {
+				s.m.Stale.WithLabelValues(name).Inc()
+				it.c.Drop()
+			},
+		}
 	}
 }
 
 // Run runs the workers until ctx is cancelled (after the runner's drain).
 func (s *Stage) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
+	done := make(chan struct{})
+	n := 0
 	for _, sv := range s.models {
 		for i := 0; i < sv.cfg.Concurrency; i++ {
-			wg.Add(1)
+			n++
 			go func() {
-				defer wg.Done()
-				s.work(ctx, sv)
+				defer func() { done <- struct{}{} }()
+				for {
+					b := sv.q.take(ctx, sv.cfg.MaxBatch, sv.cfg.MaxBatchSize, sv.cfg.MaxWait)
+					if b == nil {
+						return
+					}
+					s.m.QueueLen.WithLabelValues(sv.cfg.Name).Set(float64(sv.q.len()))
+					sv.ex.run(ctx, b)
+				}
 			}()
 		}
 	}
-	wg.Wait()
+	for ; n > 0; n-- {
+		<-done
+	}
 	return nil
 }
 
-// Handle queues the request for its model, or answers it at once.
-func (s *Stage) Handle(ctx context.Context, w *pipeline.Work) {
-	var req *schemas.Request
-	err := pipeline.Retry(ctx, func() (err error) {
-		req, err = s.codec.DecodeRequest(ctx, w.Record.Value)
-		return err
-	}, func(err error) bool { return !errors.Is(err, schemas.ErrMalformed) })
-	if err != nil && !errors.Is(err, schemas.ErrMalformed) {
-		// Not the bytes' fault (the registry is unreachable): stop rather
-		// than dead-letter good input; the restart re-delivers it.
-		s.r.Fail(fmt.Errorf("infer: decode: %w", err))
-		return
-	}
-	if err != nil {
-		// dedup let it through, so this is corruption or a foreign writer.
-		dl, derr := w.DeadLetter("undecodable", err)
-		if derr != nil {
-			s.r.Fail(derr)
-			return
-		}
-		w.Finish(pipeline.Output{Records: []*kgo.Record{dl}})
-		return
-	}
+// Process queues the request for its model, or answers it at once.
+func (s *Stage) Process(c *pipeline.Context, req *schemas.Request) {
 	sv, ok := s.models[req.Model]
 	if !ok {
-		s.answer(w, req, &schemas.Result{Status: schemas.StatusFailed, ErrorCode: CodeUnknownModel,
-			ErrorMessage: fmt.Sprintf("no model %q is served", req.Model)}, 0)
+		s.answer(&item{c: c, req: req}, &schemas.Result{Status: schemas.StatusFailed, ErrorCode: CodeUnknownModel,
+			ErrorMessage: pipeline.Cut(fmt.Sprintf("no model %q is served", req.Model), maxMessage)})
 		return
 	}
-	it := &item{w: w, req: req, size: len(w.Record.Value), enqueued: time.Now()}
+	it := &item{c: c, done: c.Done(), req: req, size: len(c.Record().Value), enqueued: time.Now()}
 	if req.DeadlineMs > 0 {
 		it.deadline = time.UnixMilli(req.DeadlineMs)
 	}
@@ -241,138 +289,21 @@ func (s *Stage) Handle(ctx context.Context, w *pipeline.Work) {
 		}
 	}
 	if !sv.q.push(it) {
-		// The queue holds up to the runner's in-flight bound, so this cannot
-		// happen unless that sizing is broken. Rejecting would be wrong: dedup
-		// has recorded the key, so a retry would be answered DUPLICATE. Stop
-		// instead; the record is re-delivered after the restart.
-		s.r.Fail(fmt.Errorf("infer: the queue of model %s is full although it is sized to the in-flight bound (a bug)", req.Model))
+		// The queue holds up to the runner's in-flight bound, and the runner
+		// counts every Context until the stage lets go of it, so this cannot
+		// happen unless that sizing is broken. Rejecting would be wrong:
+		// dedup has recorded the key, so a retry would be answered
+		// DUPLICATE. Stop instead; the record is consumed again.
+		c.Fail(fmt.Errorf("infer: the queue of model %s is full although it is sized to the in-flight bound (a bug)", req.Model))
 		return
 	}
 	s.m.QueueLen.WithLabelValues(req.Model).Set(float64(sv.q.len()))
 }
 
-func (s *Stage) work(ctx context.Context, sv *served) {
-	for {
-		b := sv.q.take(ctx, sv.cfg.MaxBatch, sv.cfg.MaxBatchSize, sv.cfg.MaxWait)
-		if b == nil {
-			return
-		}
-		s.m.QueueLen.WithLabelValues(sv.cfg.Name).Set(float64(sv.q.len()))
-		s.run(ctx, sv, b)
-	}
-}
-
-// run calls the model for a batch until every item has an outcome.
-func (s *Stage) run(ctx context.Context, sv *served, b []*item) {
-	name := sv.cfg.Name
-	for len(b) > 0 {
-		b = s.expire(b)
-		if len(b) == 0 {
-			return
-		}
-		probe, err := sv.br.acquire(ctx)
-		if err != nil {
-			return // shutting down: unfinished, so re-delivered
-		}
-		reqs := make([]*schemas.Request, len(b))
-		for i, it := range b {
-			reqs[i] = it.req
-			it.attempt++
-		}
-		cctx, cancel := context.WithTimeout(ctx, sv.cfg.Timeout)
-		start := time.Now()
-		outs, err := sv.cfg.Backend.Infer(cctx, reqs)
-		cancel()
-		took := time.Since(start)
-		s.m.CallSeconds.WithLabelValues(name).Observe(took.Seconds())
-		s.m.BatchSize.WithLabelValues(name).Observe(float64(len(b)))
-		switch {
-		case err == nil && len(outs) != len(b):
-			err = fmt.Errorf("infer: model %s returned %d outputs for %d inputs", name, len(outs), len(b))
-			fallthrough
-		case err != nil && !pipeline.Retryable(err):
-			if ctx.Err() != nil {
-				return
-			}
-			s.m.Calls.WithLabelValues(name, "permanent").Inc()
-			sv.br.success(probe) // the model answered: it is up
-			for _, it := range b {
-				it.failures = 0 // the limit is on consecutive transient failures
-			}
-			if len(b) == 1 {
-				s.answer(b[0].w, b[0].req, &schemas.Result{Status: schemas.StatusFailed, ErrorCode: CodeInferenceFailed,
-					ErrorMessage: err.Error(), Attempt: b[0].attempt, BatchSize: 1}, took)
-				return
-			}
-			// Split: each half runs on its own, so a poison input ends up
-			// alone and fails without its neighbours.
-			half := len(b) / 2
-			s.run(ctx, sv, b[:half])
-			b = b[half:]
-		case err != nil:
-			if ctx.Err() != nil {
-				return
-			}
-			s.m.Calls.WithLabelValues(name, "transient").Inc()
-			// Failures while the circuit is open or probing do not count:
-			// an outage makes requests wait, not fail.
-			// The failure that opens the circuit does not count either.
-			sv.br.failure(probe)
-			counted := sv.br.isClosed() && !probe
-			var keep []*item
-			for _, it := range b {
-				if counted {
-					it.failures++
-				}
-				if it.failures >= sv.cfg.MaxAttempts {
-					s.answer(it.w, it.req, &schemas.Result{Status: schemas.StatusFailed, ErrorCode: CodeModelUnavailable,
-						ErrorMessage: err.Error(), Attempt: it.attempt, BatchSize: int32(len(b))}, took)
-					continue
-				}
-				keep = append(keep, it)
-			}
-			b = keep
-			if len(b) > 0 && !sleep(ctx, backoff(b[0].failures)) {
-				return
-			}
-		default:
-			s.m.Calls.WithLabelValues(name, "ok").Inc()
-			sv.br.success(probe)
-			for i, it := range b {
-				s.answer(it.w, it.req, &schemas.Result{Status: schemas.StatusSucceeded, Outputs: outs[i],
-					Attempt: it.attempt, BatchSize: int32(len(b)),
-					Timings: schemas.Timings{
-						BatchWaitMs: ms(start.Sub(it.enqueued)),
-						InferenceMs: ms(took),
-					}}, took)
-			}
-			return
-		}
-	}
-}
-
-// expire answers the items whose deadline has passed and returns the rest.
-func (s *Stage) expire(b []*item) []*item {
-	now := time.Now()
-	keep := b[:0]
-	for _, it := range b {
-		if !it.deadline.IsZero() && now.After(it.deadline) {
-			reason := "deadline_passed"
-			if it.byObjective {
-				reason = "objective_passed"
-			}
-			s.answer(it.w, it.req, &schemas.Result{Status: schemas.StatusExpired, Reason: reason,
-				Attempt: it.attempt}, 0)
-			continue
-		}
-		keep = append(keep, it)
-	}
-	return keep
-}
-
-// answer finishes a work with its outcome, keyed by request id so that emit
-// sees every answer for one request id on one partition.
-func (s *Stage) answer(w *pipeline.Work, req *schemas.Request, res *schemas.Result, _ time.Duration) {
+// answer finishes an item's work with its outcome, keyed by request id so
+// that emit sees every answer for one request id on one partition.
+func (s *Stage) answer(it *item, res *schemas.Result) {
+	c, req := it.c, it.req
 	now := time.Now()
 	res.RequestID = req.RequestID
 	res.IdempotencyKey = req.IdempotencyKey
@@ -383,36 +314,26 @@ func (s *Stage) answer(w *pipeline.Work, req *schemas.Request, res *schemas.Resu
 	res.CreatedAtMs = req.CreatedAtMs
 	res.CompletedAtMs = now.UnixMilli()
 	if req.CreatedAtMs > 0 {
-		res.Timings.QueuedMs = ms(w.Received.Sub(time.UnixMilli(req.CreatedAtMs)))
+		res.Timings.QueuedMs = ms(c.Received().Sub(time.UnixMilli(req.CreatedAtMs)))
 		res.Timings.EndToEndMs = ms(now.Sub(time.UnixMilli(req.CreatedAtMs)))
 	}
-	s.m.Outcomes.WithLabelValues(req.Model, string(res.Status)).Inc()
-	v, err := s.codec.EncodeResult(s.topics.Outcomes, res)
-	if err != nil {
-		s.r.Fail(fmt.Errorf("infer: encode outcome: %w", err))
+	label := req.Model
+	if _, ok := s.models[label]; !ok {
+		label = UnknownModelLabel
+	}
+	if err := c.Emit(topics.EdgeOutcomes, []byte(req.RequestID), res, c.Record().Headers); err != nil {
+		c.Fail(fmt.Errorf("infer: encode outcome: %w", err))
 		return
 	}
-	w.Finish(pipeline.Output{Records: []*kgo.Record{{
-		Topic: s.topics.Outcomes, Key: []byte(req.RequestID), Value: v, Headers: w.Record.Headers,
-	}}})
+	if res.Status == schemas.StatusFailed && s.cfg.CopyFailedToDLQ {
+		c.DeadLetterCopy(req.RequestID, "failed:"+res.ErrorCode, errors.New(res.ErrorMessage))
+	}
+	status := string(res.Status)
+	c.OnCommit(func() { s.m.Outcomes.WithLabelValues(label, status).Inc() })
+	c.Finish()
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// backoff is exponential with full jitter, from 10ms up to 1s.
-func backoff(attempt int) time.Duration {
-	d := 10 * time.Millisecond << min(attempt, 7)
-	d = min(d, time.Second)
-	return time.Duration(rand.Int64N(int64(d)) + 1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+// Metrics are the stage's metrics.
+func (s *Stage) Metrics() *Metrics { return s.m }

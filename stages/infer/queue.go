@@ -11,7 +11,8 @@ import (
 
 // item is one request waiting for, or in, a batch.
 type item struct {
-	w        *pipeline.Work
+	c        *pipeline.Context // nil in tests of the executor
+	done     <-chan struct{}   // closed when the work went stale
 	req      *schemas.Request
 	size     int       // encoded bytes, for the batch byte limit
 	enqueued time.Time // entered the queue
@@ -23,26 +24,51 @@ type item struct {
 	failures    int   // transient failures counted against MaxAttempts
 }
 
+// stale reports whether the work went stale: nothing done for it would take
+// effect, so it must not take a model's time.
+func (it *item) stale() bool {
+	if it.done == nil {
+		return false
+	}
+	select {
+	case <-it.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // queue is the bounded in-memory queue of one model, in front of its
-// workers. It is FIFO; a worker takes a batch off its head.
+// workers. It is FIFO; a worker takes a batch off its head. Items that went
+// stale while queued are handed to drop instead of to a worker.
 type queue struct {
 	mu    sync.Mutex
 	items []*item // ring buffer
 	head  int
 	n     int
 	ready chan struct{} // signalled (non-blocking) when items arrive
+	drop  func(*item)   // gets each stale item taken off the queue
 }
 
-func newQueue(capacity int) *queue {
-	return &queue{items: make([]*item, capacity), ready: make(chan struct{}, 1)}
+func newQueue(capacity int, drop func(*item)) *queue {
+	if drop == nil {
+		drop = func(*item) {}
+	}
+	return &queue{items: make([]*item, capacity), ready: make(chan struct{}, 1), drop: drop}
 }
 
-// push appends it; false when the queue is full.
+// push appends it; false when the queue is full even after dropping the
+// stale items it holds.
 func (q *queue) push(it *item) bool {
 	q.mu.Lock()
 	if q.n == len(q.items) {
-		q.mu.Unlock()
-		return false
+		dropped := q.purgeLocked()
+		if q.n == len(q.items) {
+			q.mu.Unlock()
+			q.dropAll(dropped)
+			return false
+		}
+		defer q.dropAll(dropped)
 	}
 	q.items[(q.head+q.n)%len(q.items)] = it
 	q.n++
@@ -52,6 +78,32 @@ func (q *queue) push(it *item) bool {
 	default:
 	}
 	return true
+}
+
+func (q *queue) dropAll(its []*item) {
+	for _, it := range its {
+		q.drop(it)
+	}
+}
+
+// purgeLocked removes the stale items, keeping the order of the others.
+func (q *queue) purgeLocked() []*item {
+	var dropped []*item
+	kept := 0
+	for i := 0; i < q.n; i++ {
+		it := q.items[(q.head+i)%len(q.items)]
+		if it.stale() {
+			dropped = append(dropped, it)
+			continue
+		}
+		q.items[(q.head+kept)%len(q.items)] = it
+		kept++
+	}
+	for i := kept; i < q.n; i++ {
+		q.items[(q.head+i)%len(q.items)] = nil
+	}
+	q.n = kept
+	return dropped
 }
 
 func (q *queue) len() int {
@@ -64,17 +116,23 @@ func (q *queue) len() int {
 // whose sizes add up to at most maxBytes (the first item always goes), taken
 // as soon as the queue holds maxItems, or when its oldest item has waited
 // maxWait. With maxWait 0 it is greedy: whatever is queued when a worker
-// asks. It returns nil when ctx is done.
+// asks. Stale items at the head are dropped, not taken. It returns nil when
+// ctx is done.
 func (q *queue) take(ctx context.Context, maxItems, maxBytes int, maxWait time.Duration) []*item {
 	for {
 		q.mu.Lock()
+		var dropped []*item
+		for q.n > 0 && q.items[q.head].stale() {
+			dropped = append(dropped, q.popLocked())
+		}
 		if q.n > 0 {
 			oldest := q.items[q.head]
 			wait := maxWait - time.Since(oldest.enqueued)
 			if q.n >= maxItems || wait <= 0 {
-				b := q.popLocked(maxItems, maxBytes)
+				b := q.batchLocked(maxItems, maxBytes)
 				more := q.n > 0
 				q.mu.Unlock()
+				q.dropAll(dropped)
 				if more { // let another idle worker see what is left
 					select {
 					case q.ready <- struct{}{}:
@@ -84,6 +142,7 @@ func (q *queue) take(ctx context.Context, maxItems, maxBytes int, maxWait time.D
 				return b
 			}
 			q.mu.Unlock()
+			q.dropAll(dropped)
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
@@ -96,6 +155,7 @@ func (q *queue) take(ctx context.Context, maxItems, maxBytes int, maxWait time.D
 			continue
 		}
 		q.mu.Unlock()
+		q.dropAll(dropped)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -104,7 +164,15 @@ func (q *queue) take(ctx context.Context, maxItems, maxBytes int, maxWait time.D
 	}
 }
 
-func (q *queue) popLocked(maxItems, maxBytes int) []*item {
+func (q *queue) popLocked() *item {
+	it := q.items[q.head]
+	q.items[q.head] = nil
+	q.head = (q.head + 1) % len(q.items)
+	q.n--
+	return it
+}
+
+func (q *queue) batchLocked(maxItems, maxBytes int) []*item {
 	var b []*item
 	bytes := 0
 	for q.n > 0 && len(b) < maxItems {
@@ -113,10 +181,7 @@ func (q *queue) popLocked(maxItems, maxBytes int) []*item {
 			break
 		}
 		bytes += it.size
-		b = append(b, it)
-		q.items[q.head] = nil
-		q.head = (q.head + 1) % len(q.items)
-		q.n--
+		b = append(b, q.popLocked())
 	}
 	return b
 }

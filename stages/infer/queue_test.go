@@ -80,7 +80,7 @@ func TestQueueTakeQueued(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				q := newQueue(16)
+				q := newQueue(16, nil)
 				pushSizes(t, q, tc.queued...)
 				start := time.Now()
 				for i, want := range tc.want {
@@ -107,7 +107,7 @@ func TestQueueTakeQueued(t *testing.T) {
 
 func TestQueueGreedyBlocksUntilPush(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newQueue(4)
+		q := newQueue(4, nil)
 		ch := takeAsync(t.Context(), q, 4, 0, 0)
 		mustNotReturn(t, ch, "empty queue")
 		time.Sleep(time.Minute)
@@ -185,7 +185,7 @@ func TestQueueMaxWait(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				q := newQueue(16)
+				q := newQueue(16, nil)
 				if tc.before != nil {
 					tc.before(t, q)
 				}
@@ -214,7 +214,7 @@ func TestQueueMaxWait(t *testing.T) {
 
 func TestQueueMaxWaitNotEarly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newQueue(4)
+		q := newQueue(4, nil)
 		pushSizes(t, q, 1)
 		ch := takeAsync(t.Context(), q, 4, 0, time.Second)
 		mustNotReturn(t, ch, "at once")
@@ -229,7 +229,7 @@ func TestQueueMaxWaitNotEarly(t *testing.T) {
 
 func TestQueuePushFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newQueue(3)
+		q := newQueue(3, nil)
 		pushSizes(t, q, 1, 2, 3)
 		if q.push(&item{size: 4, enqueued: time.Now()}) {
 			t.Fatal("push on a full queue = true, want false")
@@ -255,7 +255,7 @@ func TestQueuePushFull(t *testing.T) {
 }
 
 func TestQueueZeroCapacity(t *testing.T) {
-	q := newQueue(0)
+	q := newQueue(0, nil)
 	if q.push(&item{size: 1}) {
 		t.Fatal("push on a zero-capacity queue = true, want false")
 	}
@@ -274,7 +274,7 @@ func TestQueueTakeCancelled(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				q := newQueue(4)
+				q := newQueue(4, nil)
 				pushSizes(t, q, tc.queued...)
 				ctx, cancel := context.WithCancel(t.Context())
 				ch := takeAsync(ctx, q, 4, 0, tc.maxWait)
@@ -295,7 +295,7 @@ func TestQueueTakeCancelled(t *testing.T) {
 // reach every worker, although the signal holds a single token.
 func TestQueueWakesEveryIdleWorker(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newQueue(8)
+		q := newQueue(8, nil)
 		const workers = 3
 		chs := make([]<-chan []*item, workers)
 		for i := range chs {

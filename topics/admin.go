@@ -1,4 +1,4 @@
-package pipeline
+package topics
 
 import (
 	"context"
@@ -12,26 +12,22 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-// TopicSpec is how one topic of the pipeline is created.
-type TopicSpec struct {
+// Spec is how one topic of the pipeline is created.
+type Spec struct {
 	Name       string
 	Partitions int32
 	Configs    map[string]*string
 }
 
-// TopicLayout describes the topics of a deployment.
-type TopicLayout struct {
-	Topics     Topics
-	Partitions int32         // every topic but dlq and model-stats; requests and dedup-state must match
+// Layout is how a deployment creates the graph's topics.
+type Layout struct {
+	Partitions int32         // of every topic (a changelog has its input's by construction)
 	Retention  time.Duration // data topics; 0: the broker's default
-	// MaxMessageBytes of the data topics; dlq gets twice as much, so a dead
-	// letter wrapping a record at the limit still fits. 0: broker default.
-	MaxMessageBytes int
-	// DLQMaxMessageBytes of the dlq topic; 0: twice MaxMessageBytes.
+	// MaxMessageBytes of the data topics and changelogs; the dead letters get
+	// DLQMaxMessageBytes (0: twice as much), so a dead letter wrapping a
+	// record at the limit still fits. 0: broker default.
+	MaxMessageBytes    int
 	DLQMaxMessageBytes int
-	// ReplyTopics are the clients' reply topics emit may write (data
-	// topics, with the layout's partitions).
-	ReplyTopics []string
 	// StateRetention of the changelogs, which are compact,delete: the state
 	// window is shorter, so older entries only cost space. 0: 7 days.
 	StateRetention time.Duration
@@ -39,8 +35,9 @@ type TopicLayout struct {
 
 func ptr(s string) *string { return &s }
 
-// Specs lists the topics to create.
-func (l TopicLayout) Specs() []TopicSpec {
+// Specs lists the topics to create, derived from the graph: every topic a
+// stage reads or writes, and nothing else.
+func (g Graph) Specs(l Layout) []Spec {
 	data := map[string]*string{}
 	if l.Retention > 0 {
 		data["retention.ms"] = ptr(strconv.FormatInt(l.Retention.Milliseconds(), 10))
@@ -65,29 +62,29 @@ func (l TopicLayout) Specs() []TopicSpec {
 		"cleanup.policy": ptr("compact,delete"),
 		"retention.ms":   ptr(strconv.FormatInt(sr.Milliseconds(), 10)),
 	}
-	stats := map[string]*string{"cleanup.policy": ptr("compact")}
-	t := l.Topics
-	specs := []TopicSpec{
-		{t.Requests, l.Partitions, data},
-		{t.Accepted, l.Partitions, data},
-		{t.Outcomes, l.Partitions, data},
-		{t.Results, l.Partitions, data},
-		{t.DLQ, l.Partitions, dlq},
-		{t.DedupState, l.Partitions, state},
-		{t.EmittedIDs, l.Partitions, state},
-		{t.ModelStats, 1, stats},
+	if l.MaxMessageBytes > 0 {
+		state["max.message.bytes"] = ptr(strconv.Itoa(l.MaxMessageBytes))
 	}
-	for _, r := range l.ReplyTopics {
-		specs = append(specs, TopicSpec{r, l.Partitions, data})
+	var specs []Spec
+	for _, t := range g.TopicRoles() {
+		switch t.Role {
+		case RoleChangelog:
+			specs = append(specs, Spec{t.Name, l.Partitions, state})
+		case RoleDeadLetter:
+			specs = append(specs, Spec{t.Name, l.Partitions, dlq})
+		default:
+			specs = append(specs, Spec{t.Name, l.Partitions, data})
+		}
 	}
 	return specs
 }
 
-// CreateTopics creates the layout's topics; topics that exist already are
+// CreateTopics creates the graph's topics; topics that exist already are
 // left as they are.
-func CreateTopics(ctx context.Context, adm *kadm.Client, l TopicLayout, replication int16) error {
+func CreateTopics(ctx context.Context, adm *kadm.Client, g Graph, l Layout, replication int16) error {
+	specs := g.Specs(l)
 	var errs []error
-	for _, s := range l.Specs() {
+	for _, s := range specs {
 		resp, err := adm.CreateTopic(ctx, s.Partitions, replication, s.Configs, s.Name)
 		if err == nil {
 			err = resp.Err
@@ -97,10 +94,10 @@ func CreateTopics(ctx context.Context, adm *kadm.Client, l TopicLayout, replicat
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("pipeline: %w", err)
+		return fmt.Errorf("topics: %w", err)
 	}
-	names := make([]string, 0, len(l.Specs()))
-	for _, s := range l.Specs() {
+	names := make([]string, 0, len(specs))
+	for _, s := range specs {
 		names = append(names, s.Name)
 	}
 	return WaitTopics(ctx, adm, names...)
@@ -132,7 +129,7 @@ func WaitTopics(ctx context.Context, adm *kadm.Client, names ...string) error {
 			if err == nil {
 				err = fmt.Errorf("%s not in the metadata", missing)
 			}
-			return fmt.Errorf("pipeline: waiting for created topics: %w", err)
+			return fmt.Errorf("topics: waiting for created topics: %w", err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -150,8 +147,8 @@ type TopicCheck struct {
 // partition counts (and the co-partitioning the stages rely on: requests with
 // dedup-state, outcomes with emitted-ids), compaction of the changelogs, and
 // max.message.bytes of dlq against the data topics.
-func CheckTopics(ctx context.Context, adm *kadm.Client, l TopicLayout) ([]TopicCheck, error) {
-	specs := l.Specs()
+func CheckTopics(ctx context.Context, adm *kadm.Client, g Graph, l Layout) ([]TopicCheck, error) {
+	specs := g.Specs(l)
 	names := make([]string, len(specs))
 	for i, s := range specs {
 		names[i] = s.Name
@@ -209,20 +206,18 @@ func CheckTopics(ctx context.Context, adm *kadm.Client, l TopicLayout) ([]TopicC
 		}
 		out[i] = c
 	}
-	t := l.Topics
-	pair := func(a, b, why string) {
-		pa, oka := parts[a]
-		pb, okb := parts[b]
+	t := g.Topics
+	for _, cp := range g.CoPartitioned() {
+		pa, oka := parts[cp.Input]
+		pb, okb := parts[cp.Changelog]
 		if oka && okb && pa != pb {
 			for i := range out {
-				if out[i].Topic == b {
-					out[i].Problems = append(out[i].Problems, fmt.Sprintf("%d partitions but %s has %d: %s", pb, a, pa, why))
+				if out[i].Topic == cp.Changelog {
+					out[i].Problems = append(out[i].Problems, fmt.Sprintf("%d partitions but %s has %d: %s", pb, cp.Input, pa, cp.Why))
 				}
 			}
 		}
 	}
-	pair(t.Requests, t.DedupState, "dedup restores partition p's state from changelog partition p")
-	pair(t.Outcomes, t.EmittedIDs, "emit restores partition p's state from changelog partition p")
 	dataMax, _ := strconv.Atoi(configs[t.Outcomes]["max.message.bytes"])
 	dlqMax, _ := strconv.Atoi(configs[t.DLQ]["max.message.bytes"])
 	if dataMax > 0 && dlqMax > 0 && dlqMax < dataMax {

@@ -1,0 +1,318 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/topics"
+)
+
+// Processor is a stage's decision function. The runner decodes each input
+// record into In (undecodable input never reaches it: the runner
+// dead-letters it) and calls Process from its poll goroutine, in offset
+// order per partition. Process must not block for long: a stage that waits
+// (for a batch, a model) keeps the Context and finishes it later, from any
+// goroutine, but only one goroutine at a time. Every Context ends exactly
+// once: Finish, DeadLetter, or Fail.
+type Processor[In any] interface {
+	Process(c *Context, in In)
+}
+
+// Decoder turns an input record's value into a stage's input. An error that
+// matches schemas.ErrMalformed is the bytes' fault: the record is
+// dead-lettered. Any other error is a dependency's (the schema registry):
+// the record and its partition wait, and decoding is retried until it
+// succeeds.
+type Decoder[In any] func(ctx context.Context, value []byte) (In, error)
+
+// Service is implemented by stages that run goroutines of their own (a
+// worker pool). Run is started before the first poll with the work context,
+// which is cancelled after the drain, and must return then.
+type Service interface {
+	Run(ctx context.Context) error
+}
+
+// Binder is implemented by stages that need their runner: its pauses (a
+// circuit breaker pauses the input) and its logger. Bind is called once, by
+// New, before any record is processed.
+type Binder interface {
+	Bind(r *Runner)
+}
+
+// New creates the runner of one stage of the graph: a consumer group member
+// reading st.Input, decoding each record with decode and handing it to p,
+// writing only to st's edges, its changelog and its dead letters.
+func New[In any](st topics.Stage, decode Decoder[In], p Processor[In], opts ...Option) (*Runner, error) {
+	if decode == nil || any(p) == nil {
+		return nil, fmt.Errorf("pipeline: %s: decoder and processor are required", st.Name)
+	}
+	return newRunner(st, p,
+		func(ctx context.Context, b []byte) (any, error) { return decode(ctx, b) },
+		func(c *Context, v any) { p.Process(c, v.(In)) },
+		opts...)
+}
+
+// Raw is the decoder of a stage that reads bytes as they are.
+func Raw(_ context.Context, b []byte) ([]byte, error) { return b, nil }
+
+// edge is a declared output of the stage, resolved for producing.
+type edge struct {
+	topics []string
+	kind   schemas.Kind
+}
+
+// Context is one input record in the hands of its stage, and everything the
+// stage may do about it: read the record, emit to a declared edge (the
+// runtime encodes), read and remember state (the runtime writes the
+// changelog, applies the change once the outputs are durable, restores it on
+// assignment), and end it. Done is closed when the work goes stale (its
+// partition was revoked, its transaction aborted, or the runner is going
+// away): whatever the stage still does for it will not take effect.
+//
+// A Context is used by one goroutine at a time.
+type Context struct {
+	r        *Runner
+	rec      *kgo.Record
+	received time.Time
+	gen      uint64
+	stale    <-chan struct{}
+	unit     *unit // exactly-once mode: the transaction it belongs to
+	outs     []*kgo.Record
+	changes  []schemas.StateEntry
+	onCommit func()
+	ended    atomic.Bool
+	// Exactly-once mode: the decoded input, kept until the whole unit is
+	// counted and the stage gets it.
+	pending    any
+	pendingErr error
+}
+
+// ErrStale is the error of a Context whose work went stale.
+var ErrStale = errors.New("pipeline: work is stale (partition revoked, transaction aborted, or shutting down)")
+
+// Record is the input record. The stage must not modify it.
+func (c *Context) Record() *kgo.Record { return c.rec }
+
+// Received is when the runner handed the record out.
+func (c *Context) Received() time.Time { return c.received }
+
+// Done is closed when the work goes stale.
+func (c *Context) Done() <-chan struct{} { return c.stale }
+
+// Err is ErrStale once Done is closed, nil before.
+func (c *Context) Err() error {
+	select {
+	case <-c.stale:
+		return ErrStale
+	default:
+		return nil
+	}
+}
+
+// InputPartitions is the input topic's partition count, 0 until known.
+func (c *Context) InputPartitions() int { return c.r.InputPartitions() }
+
+// Logger is the runner's logger.
+func (c *Context) Logger() *slog.Logger { return c.r.log }
+
+// Emit adds v, encoded for the edge's topic (a *schemas.Request or
+// *schemas.Result; []byte goes as it is), to the outputs.
+func (c *Context) Emit(edgeName string, key []byte, v any, headers []kgo.RecordHeader) error {
+	return c.EmitTo(edgeName, "", key, v, headers)
+}
+
+// EmitTo is Emit to one of the edge's topics ("": its first).
+func (c *Context) EmitTo(edgeName, topic string, key []byte, v any, headers []kgo.RecordHeader) error {
+	if c.Ended() {
+		return errors.New("pipeline: emit after the work ended")
+	}
+	e, ok := c.r.edges[edgeName]
+	if !ok {
+		return fmt.Errorf("pipeline: %s: no edge %q is declared", c.r.stage, edgeName)
+	}
+	if topic == "" {
+		topic = e.topics[0]
+	} else if !contains(e.topics, topic) {
+		return fmt.Errorf("pipeline: %s: edge %q does not write to %s", c.r.stage, edgeName, topic)
+	}
+	var (
+		b   []byte
+		err error
+	)
+	switch v := v.(type) {
+	case []byte:
+		b = v
+	case *schemas.Result:
+		b, err = c.r.codec().EncodeResult(topic, v)
+	case *schemas.Request:
+		b, err = c.r.codec().EncodeRequest(topic, v)
+	default:
+		err = fmt.Errorf("pipeline: %s: cannot emit a %T", c.r.stage, v)
+	}
+	if err != nil {
+		return err
+	}
+	c.outs = append(c.outs, &kgo.Record{Topic: topic, Key: key, Value: b, Headers: headers})
+	return nil
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Get returns the live state entry for key on the record's partition:
+// staged by work in flight, or committed.
+func (c *Context) Get(key string) (schemas.StateEntry, bool) {
+	if c.r.win == nil {
+		return schemas.StateEntry{}, false
+	}
+	return c.r.win.Get(c.rec.Partition, key)
+}
+
+// Remember stages a state entry for key: it is visible to Get at once, and
+// written to the changelog with the outputs; it takes effect when they are
+// durable, and is dropped without a trace if they are not.
+func (c *Context) Remember(key, requestID string, status schemas.Status) {
+	if c.Ended() {
+		return
+	}
+	if c.r.win == nil {
+		c.r.log.Error("Remember on a stage without a changelog", "stage", c.r.stage)
+		return
+	}
+	e := c.r.win.Entry(key, requestID, status)
+	c.r.win.Stage(c.rec.Partition, e)
+	c.changes = append(c.changes, e)
+}
+
+// OnCommit sets fn to run once the work's effects are durable (metrics that
+// must not count work that went stale).
+func (c *Context) OnCommit(fn func()) { c.onCommit = fn }
+
+// Finish ends the work: the runtime produces its outputs and state, and only
+// once they are durable counts the input as done.
+func (c *Context) Finish() {
+	if !c.end() {
+		return
+	}
+	c.r.finish(c)
+}
+
+// DeadLetter ends the work with the input written to the dead letters,
+// instead of whatever was emitted or remembered.
+func (c *Context) DeadLetter(reason string, err error) {
+	if !c.end() {
+		return
+	}
+	c.dropStaged()
+	dl, derr := c.r.deadLetterRecord(c.rec, reason, err, false, "")
+	if derr != nil {
+		c.r.Fail(derr)
+		c.r.release(c)
+		return
+	}
+	c.outs = []*kgo.Record{dl}
+	c.r.finish(c)
+}
+
+// DeadLetterCopy adds an operator's copy of the input to the dead letters,
+// marked answered: the request also gets its terminal answer (a FAILED
+// result), so the copy is never counted as one.
+func (c *Context) DeadLetterCopy(requestID, reason string, err error) {
+	dl, derr := c.r.deadLetterRecord(c.rec, reason, err, true, requestID)
+	if derr != nil {
+		c.r.log.Error("dead letter copy", "err", derr)
+		return
+	}
+	c.outs = append(c.outs, dl)
+}
+
+// Drop lets go of stale work (Err is not nil): nothing of it takes effect,
+// and its input goes to whoever owns the partition now. Dropping work that
+// is not stale would leave its input unfinished for good: that is a bug in
+// the stage, and it stops the stage like Fail.
+func (c *Context) Drop() {
+	if c.Err() == nil {
+		c.Fail(errors.New("dropped work that is not stale (a bug in the stage)"))
+		return
+	}
+	if !c.end() {
+		return
+	}
+	c.r.stale(c)
+}
+
+// Fail gives up the work and stops the stage: it cannot go on safely (a bug,
+// state that cannot be restored). The input is not done; it is consumed
+// again after the restart.
+func (c *Context) Fail(err error) {
+	if !c.end() {
+		return
+	}
+	c.dropStaged()
+	c.r.Fail(fmt.Errorf("pipeline: %s: %s/%d@%d: %w", c.r.stage, c.rec.Topic, c.rec.Partition, c.rec.Offset, err))
+	c.r.release(c)
+}
+
+// Ended reports whether the work was ended (Finish, DeadLetter, Drop, Fail).
+func (c *Context) Ended() bool { return c.ended.Load() }
+
+func (c *Context) end() bool {
+	if !c.ended.CompareAndSwap(false, true) {
+		c.r.log.Error("work ended twice", "topic", c.rec.Topic, "partition", c.rec.Partition, "offset", c.rec.Offset)
+		return false
+	}
+	return true
+}
+
+// dropStaged undoes the state the work staged.
+func (c *Context) dropStaged() {
+	for _, e := range c.changes {
+		c.r.win.Discard(c.rec.Partition, e)
+	}
+	c.changes = nil
+}
+
+func (c *Context) tp() tp { return tp{c.rec.Topic, c.rec.Partition} }
+
+// output is what finishing a Context produces, in write order.
+type output struct {
+	records   []*kgo.Record
+	changelog []*kgo.Record
+}
+
+// output builds the changelog records of the staged state.
+func (c *Context) output() (output, error) {
+	o := output{records: c.outs}
+	for i := range c.changes {
+		e := &c.changes[i]
+		v, err := c.r.codec().EncodeStateEntry(c.r.changelog, e)
+		if err != nil {
+			return output{}, fmt.Errorf("encode state entry: %w", err)
+		}
+		o.changelog = append(o.changelog, &kgo.Record{Topic: c.r.changelog, Partition: c.rec.Partition, Key: []byte(e.Key), Value: v})
+	}
+	return o, nil
+}
+
+// apply makes the staged state permanent: the work's effects are durable.
+func (c *Context) apply() {
+	for _, e := range c.changes {
+		c.r.win.Commit(c.rec.Partition, e)
+	}
+	if c.onCommit != nil {
+		c.onCommit()
+	}
+}

@@ -1,0 +1,243 @@
+package infer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asyncinfer/asyncinfer/connectors/backend"
+	"github.com/asyncinfer/asyncinfer/pipeline"
+	"github.com/asyncinfer/asyncinfer/schemas"
+)
+
+// executor runs batches of one model until every item has an outcome: it
+// retries transient failures with backoff behind a circuit breaker, splits a
+// batch that fails for a bad input (or is too large) until the culprit is
+// alone, honours per-item errors, expires what passed its deadline, and
+// drops work that went stale without calling the model for it.
+type executor struct {
+	cfg    ModelConfig
+	br     *breaker
+	m      *Metrics
+	answer func(*item, *schemas.Result) // a terminal outcome for the item
+	drop   func(*item)                  // let go of a stale item
+}
+
+// retryBackoff spaces the retries of a transiently failing batch.
+var retryBackoff = pipeline.Backoff{Initial: 10 * time.Millisecond, Max: time.Second}
+
+// run calls the model for a batch until every item has an outcome, or the
+// stage is stopping (ctx done: the items stay unfinished and are consumed
+// again).
+func (e *executor) run(ctx context.Context, b []*item) {
+	name := e.cfg.Name
+	for len(b) > 0 {
+		b = e.live(b)
+		b = e.expire(b)
+		if len(b) == 0 {
+			return
+		}
+		actx, cancelAcquire := e.whileLive(ctx, b)
+		probe, err := e.br.acquire(actx)
+		cancelAcquire()
+		if err != nil {
+			if ctx.Err() != nil {
+				return // shutting down: unfinished, so consumed again
+			}
+			continue // every item went stale while the circuit was open
+		}
+		reqs := make([]*schemas.Request, len(b))
+		for i, it := range b {
+			reqs[i] = it.req
+			it.attempt++
+		}
+		cctx, cancelCall := e.whileLive(ctx, b)
+		cctx, cancelTimeout := context.WithTimeout(cctx, e.cfg.Timeout)
+		start := time.Now()
+		outs, err := e.cfg.Backend.Infer(cctx, reqs)
+		took := time.Since(start)
+		cancelTimeout()
+		cancelCall()
+		e.m.CallSeconds.WithLabelValues(name).Observe(took.Seconds())
+		e.m.BatchSize.WithLabelValues(name).Observe(float64(len(b)))
+		if ctx.Err() != nil {
+			return
+		}
+		if allStale(b) {
+			// Nobody waits for the answer any more (the call may have been
+			// cancelled for it): whatever it says does not count.
+			e.m.Calls.WithLabelValues(name, "cancelled").Inc()
+			e.br.release(probe)
+			continue
+		}
+		items, isItems := backend.AsItemErrors(err)
+		switch {
+		case err == nil && len(outs) != len(b):
+			err = fmt.Errorf("model %s returned %d outputs for %d inputs", name, len(outs), len(b))
+			b = e.permanent(ctx, b, err, probe, took)
+		case err == nil:
+			e.m.Calls.WithLabelValues(name, "ok").Inc()
+			e.br.success(probe)
+			for i, it := range b {
+				e.succeed(it, outs[i], len(b), start, took)
+			}
+			return
+		case isItems && len(items) == len(b) && len(outs) == len(b):
+			// The model answered; some items failed on their own.
+			e.m.Calls.WithLabelValues(name, "partial").Inc()
+			e.br.success(probe)
+			var again []*item
+			for i, it := range b {
+				switch ierr := items[i]; {
+				case ierr == nil:
+					e.succeed(it, outs[i], len(b), start, took)
+				case pipeline.Retryable(ierr):
+					it.failures++
+					if it.failures >= e.cfg.MaxAttempts {
+						e.fail(it, CodeModelUnavailable, ierr, len(b))
+						continue
+					}
+					again = append(again, it)
+				default:
+					e.fail(it, CodeInferenceFailed, ierr, len(b))
+				}
+			}
+			b = again
+			if len(b) > 0 && !pipeline.Sleep(ctx, retryBackoff.Delay(b[0].failures)) {
+				return
+			}
+		case errors.Is(err, backend.ErrTooLarge):
+			e.m.Calls.WithLabelValues(name, "too_large").Inc()
+			b = e.permanent(ctx, b, err, probe, took)
+		case !pipeline.Retryable(err):
+			e.m.Calls.WithLabelValues(name, "permanent").Inc()
+			b = e.permanent(ctx, b, err, probe, took)
+		default:
+			e.m.Calls.WithLabelValues(name, "transient").Inc()
+			// Failures while the circuit is open or probing do not count:
+			// an outage makes requests wait, not fail. The failure that
+			// opens the circuit does not count either.
+			e.br.failure(probe)
+			counted := e.br.isClosed() && !probe
+			var keep []*item
+			for _, it := range b {
+				if counted {
+					it.failures++
+				}
+				if it.failures >= e.cfg.MaxAttempts {
+					e.fail(it, CodeModelUnavailable, err, len(b))
+					continue
+				}
+				keep = append(keep, it)
+			}
+			b = keep
+			if len(b) > 0 && !pipeline.Sleep(ctx, retryBackoff.Delay(b[0].failures)) {
+				return
+			}
+		}
+	}
+}
+
+// permanent handles a call that failed for its inputs (or their number): a
+// single item fails; a batch is split in halves, each run on its own, so a
+// poison input ends up alone and fails without its neighbours. It returns
+// what is left to run.
+func (e *executor) permanent(ctx context.Context, b []*item, err error, probe bool, took time.Duration) []*item {
+	e.br.success(probe) // the model answered: it is up
+	for _, it := range b {
+		it.failures = 0 // the limit is on consecutive transient failures
+	}
+	if len(b) == 1 {
+		e.fail(b[0], CodeInferenceFailed, err, 1)
+		return nil
+	}
+	half := len(b) / 2
+	e.run(ctx, b[:half])
+	return b[half:]
+}
+
+func (e *executor) succeed(it *item, outs []schemas.Tensor, n int, start time.Time, took time.Duration) {
+	e.answer(it, &schemas.Result{Status: schemas.StatusSucceeded, Outputs: outs, Attempt: it.attempt, BatchSize: int32(n),
+		Timings: schemas.Timings{BatchWaitMs: ms(start.Sub(it.enqueued)), InferenceMs: ms(took)}})
+}
+
+func (e *executor) fail(it *item, code string, err error, n int) {
+	e.answer(it, &schemas.Result{Status: schemas.StatusFailed, ErrorCode: code,
+		ErrorMessage: pipeline.Cut(err.Error(), maxMessage), Attempt: it.attempt, BatchSize: int32(n)})
+}
+
+// live drops the items whose work went stale and returns the rest.
+func (e *executor) live(b []*item) []*item {
+	keep := b[:0]
+	for _, it := range b {
+		if it.stale() {
+			e.drop(it)
+			continue
+		}
+		keep = append(keep, it)
+	}
+	return keep
+}
+
+// expire answers the items whose deadline has passed and returns the rest.
+func (e *executor) expire(b []*item) []*item {
+	now := time.Now()
+	keep := b[:0]
+	for _, it := range b {
+		if !it.deadline.IsZero() && now.After(it.deadline) {
+			reason := "deadline_passed"
+			if it.byObjective {
+				reason = "objective_passed"
+			}
+			e.answer(it, &schemas.Result{Status: schemas.StatusExpired, Reason: reason, Attempt: it.attempt})
+			continue
+		}
+		keep = append(keep, it)
+	}
+	return keep
+}
+
+func allStale(b []*item) bool {
+	for _, it := range b {
+		if !it.stale() {
+			return false
+		}
+	}
+	return true
+}
+
+// whileLive is a context that ends with ctx, or when every item of b went
+// stale: nobody waits for the answer any more.
+func (e *executor) whileLive(ctx context.Context, b []*item) (context.Context, context.CancelFunc) {
+	cctx, cancel := context.WithCancel(ctx)
+	var chans []<-chan struct{}
+	for _, it := range b {
+		if it.done == nil {
+			return cctx, cancel // an item that never goes stale
+		}
+		if !containsChan(chans, it.done) {
+			chans = append(chans, it.done)
+		}
+	}
+	go func() {
+		for _, ch := range chans {
+			select {
+			case <-ch:
+			case <-cctx.Done():
+				return
+			}
+		}
+		cancel()
+	}()
+	return cctx, cancel
+}
+
+func containsChan(cs []<-chan struct{}, c <-chan struct{}) bool {
+	for _, x := range cs {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
