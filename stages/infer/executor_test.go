@@ -1,0 +1,284 @@
+package infer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/asyncinfer/asyncinfer/connectors/backend"
+	"github.com/asyncinfer/asyncinfer/pipeline"
+	"github.com/asyncinfer/asyncinfer/schemas"
+)
+
+// scripted is a model whose answer to each call is decided by a script from
+// the call's number and its request ids; it records the calls.
+type scripted struct {
+	script func(call int, ids []string) error // nil error: every item succeeds
+	cost   time.Duration                      // virtual time per call
+
+	mu    sync.Mutex
+	calls [][]string
+}
+
+func (m *scripted) Infer(ctx context.Context, batch []*schemas.Request) ([][]schemas.Tensor, error) {
+	ids := make([]string, len(batch))
+	for i, r := range batch {
+		ids[i] = r.RequestID
+	}
+	m.mu.Lock()
+	n := len(m.calls)
+	m.calls = append(m.calls, ids)
+	m.mu.Unlock()
+	if m.cost > 0 {
+		select {
+		case <-time.After(m.cost):
+		case <-ctx.Done():
+			return nil, pipeline.Transient(ctx.Err())
+		}
+	}
+	outs := make([][]schemas.Tensor, len(batch))
+	for i := range outs {
+		outs[i] = []schemas.Tensor{{Name: "y", Datatype: "FP64", Shape: []int64{1}, FP64: []float64{float64(i)}}}
+	}
+	return outs, m.script(n, ids)
+}
+
+// outcome is what the executor answered for one item, and when.
+type outcome struct {
+	status  schemas.Status
+	code    string
+	reason  string
+	attempt int32
+	at      time.Duration // since the start of the run
+}
+
+func (o outcome) String() string {
+	s := string(o.status)
+	if o.code != "" {
+		s += " " + o.code
+	}
+	if o.reason != "" {
+		s += " " + o.reason
+	}
+	return fmt.Sprintf("%s #%d", s, o.attempt)
+}
+
+// The executor's retry, split, per-item, breaker, expiry and staleness paths
+// with a scripted model, in virtual time: for each script, what every
+// request is answered and which calls the model saw.
+func TestExecutor(t *testing.T) {
+	poison := func(id string) func(int, []string) error {
+		return func(_ int, ids []string) error {
+			if slices.Contains(ids, id) {
+				return errors.New("poison " + id)
+			}
+			return nil
+		}
+	}
+	type input struct {
+		id        string
+		deadline  time.Duration // from the start; 0: none
+		objective bool
+		stale     bool
+	}
+	items := func(ids ...string) []input {
+		var out []input
+		for _, id := range ids {
+			out = append(out, input{id: id})
+		}
+		return out
+	}
+	tests := []struct {
+		name      string
+		items     []input
+		script    func(call int, ids []string) error
+		cfg       ModelConfig
+		want      map[string]string // id -> outcome.String(); absent: no answer (dropped)
+		wantCalls [][]string
+	}{
+		{
+			name:      "one call",
+			items:     items("a", "b", "c"),
+			script:    func(int, []string) error { return nil },
+			want:      map[string]string{"a": "SUCCEEDED #1", "b": "SUCCEEDED #1", "c": "SUCCEEDED #1"},
+			wantCalls: [][]string{{"a", "b", "c"}},
+		},
+		{
+			name:  "transient then ok",
+			items: items("a", "b"),
+			script: func(call int, _ []string) error {
+				if call == 0 {
+					return pipeline.Transient(errors.New("busy"))
+				}
+				return nil
+			},
+			want:      map[string]string{"a": "SUCCEEDED #2", "b": "SUCCEEDED #2"},
+			wantCalls: [][]string{{"a", "b"}, {"a", "b"}},
+		},
+		{
+			name:   "a poison input is split out and fails alone",
+			items:  items("a", "b", "c", "d"),
+			script: poison("c"),
+			want: map[string]string{"a": "SUCCEEDED #2", "b": "SUCCEEDED #2",
+				"c": "FAILED INFERENCE_FAILED #3", "d": "SUCCEEDED #3"},
+			wantCalls: [][]string{{"a", "b", "c", "d"}, {"a", "b"}, {"c", "d"}, {"c"}, {"d"}},
+		},
+		{
+			name:  "per-item errors: no split, the transient item retried alone",
+			items: items("a", "b", "c"),
+			script: func(call int, ids []string) error {
+				if call > 0 {
+					return nil
+				}
+				return backend.NewItemErrors(3).Failed(1, errors.New("bad shape")).Failed(2, pipeline.Transient(errors.New("oom")))
+			},
+			want:      map[string]string{"a": "SUCCEEDED #1", "b": "FAILED INFERENCE_FAILED #1", "c": "SUCCEEDED #2"},
+			wantCalls: [][]string{{"a", "b", "c"}, {"c"}},
+		},
+		{
+			name:  "too large: split until it fits",
+			items: items("a", "b", "c", "d"),
+			script: func(_ int, ids []string) error {
+				if len(ids) > 2 {
+					return backend.TooLarge(errors.New("413"))
+				}
+				return nil
+			},
+			want:      map[string]string{"a": "SUCCEEDED #2", "b": "SUCCEEDED #2", "c": "SUCCEEDED #2", "d": "SUCCEEDED #2"},
+			wantCalls: [][]string{{"a", "b", "c", "d"}, {"a", "b"}, {"c", "d"}},
+		},
+		{
+			name:      "one item too large fails",
+			items:     items("a"),
+			script:    func(int, []string) error { return backend.TooLarge(errors.New("413 request entity too large")) },
+			want:      map[string]string{"a": "FAILED INFERENCE_FAILED #1"},
+			wantCalls: [][]string{{"a"}},
+		},
+		{
+			name:      "transient failures up to max_attempts, the breaker never opening",
+			items:     items("a"),
+			script:    func(int, []string) error { return pipeline.Transient(errors.New("flaky")) },
+			cfg:       ModelConfig{MaxAttempts: 3, BreakerThreshold: 100},
+			want:      map[string]string{"a": "FAILED MODEL_UNAVAILABLE #3"},
+			wantCalls: [][]string{{"a"}, {"a"}, {"a"}},
+		},
+		{
+			name:  "an outage opens the circuit: requests wait, not fail",
+			items: items("a"),
+			script: func(call int, _ []string) error {
+				if call < 8 {
+					return pipeline.Transient(errors.New("down"))
+				}
+				return nil
+			},
+			cfg:  ModelConfig{MaxAttempts: 5, BreakerThreshold: 3, BreakerCooldown: time.Second},
+			want: map[string]string{"a": "SUCCEEDED #9"},
+		},
+		{
+			name: "expired before the call: no model time",
+			items: []input{{id: "late", deadline: -time.Millisecond}, {id: "obj", deadline: -time.Millisecond, objective: true},
+				{id: "fine"}},
+			script:    func(int, []string) error { return nil },
+			want:      map[string]string{"late": "EXPIRED deadline_passed #0", "obj": "EXPIRED objective_passed #0", "fine": "SUCCEEDED #1"},
+			wantCalls: [][]string{{"fine"}},
+		},
+		{
+			name:      "stale work is dropped without a call",
+			items:     []input{{id: "gone", stale: true}, {id: "here"}},
+			script:    func(int, []string) error { return nil },
+			want:      map[string]string{"here": "SUCCEEDED #1"},
+			wantCalls: [][]string{{"here"}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				model := &scripted{script: tc.script, cost: time.Millisecond}
+				cfg := tc.cfg
+				cfg.Name, cfg.Backend = "m", model
+				cfg.setDefaults()
+				m, _ := NewMetrics(nil)
+				start := time.Now()
+				got := map[string]string{}
+				var dropped []string
+				ex := &executor{cfg: cfg, br: newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown, nil, nil), m: m,
+					answer: func(it *item, res *schemas.Result) {
+						o := outcome{status: res.Status, code: res.ErrorCode, reason: res.Reason, attempt: res.Attempt, at: time.Since(start)}
+						if _, dup := got[it.req.RequestID]; dup {
+							t.Errorf("%s answered twice", it.req.RequestID)
+						}
+						got[it.req.RequestID] = o.String()
+					},
+					drop: func(it *item) { dropped = append(dropped, it.req.RequestID) },
+				}
+				var batch []*item
+				for _, x := range tc.items {
+					done := make(chan struct{})
+					if x.stale {
+						close(done)
+					}
+					it := &item{done: done, req: &schemas.Request{RequestID: x.id}, enqueued: start, byObjective: x.objective}
+					if x.deadline != 0 {
+						it.deadline = start.Add(x.deadline)
+					}
+					batch = append(batch, it)
+				}
+				ex.run(t.Context(), batch)
+				for id, w := range tc.want {
+					if got[id] != w {
+						t.Errorf("%s: %q, want %q", id, got[id], w)
+					}
+				}
+				for id := range got {
+					if _, ok := tc.want[id]; !ok {
+						t.Errorf("%s answered %q, want no answer", id, got[id])
+					}
+				}
+				for _, x := range tc.items {
+					if x.stale && !slices.Contains(dropped, x.id) {
+						t.Errorf("stale %s not dropped", x.id)
+					}
+				}
+				if tc.wantCalls != nil && !slices.EqualFunc(model.calls, tc.wantCalls, slices.Equal) {
+					t.Errorf("calls %v, want %v", model.calls, tc.wantCalls)
+				}
+			})
+		})
+	}
+}
+
+// A call whose every request goes stale while it runs is cancelled: the
+// model's time is not spent on answers nobody waits for.
+func TestExecutorCancelsACallWhenEveryItemGoesStale(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		model := &scripted{script: func(int, []string) error { return nil }, cost: time.Hour}
+		cfg := ModelConfig{Name: "m", Backend: model}
+		cfg.setDefaults()
+		m, _ := NewMetrics(nil)
+		var answered, dropped []string
+		ex := &executor{cfg: cfg, br: newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown, nil, nil), m: m,
+			answer: func(it *item, _ *schemas.Result) { answered = append(answered, it.req.RequestID) },
+			drop:   func(it *item) { dropped = append(dropped, it.req.RequestID) },
+		}
+		revoke := make(chan struct{})
+		b := []*item{{done: revoke, req: &schemas.Request{RequestID: "a"}}, {done: revoke, req: &schemas.Request{RequestID: "b"}}}
+		finished := make(chan struct{})
+		start := time.Now()
+		go func() { ex.run(t.Context(), b); close(finished) }()
+		time.Sleep(time.Minute)
+		close(revoke)
+		<-finished
+		if took := time.Since(start); took != time.Minute {
+			t.Errorf("run took %v: the call was not cancelled when its items went stale", took)
+		}
+		if len(answered) != 0 || strings.Join(dropped, ",") != "a,b" {
+			t.Errorf("answered %v, dropped %v; want none answered, both dropped", answered, dropped)
+		}
+	})
+}
