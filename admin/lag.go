@@ -11,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/asyncinfer/asyncinfer/internal/partread"
 )
 
 // PartitionLag is one consumer group's lag on one partition.
@@ -168,8 +170,8 @@ func uniq(groups []string) []string {
 // transaction leaves records no read_committed consumer ever receives.
 // Neither is work. For every row with 0 < Lag <= max it reads the partition
 // from the committed offset to the end, read_committed, and sets Lag to the
-// data records there; Markers gets the difference. Partitions it cannot read
-// within a few seconds keep their raw lag.
+// data records there; Markers gets the difference. If the gaps cannot be
+// read within a few seconds, every row keeps its raw lag.
 func DiscountMarkers(ctx context.Context, kopts []kgo.Opt, rows []PartitionLag, max int64) error {
 	type key struct {
 		topic string
@@ -195,34 +197,29 @@ func DiscountMarkers(ctx context.Context, kopts []kgo.Opt, rows []PartitionLag, 
 	if len(end) == 0 {
 		return nil
 	}
-	cl, err := kgo.NewClient(append(slices.Clone(kopts), kgo.ConsumePartitions(want),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
-		kgo.FetchMaxWait(200*time.Millisecond))...)
-	if err != nil {
-		return err
+	ranges := map[string]map[int32]partread.Range{}
+	for t, ps := range want {
+		ranges[t] = map[int32]partread.Range{}
+		for p, o := range ps {
+			ranges[t][p] = partread.Range{Start: o.EpochOffset().Offset, End: end[key{t, p}]}
+		}
 	}
-	defer cl.Close()
 	data := map[key][]int64{} // data offsets read, per partition
-	left := len(end)
-	reached := map[key]bool{}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	// A few seconds at most, and small fetches: the gaps are a few records,
+	// but a record may be up to the topic's limit, and this runs every few
+	// seconds in every stage process.
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	for left > 0 && ctx.Err() == nil {
-		fs := cl.PollFetches(ctx)
-		fs.EachRecord(func(r *kgo.Record) {
+	err := partread.Read(rctx, kopts, ranges, partread.Options{MaxBytes: 256 << 10, PollTimeout: 200 * time.Millisecond},
+		func(r *kgo.Record) {
 			k := key{r.Topic, r.Partition}
-			e, ok := end[k]
-			if !ok || r.Offset >= e {
-				return
-			}
-			if !r.Attrs.IsControl() {
-				data[k] = append(data[k], r.Offset)
-			}
-			if r.Offset >= e-1 && !reached[k] {
-				reached[k] = true
-				left--
-			}
+			data[k] = append(data[k], r.Offset)
 		})
+	reached := map[key]bool{}
+	if err == nil {
+		for k := range end {
+			reached[k] = true
+		}
 	}
 	for i := range rows {
 		r := &rows[i]

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/asyncinfer/asyncinfer/admin"
 	"github.com/asyncinfer/asyncinfer/config"
+	"github.com/asyncinfer/asyncinfer/internal/partread"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
 )
@@ -163,74 +162,31 @@ func endOffsets(ctx context.Context, kopts []kgo.Opt, topics ...string) (kadm.Li
 // read_committed. Every second it writes how far it got to progress (nil:
 // nowhere).
 func readTopics(ctx context.Context, kopts []kgo.Opt, ends kadm.ListedOffsets, progress io.Writer, fn func(*kgo.Record)) error {
-	want := map[string]map[int32]kgo.Offset{}
-	left := map[string]int64{} // "topic/partition" -> end offset
+	ranges := map[string]map[int32]partread.Range{}
 	ends.Each(func(o kadm.ListedOffset) {
 		if o.Err != nil || o.Offset <= 0 {
 			return
 		}
-		if want[o.Topic] == nil {
-			want[o.Topic] = map[int32]kgo.Offset{}
+		if ranges[o.Topic] == nil {
+			ranges[o.Topic] = map[int32]partread.Range{}
 		}
-		want[o.Topic][o.Partition] = kgo.NewOffset().AtStart()
-		left[fmt.Sprintf("%s/%d", o.Topic, o.Partition)] = o.Offset
+		ranges[o.Topic][o.Partition] = partread.Range{Start: -2, End: o.Offset}
 	})
-	if len(left) == 0 {
-		return nil
+	o := partread.Options{
+		// Every record up to the end offsets (transaction markers included,
+		// as control records) is readable from these delete-policy topics:
+		// a partition that stops short means something is wrong, and a
+		// recount of part of the topics would report answered requests as
+		// lost.
+		Idle:     15 * time.Second,
+		MaxBytes: 16 << 20,
 	}
-	cl, err := kgo.NewClient(append(slices.Clone(kopts), kgo.ConsumePartitions(want),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(), kgo.FetchMaxWait(250*time.Millisecond))...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	idle := time.Now()
-	var read int64
-	lastProgress := time.Now()
-	for len(left) > 0 {
-		if progress != nil && time.Since(lastProgress) >= time.Second {
-			lastProgress = time.Now()
-			fmt.Fprintf(progress, "read %d records, %d partitions to go\n", read, len(left))
-		}
-		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		fs := cl.PollFetches(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		n := 0
-		fs.EachRecord(func(r *kgo.Record) {
-			n++
-			read++
-			k := fmt.Sprintf("%s/%d", r.Topic, r.Partition)
-			end, ok := left[k]
-			if !ok || r.Offset >= end {
-				return
-			}
-			if r.Offset >= end-1 {
-				delete(left, k)
-			}
-			if !r.Attrs.IsControl() {
-				fn(r)
-			}
-		})
-		if n > 0 {
-			idle = time.Now()
-		} else if time.Since(idle) > 15*time.Second {
-			// Every record up to the end offsets (transaction markers
-			// included, as control records) is readable from these
-			// delete-policy topics: a partition that stops short means
-			// something is wrong, and a recount of part of the topics
-			// would report answered requests as lost.
-			var short []string
-			for k := range left {
-				short = append(short, k)
-			}
-			slices.Sort(short)
-			return fmt.Errorf("read nothing for 15s with %d partitions short of their end (%s)", len(short), strings.Join(short, ", "))
+	if progress != nil {
+		o.Progress = func(read int64, left int) {
+			fmt.Fprintf(progress, "read %d records, %d partitions to go\n", read, left)
 		}
 	}
-	return nil
+	return partread.Read(ctx, kopts, ranges, o, fn)
 }
 
 // groupsSettled reports whether every stage group exists and has consumed

@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
+	"github.com/asyncinfer/asyncinfer/internal/partread"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
 	"github.com/asyncinfer/asyncinfer/topics"
@@ -179,47 +180,25 @@ func (e *Env) ReadCommitted(t testing.TB, topic string) []*kgo.Record {
 func (e *Env) read(t testing.TB, topic string, committed bool) []*kgo.Record {
 	t.Helper()
 	ctx := Ctx(t)
-	list, iso := e.Admin.ListEndOffsets, kgo.ReadUncommitted()
+	list := e.Admin.ListEndOffsets
 	if committed {
-		list, iso = e.Admin.ListCommittedOffsets, kgo.ReadCommitted()
+		list = e.Admin.ListCommittedOffsets
 	}
 	ends, err := list(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	left := map[int32]int64{}
-	parts := map[int32]kgo.Offset{}
+	ranges := map[int32]partread.Range{}
 	ends.Each(func(o kadm.ListedOffset) {
 		if o.Offset > 0 {
-			left[o.Partition] = o.Offset
-			parts[o.Partition] = kgo.NewOffset().AtStart()
+			ranges[o.Partition] = partread.Range{Start: -2, End: o.Offset}
 		}
 	})
-	if len(left) == 0 {
-		return nil
-	}
-	// Control records (transaction markers) are kept so that the offsets
-	// reach the end when a partition ends in one; they are not returned.
-	cl := e.Client(t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
-		kgo.FetchIsolationLevel(iso), kgo.KeepControlRecords())
 	var out []*kgo.Record
-	for len(left) > 0 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading %s: %v (left %v)", topic, ctx.Err(), left)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			end, ok := left[r.Partition]
-			if !ok || r.Offset >= end {
-				return
-			}
-			if !r.Attrs.IsControl() {
-				out = append(out, r)
-			}
-			if r.Offset >= end-1 {
-				delete(left, r.Partition)
-			}
-		})
+	cl := slices.Concat([]kgo.Opt{kgo.SeedBrokers(e.Brokers...)}, e.ClientOpts)
+	if err := partread.Read(ctx, cl, map[string]map[int32]partread.Range{topic: ranges}, partread.Options{Uncommitted: !committed},
+		func(r *kgo.Record) { out = append(out, r) }); err != nil {
+		t.Fatalf("reading %s: %v", topic, err)
 	}
 	return out
 }
