@@ -151,10 +151,10 @@ func ModelDefaults(m Model) Model {
 		m.Backend = "sim"
 	}
 	// The serving limits' defaults are the infer stage's own.
-	d := infer.ModelConfig{MaxBatch: m.MaxBatchItems, MaxBatchSize: m.MaxBatchBytes, Timeout: m.Timeout,
+	d := infer.ModelConfig{MaxBatchItems: m.MaxBatchItems, MaxBatchBytes: m.MaxBatchBytes, Timeout: m.Timeout,
 		Concurrency: m.Concurrency, MaxAttempts: m.MaxAttempts, BreakerThreshold: m.BreakerThreshold,
 		BreakerCooldown: m.BreakerCooldown}.WithDefaults()
-	m.MaxBatchItems, m.MaxBatchBytes, m.Timeout, m.Concurrency = d.MaxBatch, d.MaxBatchSize, d.Timeout, d.Concurrency
+	m.MaxBatchItems, m.MaxBatchBytes, m.Timeout, m.Concurrency = d.MaxBatchItems, d.MaxBatchBytes, d.Timeout, d.Concurrency
 	m.MaxAttempts, m.BreakerThreshold, m.BreakerCooldown = d.MaxAttempts, d.BreakerThreshold, d.BreakerCooldown
 	if m.Backend == "sim" && m.Sim.Fixed == 0 && m.Sim.PerItem == 0 {
 		m.Sim.Fixed, m.Sim.PerItem = 5*time.Millisecond, 250*time.Microsecond

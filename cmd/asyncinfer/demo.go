@@ -121,7 +121,7 @@ func (f *demoFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.model.name, "model", md.Name, "name of the served (simulated) model")
 	fs.StringVar(&f.model.cost, "model-cost", md.Sim.Fixed.String()+","+md.Sim.PerItem.String(), "simulated model cost a,c: a call of b items takes a + c*b")
 	fs.BoolVar(&f.model.spin, "model-spin", false, "burn CPU for the model cost instead of sleeping")
-	fs.IntVar(&f.model.maxBatch, "max-batch", md.MaxBatchItems, "most items per model call")
+	fs.IntVar(&f.model.maxBatch, "max-batch-items", md.MaxBatchItems, "most items per model call")
 	fs.DurationVar(&f.model.maxWait, "max-wait", 0, "longest wait for a fuller batch (0: greedy, take what is queued)")
 	fs.IntVar(&f.model.concurrency, "model-concurrency", md.Concurrency, "parallel model calls (workers)")
 	fs.Float64Var(&f.model.errorRate, "model-error-rate", 0, "fraction of model calls that fail transiently")
@@ -167,7 +167,7 @@ func (f *demoFlags) config() (*config.Config, error) {
 	if changed("model-spin") {
 		m.Sim.Spin = f.model.spin
 	}
-	if changed("max-batch") {
+	if changed("max-batch-items") {
 		m.MaxBatchItems = f.model.maxBatch
 	}
 	if changed("max-wait") {

@@ -220,7 +220,7 @@ func models(cfg *config.Config) ([]infer.ModelConfig, []*sim.Model, error) {
 		}
 		sims = append(sims, backend)
 		out = append(out, infer.ModelConfig{
-			Name: m.Name, Backend: backend, MaxBatch: m.MaxBatchItems, MaxBatchSize: m.MaxBatchBytes,
+			Name: m.Name, Backend: backend, MaxBatchItems: m.MaxBatchItems, MaxBatchBytes: m.MaxBatchBytes,
 			MaxWait: m.MaxWait, Timeout: m.Timeout, Concurrency: m.Concurrency, MaxAttempts: m.MaxAttempts,
 			BreakerThreshold: m.BreakerThreshold, BreakerCooldown: m.BreakerCooldown,
 			Objective: m.LatencyObjective, Deterministic: m.Deterministic,

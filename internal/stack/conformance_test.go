@@ -425,7 +425,7 @@ func TestConformanceStaleWorkProducesNothing(t *testing.T) {
 	// One request per call: the call in flight holds one partition's
 	// request, the rest wait in the queue.
 	a := startStage(t, e, topics.Infer, nil, Options{InstanceID: "a",
-		Models: []infer.ModelConfig{{Name: "m", Backend: first, MaxBatch: 1}},
+		Models: []infer.ModelConfig{{Name: "m", Backend: first, MaxBatchItems: 1}},
 		Runner: []pipeline.Option{pipeline.DrainTimeout(200 * time.Millisecond), pipeline.SessionTimeout(6 * time.Second)}})
 	kafkatest.Eventually(t, "every request queued on the first member", func() bool {
 		return testutil.ToFloat64(a.r.Metrics().Consumed.WithLabelValues(topics.Infer)) == n

@@ -40,14 +40,14 @@ type Model interface {
 
 // ModelConfig is how one model is served.
 type ModelConfig struct {
-	Name         string
-	Backend      Model
-	MaxBatch     int           // items per call; default 64
-	MaxBatchSize int           // bytes of encoded requests per call; default 900 KiB
-	MaxWait      time.Duration // longest wait for a fuller batch; 0: greedy
-	Timeout      time.Duration // per call; default 30s
-	Concurrency  int           // workers (parallel calls); default 1
-	MaxAttempts  int           // consecutive transient failures before an item fails; default 5
+	Name          string
+	Backend       Model
+	MaxBatchItems int           // items per call; default 64
+	MaxBatchBytes int           // bytes of encoded requests per call; default 900 KiB
+	MaxWait       time.Duration // longest wait for a fuller batch; 0: greedy
+	Timeout       time.Duration // per call; default 30s
+	Concurrency   int           // workers (parallel calls); default 1
+	MaxAttempts   int           // consecutive transient failures before an item fails; default 5
 	// Circuit breaker: consecutive transient failures that open it, and how
 	// long it stays open before a probe. Defaults 5 and 500ms.
 	BreakerThreshold int
@@ -68,11 +68,11 @@ func (m ModelConfig) WithDefaults() ModelConfig {
 }
 
 func (m *ModelConfig) setDefaults() {
-	if m.MaxBatch <= 0 {
-		m.MaxBatch = 64
+	if m.MaxBatchItems <= 0 {
+		m.MaxBatchItems = 64
 	}
-	if m.MaxBatchSize <= 0 {
-		m.MaxBatchSize = 900 << 10
+	if m.MaxBatchBytes <= 0 {
+		m.MaxBatchBytes = 900 << 10
 	}
 	if m.Timeout <= 0 {
 		m.Timeout = 30 * time.Second
@@ -233,8 +233,8 @@ func (s *Stage) Bind(r *pipeline.Runner) {
 		br.onHalfOpen = func() { r.Pauses().ResumeAll(reason) }
 		br.onReopen = func() { r.Pauses().PauseAll(reason) }
 		sv.ex = &executor{
-			cfg: sv.cfg,
-			br:  br,
+			cfg:    sv.cfg,
+			br:     br,
 			m:      s.m,
 			answer: s.answer,
 			drop: func(it *item) {
@@ -255,7 +255,7 @@ func (s *Stage) Run(ctx context.Context) error {
 			go func() {
 				defer func() { done <- struct{}{} }()
 				for {
-					b := sv.q.take(ctx, sv.cfg.MaxBatch, sv.cfg.MaxBatchSize, sv.cfg.MaxWait)
+					b := sv.q.take(ctx, sv.cfg.MaxBatchItems, sv.cfg.MaxBatchBytes, sv.cfg.MaxWait)
 					if b == nil {
 						return
 					}
