@@ -34,10 +34,10 @@ test: deps lint
 	  $(GO) test -race -count=1 -timeout 25m -artifacts -outputdir $(CURDIR)/test-output $(PKGS)
 	@echo "--- integration-report.json (the real-Kafka suite)"; cat integration-report.json
 
-lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
-	  if [ -n "$$out" ]; then echo "gofmt would change:" $$out >&2; exit 1; fi
-	$(GO) vet $(PKGS)
+## lint: gofmt, go vet, golangci-lint (.golangci.yml: the package layering
+## as depguard rules, errorlint, staticcheck, nolintlint)
+lint: deps
+	@deploy/lint.sh
 
 clean:
 	rm -rf bin test-output

@@ -11,7 +11,9 @@ import (
 func TestDependenciesStayLight(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", ".").Output()
 	if err != nil {
-		t.Skipf("go list: %v", err)
+		// go test runs with the go command at hand: a test that cannot
+		// list the dependencies must not pass as if it had checked them.
+		t.Fatalf("go list: %v", err)
 	}
 	for _, dep := range strings.Fields(string(out)) {
 		for _, banned := range []string{"github.com/prometheus/", "github.com/asyncinfer/asyncinfer/pipeline", "github.com/asyncinfer/asyncinfer/stages/"} {

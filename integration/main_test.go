@@ -144,11 +144,11 @@ func startBroker(ctx context.Context) (*broker, error) {
 	}
 	provider, err := testcontainers.NewDockerProvider()
 	if err != nil {
-		return nil, fmt.Errorf("no container engine (%v); set KAFKA_BROKERS or DOCKER_HOST", err)
+		return nil, fmt.Errorf("no container engine (%w); set KAFKA_BROKERS or DOCKER_HOST", err)
 	}
 	defer provider.Close()
 	if err := provider.Health(ctx); err != nil {
-		return nil, fmt.Errorf("no container engine answers (%v); set KAFKA_BROKERS or DOCKER_HOST", err)
+		return nil, fmt.Errorf("no container engine answers (%w); set KAFKA_BROKERS or DOCKER_HOST", err)
 	}
 	image := os.Getenv("ASYNCINFER_KAFKA_IMAGE")
 	if image == "" {
@@ -254,7 +254,7 @@ func (b *broker) describe(ctx context.Context) error {
 		lastErr = err
 		time.Sleep(200 * time.Millisecond)
 	}
-	return fmt.Errorf("broker %s does not answer: %v", b.Brokers, lastErr)
+	return fmt.Errorf("broker %s does not answer: %w", b.Brokers, lastErr)
 }
 
 func (b *broker) stop() {

@@ -89,7 +89,7 @@ func (d *deployment) verify(ctx context.Context) (counts, error) {
 	out, errOut, err := d.cli(ctx, "verify", "--report", "json")
 	var c counts
 	if jerr := json.Unmarshal([]byte(out), &c); jerr != nil {
-		return c, fmt.Errorf("verify: %v: %v: %s", err, jerr, errOut)
+		return c, fmt.Errorf("verify: %w: %w: %s", err, jerr, errOut)
 	}
 	return c, nil
 }

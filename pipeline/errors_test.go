@@ -61,7 +61,7 @@ func TestTransient(t *testing.T) {
 	if !errors.Is(err, base) {
 		t.Fatal("Transient(err) does not wrap err")
 	}
-	if errors.Unwrap(err) != base {
+	if errors.Unwrap(err) != base { //nolint:errorlint // the direct cause, not the chain, is the point
 		t.Fatalf("Unwrap = %v, want %v", errors.Unwrap(err), base)
 	}
 }

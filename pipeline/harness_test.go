@@ -6,11 +6,17 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/asyncinfer/asyncinfer/internal/kafkatest"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
 	"github.com/asyncinfer/asyncinfer/topics"
 )
+
+// Every goroutine of a runner (poll loop, commits, restores, holds, produce
+// callbacks) must end with Run.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testStage reads the accepted topic as raw bytes and may write them to the
 // outcomes topic (edge "out"); with state, it keeps a changelog on the

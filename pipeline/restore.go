@@ -43,11 +43,11 @@ func ReadPartition(ctx context.Context, connOpts []kgo.Opt, topic string, partit
 		return fmt.Errorf("pipeline: restore %s/%d: list offsets: %w", topic, partition, err)
 	}
 	end, ok := ends.Lookup(topic, partition)
-	if !ok || end.Err != nil {
-		if ok {
-			err = end.Err
-		}
-		return fmt.Errorf("pipeline: restore %s/%d: no end offset: %v", topic, partition, err)
+	if !ok {
+		return fmt.Errorf("pipeline: restore %s/%d: no end offset listed", topic, partition)
+	}
+	if end.Err != nil {
+		return fmt.Errorf("pipeline: restore %s/%d: end offset: %w", topic, partition, end.Err)
 	}
 	if start, ok := starts.Lookup(topic, partition); ok && start.Err == nil && start.Offset >= end.Offset {
 		return nil // empty, or retention removed every record: nothing to restore

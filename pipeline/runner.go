@@ -157,7 +157,6 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 		kopts = append(kopts,
 			kgo.TransactionalID(st.TransactionalID(id)),
 			kgo.TransactionTimeout(c.txnTimeout+30*time.Second),
-			kgo.RequireStableFetchOffsets(),
 			// With Kafka 4's transactions (KIP-890), the first produce
 			// after EndTxn can get CONCURRENT_TRANSACTIONS; franz-go
 			// retries it after a metadata refresh, which the default

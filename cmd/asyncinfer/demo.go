@@ -135,7 +135,7 @@ func (f *demoFlags) register(fs *pflag.FlagSet) {
 // config is the demo's configuration: run's, loaded the same way, with the
 // demo model's flags applied to its first model.
 func (f *demoFlags) config() (*config.Config, error) {
-	errs := f.loadSpec.validate()
+	errs := f.validate()
 	if f.format != "json" && f.format != "text" {
 		errs = append(errs, fmt.Errorf("--report %q: want json or text", f.format))
 	}
@@ -292,7 +292,9 @@ wait:
 		return report{}, fmt.Errorf("stages: %w", err)
 	}
 	stopWatch()
-	<-watchDone
+	if err := <-watchDone; err != nil {
+		return report{}, fmt.Errorf("results watcher: %w", err)
+	}
 
 	// The final numbers are a recount of the topics, not of the counters
 	// above: the same code as verify, in this process.

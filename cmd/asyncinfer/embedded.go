@@ -136,8 +136,11 @@ func (e *embedded) loadRegistry() error {
 			continue
 		}
 		id, _, err := e.registry.RegisterSchema(s.Subject, sch)
-		if err != nil || id != s.ID {
-			return fmt.Errorf("embedded registry: %s: restoring %s gave id %d, want %d (%v)", registryFile, s.Subject, id, s.ID, err)
+		if err != nil {
+			return fmt.Errorf("embedded registry: %s: restoring %s: %w", registryFile, s.Subject, err)
+		}
+		if id != s.ID {
+			return fmt.Errorf("embedded registry: %s: restoring %s gave id %d, want %d", registryFile, s.Subject, id, s.ID)
 		}
 	}
 	return nil

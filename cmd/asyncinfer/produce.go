@@ -61,13 +61,13 @@ created_at_ms (default: now).`,
 			if err != nil {
 				return err
 			}
-			var in io.Reader = cmd.InOrStdin()
+			in := cmd.InOrStdin()
 			if file != "-" {
 				f, err := os.Open(file)
 				if err != nil {
 					return fmt.Errorf("--file: %w", err)
 				}
-				defer f.Close()
+				defer f.Close() //nolint:errcheck // read-only file: a close error loses nothing
 				in = f
 			}
 			ctx := cmd.Context()

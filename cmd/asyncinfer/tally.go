@@ -29,7 +29,6 @@ type tally struct {
 	dlq         int
 	dlqFrom     map[string]bool // "topic/partition/offset" of dead-lettered sources
 	latencies   []float64       // ms, first answer of each request id
-	foreign     int             // answers for request ids never requested
 }
 
 func newTally() *tally {

@@ -75,7 +75,7 @@ func NewSecured(t testing.TB, partitions int32, cluster []kfake.Opt, client []kg
 		// Unreachable: the connection is cut without an answer.
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, err := hj.Hijack(); err == nil {
-				conn.Close()
+				_ = conn.Close()
 				return true
 			}
 		}
