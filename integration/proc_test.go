@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // deployment is one pipeline on the shared broker: its own topic prefix, so
@@ -205,4 +209,70 @@ func (p *proc) stop(t *testing.T, within time.Duration) {
 	case <-time.After(within):
 		t.Fatalf("%s did not drain within %v after SIGTERM:\n%s", p.name, within, p.stderr.String())
 	}
+}
+
+// waitMidStream waits until answers are flowing (the results topic holds
+// some), the load is not done (the requests topic holds fewer than n), and
+// each of procs owns at least one partition (its /status.json).
+func (d *deployment) waitMidStream(ctx context.Context, t *testing.T, n int, procs map[string]*proc) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	sum := func(topic string) int64 {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			return -1
+		}
+		var s int64
+		ends.Each(func(o kadm.ListedOffset) { s += o.Offset })
+		return s
+	}
+	for {
+		owning := 0
+		for _, p := range procs {
+			if partitionsOwned(p.waitAddr(ctx, t)) > 0 {
+				owning++
+			}
+		}
+		results, requests := sum(d.prefix+"results"), sum(d.prefix+"requests")
+		if owning == len(procs) && results > 0 && requests >= 0 && requests < int64(n) {
+			return
+		}
+		if requests >= int64(n) {
+			t.Fatalf("the load finished (%d records) before the pipeline was mid-stream (results %d, %d of %d instances owning partitions)",
+				requests, results, owning, len(procs))
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("never mid-stream")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// partitionsOwned counts the partitions a process's stages own, from its
+// admin server's /status.json (0 when it cannot tell).
+func partitionsOwned(addr string) int {
+	resp, err := http.Get("http://" + addr + "/status.json")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Stages []struct {
+			Partitions []json.RawMessage `json:"partitions"`
+		} `json:"stages"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return 0
+	}
+	n := 0
+	for _, s := range st.Stages {
+		n += len(s.Partitions)
+	}
+	return n
 }
