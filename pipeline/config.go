@@ -138,11 +138,20 @@ func ReadUncommitted() Option { return optFn(func(c *cfg) { c.isolation = kgo.Re
 // dead letters with. Required.
 func WithCodec(c *schemas.Codec) Option { return optFn(func(cfg *cfg) { cfg.codec = c }) }
 
-// MaxRecordBytes is the largest record the stage's topics take (their
-// max.message.bytes): the producer's limit, and the largest input value the
-// runtime decodes (a larger one can only have arrived compressed; it is
-// dead-lettered unread). Default 0: the producer's default, no input limit.
+// MaxRecordBytes is the largest record batch the stage's data topics take
+// (their max.message.bytes): the producer's limit, the limit every Emit is
+// checked against (leaving DownstreamHeadroom), and, times
+// DecodeLimitFactor, the largest input value the runtime decodes (a larger
+// one can only have arrived compressed; it is dead-lettered unread).
+// Default 0: the producer's default, no checks.
 func MaxRecordBytes(n int) Option { return optFn(func(c *cfg) { c.maxRecordBytes = n }) }
+
+// DecodeLimitFactor times MaxRecordBytes is the largest input value the
+// runtime decodes: values above the topic's limit (only compression lets
+// them in) are still decoded, within the decoder's budget, so that a stage
+// can answer them (dedup: FAILED, REQUEST_TOO_LARGE); far larger ones are
+// dead-lettered unread.
+const DecodeLimitFactor = 8
 
 // MaxDeadLetterBytes is the largest dead letter the dlq topic takes (its
 // max.message.bytes): a dead letter's payload is truncated to fit.

@@ -431,13 +431,13 @@ func reasonFor(err error) string {
 	return ReasonUndecodable
 }
 
-var errTooLarge = errors.New("larger than the topic's max.message.bytes: it can only have arrived compressed, and is refused before decoding")
+var errTooLarge = errors.New("far larger than the topic's max.message.bytes: it can only have arrived compressed, and is refused before decoding")
 
 // decodeRecord decodes one input, retrying once a failure that is not the
 // bytes' fault.
 func (r *Runner) decodeRecord(rec *kgo.Record) (any, error) {
-	if m := r.cfg.maxRecordBytes; m > 0 && len(rec.Value) > m {
-		return nil, fmt.Errorf("%w: value of %d bytes, limit %d: %w", schemas.ErrMalformed, len(rec.Value), m, errTooLarge)
+	if m := r.cfg.maxRecordBytes * DecodeLimitFactor; m > 0 && len(rec.Value) > m {
+		return nil, fmt.Errorf("%w: value of %d bytes, decode limit %d: %w", schemas.ErrMalformed, len(rec.Value), m, errTooLarge)
 	}
 	var v any
 	err := Retry(r.workCtx, Backoff{Initial: 20 * time.Millisecond, Max: 20 * time.Millisecond, Attempts: 2}, func() error {

@@ -123,7 +123,9 @@ func (c *Context) InputPartitions() int { return c.r.InputPartitions() }
 func (c *Context) Logger() *slog.Logger { return c.r.log }
 
 // Emit adds v, encoded for the edge's topic (a *schemas.Request or
-// *schemas.Result; []byte goes as it is), to the outputs.
+// *schemas.Result; []byte goes as it is), to the outputs. A record that
+// would not fit the topic's size limit is not added: the error matches
+// ErrTooLarge, and the stage answers instead.
 func (c *Context) Emit(edgeName string, key []byte, v any, headers []kgo.RecordHeader) error {
 	return c.EmitTo(edgeName, "", key, v, headers)
 }
@@ -159,7 +161,11 @@ func (c *Context) EmitTo(edgeName, topic string, key []byte, v any, headers []kg
 	if err != nil {
 		return err
 	}
-	c.outs = append(c.outs, &kgo.Record{Topic: topic, Key: key, Value: b, Headers: headers})
+	rec := &kgo.Record{Topic: topic, Key: key, Value: b, Headers: headers}
+	if err := c.r.fits(rec); err != nil {
+		return err
+	}
+	c.outs = append(c.outs, rec)
 	return nil
 }
 

@@ -64,7 +64,8 @@ func (g Graph) Principals() []string {
 
 // ACLs lists what each principal needs, derived from the graph: a stage
 // reads its input and its changelog (to restore it), writes its outputs, its
-// changelog and the dead letters, and reads its group. In exactly-once mode
+// changelog and the dead letters, describes the configs of those topics (the
+// size limits it checks at start), and reads its group. In exactly-once mode
 // a stage also writes and describes its transactional ids (the group's
 // prefix: one id per instance). Writing with the idempotent producer needs
 // only Write on the topic (Kafka 2.8+, KIP-679). Creating topics at start
@@ -93,7 +94,16 @@ func (g Graph) ACLs(exactlyOnce bool) map[string][]ACL {
 			reads = append(reads, s.Changelog.Topic)
 			writes = append(writes, s.Changelog.Topic)
 		}
-		acls := slices.Concat(topic(kmsg.ACLOperationRead, reads...), topic(kmsg.ACLOperationWrite, writes...))
+		// DescribeConfigs: a stage checks at start that its topics take
+		// records as large as it is configured to write.
+		var all []string
+		for _, t := range append(slices.Clone(reads), writes...) {
+			if !slices.Contains(all, t) {
+				all = append(all, t)
+			}
+		}
+		acls := slices.Concat(topic(kmsg.ACLOperationRead, reads...), topic(kmsg.ACLOperationWrite, writes...),
+			topic(kmsg.ACLOperationDescribeConfigs, all...))
 		if exactlyOnce {
 			for _, op := range []kmsg.ACLOperation{kmsg.ACLOperationWrite, kmsg.ACLOperationDescribe} {
 				acls = append(acls, ACL{Resource: kmsg.ACLResourceTypeTransactionalId, Name: s.TransactionalIDPrefix(),

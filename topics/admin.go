@@ -140,7 +140,13 @@ type TopicCheck struct {
 	Topic      string
 	Partitions int32 // -1: missing
 	Configs    map[string]string
-	Problems   []string
+	// Problems make the pipeline unsafe or unable to run: a missing topic,
+	// co-partitioning broken, compaction lost, a size limit below the
+	// configured one. Stages refuse to start with any.
+	Problems []string
+	// Advisories differ from the layout without harm to correctness (a
+	// partition count other than topics.partitions).
+	Advisories []string
 }
 
 // CheckTopics compares the cluster's topics with the layout: existence,
@@ -196,11 +202,22 @@ func CheckTopics(ctx context.Context, adm *kadm.Client, g Graph, l Layout) ([]To
 			c.Partitions = int32(len(d.Partitions))
 			parts[s.Name] = c.Partitions
 			if s.Partitions != c.Partitions {
-				c.Problems = append(c.Problems, fmt.Sprintf("%d partitions, the layout says %d", c.Partitions, s.Partitions))
+				c.Advisories = append(c.Advisories, fmt.Sprintf("%d partitions, the layout says %d", c.Partitions, s.Partitions))
 			}
 			for k, want := range s.Configs {
-				if k == "cleanup.policy" && !sameSet(c.Configs[k], *want) {
-					c.Problems = append(c.Problems, fmt.Sprintf("cleanup.policy=%s, want %s (the changelog would grow without bound or lose state)", c.Configs[k], *want))
+				switch k {
+				case "cleanup.policy":
+					if !sameSet(c.Configs[k], *want) {
+						c.Problems = append(c.Problems, fmt.Sprintf("cleanup.policy=%s, want %s (the changelog would grow without bound or lose state)", c.Configs[k], *want))
+					}
+				case "max.message.bytes":
+					// Every limit of the path derives from the configured
+					// one: a topic that takes less would refuse records
+					// the stages think fit.
+					have, _ := strconv.Atoi(c.Configs[k])
+					if w, _ := strconv.Atoi(*want); have > 0 && have < w {
+						c.Problems = append(c.Problems, fmt.Sprintf("max.message.bytes=%d is below the configured %d (topics.max_message_bytes or topics.dlq_max_message_bytes): set the topic's limit, or configure the lower one", have, w))
+					}
 				}
 			}
 		}

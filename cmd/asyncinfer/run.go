@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
@@ -277,6 +278,9 @@ func startPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, st
 			return nil, err
 		}
 	}
+	if err := checkTopicsAtStart(ctx, c, g, cfg.Layout(), log); err != nil {
+		return nil, err
+	}
 	p.codec, err = schemas.NewCodec(ctx, c.registry, g.Kinds())
 	if err != nil {
 		return nil, fmt.Errorf("schema registry: %w", err)
@@ -413,6 +417,38 @@ func reachable(addr string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// checkTopicsAtStart refuses to run on topics that make the pipeline
+// unsafe (topics check's problems: a missing topic, co-partitioning or
+// compaction broken, a size limit below the configured one), with what is
+// wrong and what to do.
+func checkTopicsAtStart(ctx context.Context, c *cluster, g topics.Graph, l topics.Layout, log *slog.Logger) error {
+	adm, err := c.admin()
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	checks, err := topics.CheckTopics(ctx, adm, g, l)
+	if err != nil {
+		if errors.Is(err, kerr.TopicAuthorizationFailed) || errors.Is(err, kerr.ClusterAuthorizationFailed) {
+			// The principal may not describe configs (ACLs from an older
+			// asyncinfer topics acls): run unchecked, and say so.
+			log.Warn("cannot check the topics' limits at start: not allowed to describe their configs (asyncinfer topics acls lists DescribeConfigs for each stage)", "err", err)
+			return nil
+		}
+		return fmt.Errorf("topics: %w", err)
+	}
+	var probs []string
+	for _, ch := range checks {
+		for _, p := range ch.Problems {
+			probs = append(probs, ch.Topic+": "+p)
+		}
+	}
+	if len(probs) > 0 {
+		return fmt.Errorf("topics are not as the pipeline needs them (asyncinfer topics check shows them all):\n  %s", strings.Join(probs, "\n  "))
+	}
+	return nil
 }
 
 // checkReplyTopics makes sure every allowed reply topic exists before emit

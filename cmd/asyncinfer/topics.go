@@ -64,8 +64,11 @@ func newTopicsCheckCmd() *cobra.Command {
 every topic exists with topics.partitions partitions; requests and dedup-state,
 outcomes and emitted-ids have the same partition count (a stage restores
 partition p's state from changelog partition p); the changelogs are compacted;
-dlq accepts messages at least as large as the data topics. It prints one line
-per topic and exits with status 1 if anything is wrong.`,
+every topic takes records as large as configured (topics.max_message_bytes,
+topics.dlq_max_message_bytes), and dlq at least as large as the data topics.
+It prints one line per topic and exits with status 1 if anything is wrong.
+A stage refuses to start on any of these but a partition count that differs
+from topics.partitions.`,
 		Example: `  asyncinfer topics check --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -92,8 +95,8 @@ per topic and exits with status 1 if anything is wrong.`,
 			bad := 0
 			for _, ch := range checks {
 				status := "ok"
-				if len(ch.Problems) > 0 {
-					status = "PROBLEM: " + strings.Join(ch.Problems, "; ")
+				if len(ch.Problems) > 0 || len(ch.Advisories) > 0 {
+					status = "PROBLEM: " + strings.Join(append(ch.Problems, ch.Advisories...), "; ")
 					bad++
 				}
 				parts := "-"

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -26,6 +28,10 @@ import (
 	"github.com/asyncinfer/asyncinfer/schemas"
 	"github.com/asyncinfer/asyncinfer/topics"
 )
+
+// MaxMessageBytes is the data topics' max.message.bytes in tests, as in a
+// default deployment.
+const MaxMessageBytes = 1 << 20
 
 // Env is one test's cluster.
 type Env struct {
@@ -85,7 +91,9 @@ func NewSecured(t testing.TB, partitions int32, cluster []kfake.Opt, client []kg
 	cl := e.Client(t)
 	e.Admin = kadm.NewClient(cl)
 	ctx := Ctx(t)
-	if err := topics.CreateTopics(ctx, e.Admin, g, topics.Layout{Partitions: partitions}, 1); err != nil {
+	// The size limits of a default deployment (config.Defaults).
+	if err := topics.CreateTopics(ctx, e.Admin, g, topics.Layout{Partitions: partitions, MaxMessageBytes: MaxMessageBytes,
+		DLQMaxMessageBytes: 8 << 20}, 1); err != nil {
 		t.Fatal(err)
 	}
 	src, err := sr.NewClient(sr.URLs(reg.URL()))
@@ -122,10 +130,10 @@ func (e *Env) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 // Conn are the runner connection options for this cluster.
 func (e *Env) Conn() pipeline.Option { return pipeline.ConnOpts(kgo.SeedBrokers(e.Brokers...)) }
 
-// Opts are the runner options for this cluster (connection and codec),
-// followed by more.
+// Opts are the runner options for this cluster (connection, codec, the
+// topics' size limit), followed by more.
 func (e *Env) Opts(more ...pipeline.Option) []pipeline.Option {
-	return append([]pipeline.Option{e.Conn(), pipeline.WithCodec(e.Codec)}, more...)
+	return append([]pipeline.Option{e.Conn(), pipeline.WithCodec(e.Codec), pipeline.MaxRecordBytes(MaxMessageBytes)}, more...)
 }
 
 // Stage is the graph's stage of that name.
@@ -221,6 +229,9 @@ func (e *Env) Results(t testing.TB, topic string) map[string][]*schemas.Result {
 func (e *Env) Committed(t testing.TB, group, topic string) map[int32]int64 {
 	t.Helper()
 	offs, err := e.Admin.FetchOffsets(Ctx(t), group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return map[int32]int64{} // nothing committed yet
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

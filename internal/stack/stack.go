@@ -139,8 +139,15 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 	if o.MaxRecordBytes > 0 {
 		common = append(common, pipeline.MaxRecordBytes(o.MaxRecordBytes))
 	}
-	if o.MaxDeadLetterBytes > 0 {
-		common = append(common, pipeline.MaxDeadLetterBytes(o.MaxDeadLetterBytes))
+	// Dead letters go through the same producer as everything else, whose
+	// batches are bounded by the data topics' limit: a dead letter must fit
+	// both.
+	dl := o.MaxDeadLetterBytes
+	if o.MaxRecordBytes > 0 && (dl <= 0 || o.MaxRecordBytes < dl) {
+		dl = o.MaxRecordBytes
+	}
+	if dl > 0 {
+		common = append(common, pipeline.MaxDeadLetterBytes(dl))
 	}
 	set := &Set{}
 	for _, name := range names {

@@ -18,6 +18,7 @@ package dedup
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -29,8 +30,14 @@ import (
 	"github.com/asyncinfer/asyncinfer/topics"
 )
 
-// Error code of a request that fails validation.
-const CodeInvalidRequest = "INVALID_REQUEST"
+// Error codes of the requests dedup answers FAILED.
+const (
+	CodeInvalidRequest = "INVALID_REQUEST"
+	// CodeRequestTooLarge: the request does not fit the pipeline's topics
+	// with the headers the pipeline adds (it arrived compressed above the
+	// limit, or at the limit itself).
+	CodeRequestTooLarge = "REQUEST_TOO_LARGE"
+)
 
 // HeaderRerouted marks a request dedup moved to its key's partition.
 const HeaderRerouted = "asyncinfer-rerouted"
@@ -60,13 +67,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	const ns = "asyncinfer"
 	m := &Metrics{
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dedup_decisions_total",
-			Help: "What dedup did with each request: accepted, duplicate, redelivery, invalid, expired, rerouted."},
+			Help: "What dedup did with each request: accepted, duplicate, redelivery, invalid, expired, rerouted, too_large."},
 			[]string{"decision"}),
 		PartitionViolations: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns,
 			Name: "dedup_partitioning_violations_total",
 			Help: "Requests not on the partition murmur2(idempotency key) picks: a producer ignores the partitioning rule (they are re-routed)."}),
 	}
-	for _, d := range []string{"accepted", "duplicate", "redelivery", "invalid", "expired", "rerouted"} {
+	for _, d := range []string{"accepted", "duplicate", "redelivery", "invalid", "expired", "rerouted", "too_large"} {
 		m.Decisions.WithLabelValues(d)
 	}
 	if err := pipeline.Register(reg, m.Decisions, m.PartitionViolations); err != nil {
@@ -120,10 +127,17 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 	if n := c.InputPartitions(); n > 0 && pipeline.KeyPartition([]byte(key), n) != rec.Partition {
 		s.misplacedRequest(c)
 		if !rerouted {
-			s.m.Decisions.WithLabelValues("rerouted").Inc()
-			s.emit(c, topics.EdgeReroute, []byte(key), rec.Value, pipeline.SetHeader(headers, HeaderRerouted, []byte{'1'}))
-			finish(c)
-			return
+			err := c.Emit(topics.EdgeReroute, []byte(key), rec.Value, pipeline.SetHeader(headers, HeaderRerouted, []byte{'1'}))
+			if err == nil {
+				s.m.Decisions.WithLabelValues("rerouted").Inc()
+				c.Finish()
+				return
+			}
+			if !errors.Is(err, pipeline.ErrTooLarge) {
+				c.Fail(err)
+				return
+			}
+			// Too large to move: decided here, where it is.
 		}
 		// Re-routed and still misplaced: the partition count changed in
 		// between. Decide here rather than go round again.
@@ -155,11 +169,24 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusExpired, Reason: "deadline_passed"})
 		c.Remember(key, h.RequestID, schemas.StatusExpired)
 	default:
-		s.m.Decisions.WithLabelValues("accepted").Inc()
 		// Forward the client's bytes untouched: its schema id and any
 		// fields this version does not know travel on.
-		s.emit(c, topics.EdgeAccepted, []byte(key), rec.Value, headers)
-		c.Remember(key, h.RequestID, "")
+		err := c.Emit(topics.EdgeAccepted, []byte(key), rec.Value, headers)
+		switch {
+		case err == nil:
+			s.m.Decisions.WithLabelValues("accepted").Inc()
+			c.Remember(key, h.RequestID, "")
+		case errors.Is(err, pipeline.ErrTooLarge):
+			s.m.Decisions.WithLabelValues("too_large").Inc()
+			s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusFailed, ErrorCode: CodeRequestTooLarge,
+				ErrorMessage: pipeline.Cut(err.Error(), maxMessage)})
+			if s.cfg.CopyFailedToDLQ {
+				c.DeadLetterCopy(h.RequestID, "failed:"+CodeRequestTooLarge, err)
+			}
+			c.Remember(key, h.RequestID, schemas.StatusFailed)
+		default:
+			c.Fail(err)
+		}
 	}
 	finish(c)
 }

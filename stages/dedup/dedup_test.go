@@ -1,12 +1,15 @@
 package dedup_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
 	"github.com/asyncinfer/asyncinfer/internal/kafkatest"
@@ -194,5 +197,64 @@ func TestAnswersWhatCannotBeServed(t *testing.T) {
 	}
 	if len(e.ReadAll(t, e.Topics.Accepted)) != 0 {
 		t.Error("something was accepted")
+	}
+}
+
+// Every size limit of the path agrees and whatever does not fit is
+// answered: a valid request between the producer's default limit
+// (1,000,012 bytes) and the topic's (1 MiB) is accepted; one so close to the
+// topic's limit that the pipeline's headers would not fit is answered
+// FAILED, REQUEST_TOO_LARGE; a malformed record with a 600 KB key and a
+// 440 KB value gets a dead letter that fits (the key hashed, the payload
+// cut), so the partition moves on. None of it stops the stage.
+func TestSizeLimitsAgree(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	big := func(id string, bytes int) *kgo.Record {
+		r := kafkatest.Request(id, "", "m")
+		r.Inputs = []schemas.Tensor{{Name: "x", Datatype: "BOOL", Shape: []int64{int64(bytes)}, Raw: make([]byte, bytes)}}
+		v, err := e.Codec.EncodeRequest(e.Topics.Requests, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &kgo.Record{Topic: e.Topics.Requests, Key: []byte(r.Key()), Value: v}
+	}
+	fits := big("fits", 1_020_000)
+	tight := big("tight", kafkatest.MaxMessageBytes-300)
+	junk := &kgo.Record{Topic: e.Topics.Requests, Key: bytes.Repeat([]byte("k"), 600_000), Value: append([]byte{0xff}, bytes.Repeat([]byte("x"), 440_000)...)}
+	cl := e.Client(t, kgo.ProducerBatchMaxBytes(kafkatest.MaxMessageBytes))
+	for _, r := range []*kgo.Record{fits, tight, junk} {
+		if err := cl.ProduceSync(kafkatest.Ctx(t), r).FirstErr(); err != nil {
+			t.Fatalf("the client's %d-byte record: %v", pipeline.BatchSize(r), err)
+		}
+	}
+	m := start(t, e)
+	kafkatest.Eventually(t, "all three handled", func() bool {
+		return len(e.Committed(t, group, e.Topics.Requests)) > 0 && e.Committed(t, group, e.Topics.Requests)[0] == 3
+	})
+	m.stop()
+	acc := e.ReadCommitted(t, e.Topics.Accepted)
+	if len(acc) != 1 || string(acc[0].Key) != "fits" {
+		t.Errorf("accepted %d records, want the one that fits", len(acc))
+	}
+	outs := e.Results(t, e.Topics.Outcomes)
+	if r := outs["tight"]; len(r) != 1 || r[0].Status != schemas.StatusFailed || r[0].ErrorCode != dedup.CodeRequestTooLarge {
+		t.Errorf("tight: %+v, want FAILED %s", r, dedup.CodeRequestTooLarge)
+	}
+	dl := e.ReadCommitted(t, e.Topics.DLQ)
+	if len(dl) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dl))
+	}
+	d, err := e.Codec.DecodeDeadLetter(context.Background(), dl[0].Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(junk.Value)
+	if d.PayloadSize != int64(len(junk.Value)) || !bytes.Equal(d.PayloadSHA256, sum[:]) || !bytes.HasPrefix(junk.Value, d.Payload) ||
+		(!d.Truncated && len(d.Payload) != len(junk.Value)) || len(dl[0].Key) > 300 {
+		t.Errorf("dead letter: truncated=%v payload %d of %d bytes, key %d bytes; want the payload (or a prefix) with its size and SHA-256, the key hashed",
+			d.Truncated, len(d.Payload), d.PayloadSize, len(dl[0].Key))
+	}
+	if n := pipeline.BatchSize(dl[0]); n > kafkatest.MaxMessageBytes {
+		t.Errorf("dead letter of %d bytes over the limit %d", n, kafkatest.MaxMessageBytes)
 	}
 }

@@ -11,6 +11,7 @@ package emit
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,9 @@ import (
 
 // HeaderStatus carries the result's status on every emitted record.
 const HeaderStatus = "asyncinfer-status"
+
+// CodeResultTooLarge: the result does not fit the reply topic.
+const CodeResultTooLarge = "RESULT_TOO_LARGE"
 
 // Config is the emit stage's configuration.
 type Config struct {
@@ -123,7 +127,18 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.ResultHead) {
 		}
 		value = res
 	}
-	if err := c.EmitTo(topics.EdgeResults, topic, []byte(h.RequestID), value, headers); err != nil {
+	err := c.EmitTo(topics.EdgeResults, topic, []byte(h.RequestID), value, headers)
+	if errors.Is(err, pipeline.ErrTooLarge) {
+		// Infer keeps room for this stage's header, so only a foreign
+		// writer gets here: the client still gets an answer, FAILED.
+		h = &schemas.ResultHead{RequestID: h.RequestID, Status: schemas.StatusFailed, ErrorCode: CodeResultTooLarge,
+			ErrorMessage: pipeline.Cut(err.Error(), 1024), ReplyTopic: h.ReplyTopic, CreatedAtMs: h.CreatedAtMs}
+		headers = pipeline.SetHeader(rec.Headers, HeaderStatus, []byte(h.Status))
+		err = c.EmitTo(topics.EdgeResults, topic, []byte(h.RequestID), &schemas.Result{RequestID: h.RequestID,
+			Status: h.Status, ErrorCode: h.ErrorCode, ErrorMessage: h.ErrorMessage, ReplyTopic: h.ReplyTopic,
+			CreatedAtMs: h.CreatedAtMs, CompletedAtMs: time.Now().UnixMilli()}, headers)
+	}
+	if err != nil {
 		c.Fail(err)
 		return
 	}

@@ -96,6 +96,9 @@ const (
 	CodeUnknownModel     = "UNKNOWN_MODEL"
 	CodeInferenceFailed  = "INFERENCE_FAILED"
 	CodeModelUnavailable = "MODEL_UNAVAILABLE"
+	// CodeResultTooLarge: the model's outputs do not fit the pipeline's
+	// topics (max.message.bytes); the answer says so instead.
+	CodeResultTooLarge = "RESULT_TOO_LARGE"
 )
 
 // UnknownModelLabel is the metric label of every model nobody serves: the
@@ -321,8 +324,16 @@ func (s *Stage) answer(it *item, res *schemas.Result) {
 	if _, ok := s.models[label]; !ok {
 		label = UnknownModelLabel
 	}
-	if err := c.Emit(topics.EdgeOutcomes, []byte(req.RequestID), res, c.Record().Headers); err != nil {
-		c.Fail(fmt.Errorf("infer: encode outcome: %w", err))
+	err := c.Emit(topics.EdgeOutcomes, []byte(req.RequestID), res, c.Record().Headers)
+	if errors.Is(err, pipeline.ErrTooLarge) {
+		*res = schemas.Result{RequestID: res.RequestID, IdempotencyKey: res.IdempotencyKey, Tenant: res.Tenant,
+			Model: res.Model, ModelVersion: res.ModelVersion, ReplyTopic: res.ReplyTopic, CreatedAtMs: res.CreatedAtMs,
+			CompletedAtMs: res.CompletedAtMs, Attempt: res.Attempt, BatchSize: res.BatchSize, Timings: res.Timings,
+			Status: schemas.StatusFailed, ErrorCode: CodeResultTooLarge, ErrorMessage: pipeline.Cut(err.Error(), maxMessage)}
+		err = c.Emit(topics.EdgeOutcomes, []byte(req.RequestID), res, c.Record().Headers)
+	}
+	if err != nil {
+		c.Fail(fmt.Errorf("infer: emit outcome: %w", err))
 		return
 	}
 	if res.Status == schemas.StatusFailed && s.cfg.CopyFailedToDLQ {
