@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/asyncinfer/asyncinfer/internal/kafkatest"
 	"github.com/asyncinfer/asyncinfer/pipeline"
@@ -139,5 +141,92 @@ func TestEOSZombieIsFenced(t *testing.T) {
 	}
 	if got := rOld.Window().Len(); got != 0 {
 		t.Errorf("the zombie applied the state of %d records", got)
+	}
+}
+
+// A restarted instance resumes at once after its predecessor died with a
+// transaction open past its offset commit (kill -9 while the transaction
+// was ending): the group's offsets are unstable until that transaction ends,
+// and a consumer that waited for them would sit idle until the broker timed
+// it out (42 s were seen). Initializing the transactional producer at start
+// fences the dead instance and aborts its transaction, so the offsets are
+// stable again at once. The dead transaction's timeout here is 10 minutes: a
+// restart that waited for it would fail the test's minute.
+func TestEOSRestartAfterKillResumesAtOnce(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	const n = 10
+	for i := range n {
+		e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{byte(i)})
+	}
+	st := testStage(e, "eos", true)
+	leaveDeadTransaction(t, e, st.TransactionalID("x"), st.Group, st.Input, n)
+	fresh := newRunner(t, e, st, newCopier(t, nil),
+		pipeline.InstanceID("x"), pipeline.ExactlyOnce(time.Minute), pipeline.SessionTimeout(6*time.Second))
+	stop := run(t, fresh)
+	kafkatest.Eventually(t, "every input committed by the restarted instance", func() bool {
+		return len(e.ReadCommitted(t, e.Topics.Outcomes)) == n
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for off, k := range byOffset(e.ReadCommitted(t, e.Topics.Outcomes)) {
+		if k != 1 {
+			t.Errorf("offset %d copied %d times, want 1", off, k)
+		}
+	}
+}
+
+// leaveDeadTransaction leaves what a transactional stage instance killed
+// while ending its transaction leaves: the transaction open on txnID, with
+// the group's offset for topic's partition 0 committed in it (pending),
+// and nobody to end it.
+func leaveDeadTransaction(t *testing.T, e *kafkatest.Env, txnID, group, topic string, offset int64) {
+	t.Helper()
+	ctx := kafkatest.Ctx(t)
+	cl := e.Client(t)
+	init := kmsg.NewPtrInitProducerIDRequest()
+	init.TransactionalID = &txnID
+	init.TransactionTimeoutMillis = int32((10 * time.Minute).Milliseconds())
+	initResp, err := init.RequestWith(ctx, cl)
+	if err == nil {
+		err = kerr.ErrorForCode(initResp.ErrorCode)
+	}
+	if err != nil {
+		t.Fatalf("init producer id: %v", err)
+	}
+	add := kmsg.NewPtrAddOffsetsToTxnRequest()
+	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = txnID, initResp.ProducerID, initResp.ProducerEpoch, group
+	addResp, err := add.RequestWith(ctx, cl)
+	if err == nil {
+		err = kerr.ErrorForCode(addResp.ErrorCode)
+	}
+	if err != nil {
+		t.Fatalf("add offsets to txn: %v", err)
+	}
+	commit := kmsg.NewPtrTxnOffsetCommitRequest()
+	commit.TransactionalID, commit.Group, commit.ProducerID, commit.ProducerEpoch = txnID, group, initResp.ProducerID, initResp.ProducerEpoch
+	commit.Generation, commit.MemberID = -1, ""
+	td, err := e.Admin.ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := kmsg.NewTxnOffsetCommitRequestTopic()
+	rt.Topic, rt.TopicID = topic, td[topic].ID // by name or by id, as the version says
+	rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+	rp.Partition, rp.Offset, rp.LeaderEpoch = 0, offset, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	commit.Topics = append(commit.Topics, rt)
+	commitResp, err := commit.RequestWith(ctx, cl)
+	if err == nil {
+		for _, t := range commitResp.Topics {
+			for _, p := range t.Partitions {
+				if err == nil {
+					err = kerr.ErrorForCode(p.ErrorCode)
+				}
+			}
+		}
+	}
+	if err != nil {
+		t.Fatalf("txn offset commit: %v", err)
 	}
 }

@@ -3,6 +3,11 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"net"
+	"syscall"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // transientError marks an error worth retrying: the same call may succeed
@@ -30,4 +35,20 @@ func Retryable(err error) bool {
 	}
 	var t transientError
 	return errors.As(err, &t) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// retriableKafkaErr reports produce and transaction errors that a broker
+// coming back (or a leader moving) cures: they are waited out, never turned
+// into a dead letter or a stopped stage.
+func retriableKafkaErr(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
+		return false
+	}
+	var ke *kerr.Error
+	if errors.As(err, &ke) {
+		return ke.Retriable
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, kgo.ErrRecordTimeout) || errors.Is(err, kgo.ErrRecordRetries) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }

@@ -70,9 +70,10 @@ type Runner struct {
 	failures map[offsetKey]bool
 
 	// For Status.
-	runState  atomic.Int32  // runNew, runRunning, runDraining, runStopped
-	joined    atomic.Bool   // onAssigned ran at least once
-	assignSeq atomic.Uint64 // odd while onAssigned runs
+	producerReady atomic.Bool   // exactly-once: the transactional producer is initialized
+	runState      atomic.Int32  // runNew, runRunning, runDraining, runStopped
+	joined        atomic.Bool   // onAssigned ran at least once
+	assignSeq     atomic.Uint64 // odd while onAssigned runs
 }
 
 func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any, error), process func(*Context, any), opts ...Option) (*Runner, error) {
@@ -277,7 +278,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	commitDone := make(chan struct{})
 	if r.sess != nil {
 		close(commitDone) // offsets are committed inside each transaction
-		r.eosLoop(loopCtx)
+		if r.initProducer(loopCtx) {
+			r.eosLoop(loopCtx)
+		}
 	} else {
 		go func() {
 			defer close(commitDone)
@@ -321,6 +324,34 @@ func (r *Runner) Kill() {
 	r.killed.Store(true)
 	r.Fail(errors.New("killed"))
 	r.closeClient()
+}
+
+// initProducer initializes the transactional producer before anything is
+// consumed: it fences the instance this one replaces (same transactional
+// id) and aborts the transaction that instance left open. Until then the
+// group's offsets can be unstable (a transaction that died after its offset
+// commit), and the consumer would wait for the broker to time that
+// transaction out instead of consuming. A broker that cannot be reached is
+// waited for; an authorization error stops the stage with what to grant.
+func (r *Runner) initProducer(ctx context.Context) bool {
+	err := Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func() error {
+		_, _, err := r.cl.ProducerID(ctx)
+		return err
+	}, func(err error) bool {
+		if authError(err) || errors.Is(err, kgo.ErrClientClosed) || ctx.Err() != nil {
+			return false
+		}
+		r.log.Warn("cannot initialize the transactional producer; retrying", "err", err)
+		return true
+	})
+	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, kgo.ErrClientClosed) {
+			r.Fail(fmt.Errorf("pipeline: %s: initialize the transactional producer: %w%s", r.stage, err, r.authHint(err)))
+		}
+		return false
+	}
+	r.producerReady.Store(true)
+	return true
 }
 
 // learnPartitions finds the input topic's partition count, which a stage
@@ -733,12 +764,29 @@ func (r *Runner) produceAll(rs []*kgo.Record, done func(error)) {
 // everything), the input is left unfinished and consumed again after a
 // restart.
 func (r *Runner) failed(c *Context, err error) {
-	c.dropStaged()
 	if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) || r.killed.Load() ||
 		!r.tr.current(c.tp(), c.gen) {
+		c.dropStaged()
 		r.release(c)
 		return
 	}
+	if retriableKafkaErr(err) {
+		// The broker will be back: produce the same outputs again after a
+		// pause (the input stays unfinished meanwhile, so nothing is
+		// committed past it), never dead-letter them for an outage.
+		r.log.Warn("produce failed; retrying", "topic", c.rec.Topic, "partition", c.rec.Partition,
+			"offset", c.rec.Offset, "err", err)
+		r.Go(func(ctx context.Context) {
+			if !Sleep(ctx, Backoff{Initial: 200 * time.Millisecond, Max: 200 * time.Millisecond}.Delay(0)+200*time.Millisecond) {
+				c.dropStaged()
+				r.release(c)
+				return
+			}
+			r.finish(c)
+		})
+		return
+	}
+	c.dropStaged()
 	r.log.Error("produce failed; dead-lettering the input", "topic", c.rec.Topic,
 		"partition", c.rec.Partition, "offset", c.rec.Offset, "err", err)
 	dl, derr := r.deadLetterRecord(c.rec, ReasonProduceFailed, err, false, "")

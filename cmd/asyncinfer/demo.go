@@ -486,7 +486,16 @@ func generate(ctx context.Context, kopts []kgo.Opt, codec *schemas.Codec, topic 
 		cl.Produce(ctx, rec, promise)
 		produced.Add(1)
 	}
-	wg.Wait()
+	// Wait for the acknowledgements, or for the end: a SIGTERM while the
+	// broker is down must not wait for answers that will not come (closing
+	// the client fails what is still buffered).
+	acked := make(chan struct{})
+	go func() { wg.Wait(); close(acked) }()
+	select {
+	case <-acked:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	if err, _ := failed.Load().(error); err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 
 	"github.com/asyncinfer/asyncinfer/schemas"
@@ -129,9 +131,21 @@ func (tj tensorJSON) tensor() (schemas.Tensor, error) {
 	var err error
 	switch t.Datatype {
 	case "FP32":
-		err = json.Unmarshal(tj.Data, &t.FP32)
+		var fs []jsonFloat
+		if err = json.Unmarshal(tj.Data, &fs); err == nil {
+			t.FP32 = make([]float32, len(fs))
+			for i, f := range fs {
+				t.FP32[i] = float32(f)
+			}
+		}
 	case "FP64":
-		err = json.Unmarshal(tj.Data, &t.FP64)
+		var fs []jsonFloat
+		if err = json.Unmarshal(tj.Data, &fs); err == nil {
+			t.FP64 = make([]float64, len(fs))
+			for i, f := range fs {
+				t.FP64[i] = float64(f)
+			}
+		}
 	case "INT32":
 		err = json.Unmarshal(tj.Data, &t.Int32)
 	case "INT64":
@@ -159,9 +173,17 @@ func tensorToJSON(t schemas.Tensor) tensorJSON {
 	var v any
 	switch {
 	case t.FP32 != nil:
-		v = t.FP32
+		fs := make([]jsonFloat32, len(t.FP32))
+		for i, f := range t.FP32 {
+			fs[i] = jsonFloat32(f)
+		}
+		v = fs
 	case t.FP64 != nil:
-		v = t.FP64
+		fs := make([]jsonFloat, len(t.FP64))
+		for i, f := range t.FP64 {
+			fs[i] = jsonFloat(f)
+		}
+		v = fs
 	case t.Int32 != nil:
 		v = t.Int32
 	case t.Int64 != nil:
@@ -195,4 +217,50 @@ func resultToJSON(r *schemas.Result) resultJSON {
 		rj.Outputs = append(rj.Outputs, tensorToJSON(o))
 	}
 	return rj
+}
+
+// jsonFloat is a float in JSON that may be NaN or infinite: JSON numbers
+// cannot be, so those are the strings "NaN", "Infinity" and "-Infinity" (as
+// JavaScript and Python's json module write them). Other values are
+// numbers.
+type jsonFloat float64
+
+func (f jsonFloat) MarshalJSON() ([]byte, error) { return marshalFloat(float64(f), 64) }
+
+// jsonFloat32 is jsonFloat for FP32 data: written with float32 precision
+// (0.1, not 0.10000000149011612).
+type jsonFloat32 float32
+
+func (f jsonFloat32) MarshalJSON() ([]byte, error) { return marshalFloat(float64(f), 32) }
+
+func marshalFloat(v float64, bits int) ([]byte, error) {
+	switch {
+	case math.IsNaN(v):
+		return []byte(`"NaN"`), nil
+	case math.IsInf(v, 1):
+		return []byte(`"Infinity"`), nil
+	case math.IsInf(v, -1):
+		return []byte(`"-Infinity"`), nil
+	}
+	return strconv.AppendFloat(nil, v, 'g', -1, bits), nil
+}
+
+func (f *jsonFloat) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case `"NaN"`:
+		*f = jsonFloat(math.NaN())
+		return nil
+	case `"Infinity"`, `"+Infinity"`:
+		*f = jsonFloat(math.Inf(1))
+		return nil
+	case `"-Infinity"`:
+		*f = jsonFloat(math.Inf(-1))
+		return nil
+	}
+	var v float64
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*f = jsonFloat(v)
+	return nil
 }

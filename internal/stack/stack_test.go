@@ -2,9 +2,12 @@ package stack
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/asyncinfer/asyncinfer/connectors/sim"
@@ -60,4 +63,123 @@ func TestObjectiveAndUnknownModel(t *testing.T) {
 	check("old", schemas.StatusExpired, "objective_passed")
 	check("fresh", schemas.StatusSucceeded, "")
 	check("unknown", schemas.StatusFailed, infer.CodeUnknownModel)
+}
+
+// Hostile requests do not grow what the pipeline keeps: 300 invented model
+// names share one label value of the outcome metric, and a 100 KB name is
+// cut in the error message. Headers in the pipeline's namespace are the
+// pipeline's: a client's "asyncinfer-status: SUCCEEDED" on a request that
+// fails is gone, and the result carries one status header, FAILED.
+func TestHostileNamesAndHeaders(t *testing.T) {
+	env := kafkatest.New(t, 2)
+	model, err := sim.New(sim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := NewMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := Build(Options{Conn: []kgo.Opt{kgo.SeedBrokers(env.Brokers...)}, Metrics: metrics,
+		Models: []infer.ModelConfig{{Name: "m", Backend: model}}}, env.Codec, env.Graph.StageNames())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(kafkatest.Ctx(t))
+	done := make(chan error, 1)
+	go func() { done <- set.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	var reqs []*schemas.Request
+	for i := range 300 {
+		reqs = append(reqs, kafkatest.Request(fmt.Sprintf("bogus-%d", i), "", fmt.Sprintf("model-%d", i)))
+	}
+	reqs = append(reqs, kafkatest.Request("huge-name", "", strings.Repeat("n", 100_000)))
+	env.Produce(t, reqs...)
+	spoof := kafkatest.Request("spoofed", "", "nobody-serves-this")
+	v, err := env.Codec.EncodeRequest(env.Topics.Requests, spoof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client(t).ProduceSync(ctx, &kgo.Record{Topic: env.Topics.Requests, Key: []byte(spoof.Key()), Value: v,
+		Headers: []kgo.RecordHeader{{Key: "asyncinfer-status", Value: []byte("SUCCEEDED")}, {Key: "traceparent", Value: []byte("00-x")}}}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	kafkatest.Eventually(t, "every request answered", func() bool { return len(env.Results(t, env.Topics.Results)) == len(reqs)+1 })
+	if n := testutil.CollectAndCount(metrics.Infer.Outcomes); n > 5 {
+		t.Errorf("%d outcome series after 301 invented model names, want the configured model's and %s only", n, infer.UnknownModelLabel)
+	}
+	got := env.Results(t, env.Topics.Results)
+	if msg := got["huge-name"][0].ErrorMessage; len(msg) > 2048 {
+		t.Errorf("error message of %d bytes for a 100 KB model name", len(msg))
+	}
+	for _, rec := range env.ReadCommitted(t, env.Topics.Results) {
+		if string(rec.Key) != "spoofed" {
+			continue
+		}
+		var statuses []string
+		trace := false
+		for _, h := range rec.Headers {
+			if h.Key == "asyncinfer-status" {
+				statuses = append(statuses, string(h.Value))
+			}
+			trace = trace || h.Key == "traceparent"
+		}
+		if len(statuses) != 1 || statuses[0] != "FAILED" {
+			t.Errorf("status headers %v, want one, FAILED", statuses)
+		}
+		if !trace {
+			t.Error("the client's own header (traceparent) was dropped")
+		}
+	}
+}
+
+// An operator's copy of a FAILED request (dlq_failed) names the request and
+// points at it: request_id set, source coordinates those of the request the
+// client produced (not of an intermediate record), the payload its bytes.
+func TestFailedCopiesPointAtTheRequest(t *testing.T) {
+	env := kafkatest.New(t, 1)
+	model, err := sim.New(sim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := Build(Options{Conn: []kgo.Opt{kgo.SeedBrokers(env.Brokers...)}, CopyFailedToDLQ: true,
+		Models: []infer.ModelConfig{{Name: "m", Backend: model}}}, env.Codec, env.Graph.StageNames())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(kafkatest.Ctx(t))
+	done := make(chan error, 1)
+	go func() { done <- set.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	ok := kafkatest.Request("ok", "", "m")
+	poison := kafkatest.Request("poison", "", "m")
+	poison.Parameters = map[string]any{sim.PoisonParam: true}
+	invalid := kafkatest.Request("invalid", "", "m")
+	invalid.Inputs[0].Shape = []int64{5}
+	env.Produce(t, ok, poison, invalid) // offsets 0, 1, 2 of the one partition
+	kafkatest.Eventually(t, "two copies", func() bool { return len(env.ReadCommitted(t, env.Topics.DLQ)) == 2 })
+	want := map[string]int64{"poison": 1, "invalid": 2}
+	for _, rec := range env.ReadCommitted(t, env.Topics.DLQ) {
+		d, err := env.Codec.DecodeDeadLetter(context.Background(), rec.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off, ok := want[d.RequestID]
+		if !ok || !d.Answered || d.SourceTopic != env.Topics.Requests || d.SourceOffset != off {
+			t.Errorf("copy %+v: want request_id poison or invalid, answered, source %s@%d", d, env.Topics.Requests, off)
+		}
+		if req, err := env.Codec.DecodeRequest(context.Background(), d.Payload); err != nil || req.RequestID != d.RequestID {
+			t.Errorf("payload of %s is not its request: %v", d.RequestID, err)
+		}
+	}
 }
