@@ -49,6 +49,8 @@ type StageStatus struct {
 	// Waiting says what the stage waits for while some of its partitions
 	// cannot be consumed (the schema registry); empty when nothing.
 	Waiting string `json:"waiting,omitempty"`
+	// Notices are what the stage says an operator should know.
+	Notices []string `json:"notices,omitempty"`
 }
 
 // PartitionStatus is one assigned partition of a stage.

@@ -39,6 +39,13 @@ type Service interface {
 	Run(ctx context.Context) error
 }
 
+// Noticer is implemented by stages with something an operator should know
+// that is not an error (a producer that ignores the partitioning rule): the
+// notices show on the status page and in /status.json.
+type Noticer interface {
+	Notices() []string
+}
+
 // Binder is implemented by stages that need their runner: its pauses (a
 // circuit breaker pauses the input) and its logger. Bind is called once, by
 // New, before any record is processed.

@@ -33,6 +33,8 @@ type Status struct {
 	// Waiting says what the stage waits for while it cannot consume some of
 	// its partitions (the schema registry), "" when nothing.
 	Waiting string
+	// Notices are what the stage says an operator should know (Noticer).
+	Notices []string
 }
 
 // PartitionStatus is one assigned partition.
@@ -87,6 +89,9 @@ func (r *Runner) Status() Status {
 		if p.Restoring {
 			s.Ready = false
 		}
+	}
+	if n, ok := r.h.(Noticer); ok {
+		s.Notices = n.Notices()
 	}
 	if since, err, ok := r.holds.oldest(); ok {
 		s.Ready = false

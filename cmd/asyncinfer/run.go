@@ -358,7 +358,7 @@ func (s *statusSource) Status() admin.Status {
 	for _, r := range s.set.Runners {
 		rs := r.Status()
 		ss := admin.StageStatus{Name: rs.Stage, Group: rs.Group, Ready: rs.Ready, Joined: rs.Joined, Inflight: rs.Inflight,
-			Waiting: rs.Waiting}
+			Waiting: rs.Waiting, Notices: rs.Notices}
 		for _, p := range rs.Partitions {
 			ss.Partitions = append(ss.Partitions, admin.PartitionStatus{Topic: p.Topic, Partition: p.Partition,
 				Restoring: p.Restoring, PausedBy: p.PausedBy})

@@ -19,6 +19,7 @@ package dedup
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -112,6 +113,16 @@ func Decoder(c *schemas.Codec) pipeline.Decoder[*schemas.RequestHead] {
 // Misplaced is how many requests arrived on another partition than their
 // key's, for the status page.
 func (s *Stage) Misplaced() int { return int(metricValue(s.m.PartitionViolations)) }
+
+// Notices says, once a producer was seen to ignore the partitioning rule,
+// how many requests arrived misplaced (each re-routed, one hop more).
+func (s *Stage) Notices() []string {
+	n := s.Misplaced()
+	if n == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("%d requests arrived on another partition than murmur2(idempotency key) picks: a producer ignores the partitioning rule (use Kafka's default partitioner; librdkafka: partitioner=murmur2_random); each was re-routed, one extra hop", n)}
+}
 
 // Process decides about one request.
 func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {

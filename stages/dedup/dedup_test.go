@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -256,5 +257,48 @@ func TestSizeLimitsAgree(t *testing.T) {
 	}
 	if n := pipeline.BatchSize(dl[0]); n > kafkatest.MaxMessageBytes {
 		t.Errorf("dead letter of %d bytes over the limit %d", n, kafkatest.MaxMessageBytes)
+	}
+}
+
+// Deduplication holds whatever partitioner a client uses: requests with one
+// idempotency key written to every partition (as librdkafka's default
+// consistent_random partitioner, beside a murmur2 client, would scatter
+// them) are re-routed to their key's partition, so exactly one is accepted
+// and every other is answered DUPLICATE; the stage says a producer ignores
+// the rule.
+func TestMisplacedRequestsAreRerouted(t *testing.T) {
+	e := kafkatest.New(t, 4)
+	cl := e.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	const keys = 5
+	for k := range keys {
+		for p := range int32(4) {
+			r := kafkatest.Request(fmt.Sprintf("r%d-p%d", k, p), fmt.Sprintf("key-%d", k), "m")
+			v, err := e.Codec.EncodeRequest(e.Topics.Requests, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cl.ProduceSync(kafkatest.Ctx(t), &kgo.Record{Topic: e.Topics.Requests, Partition: p, Key: []byte(r.Key()), Value: v}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	m := start(t, e)
+	kafkatest.Eventually(t, "every request decided", func() bool {
+		return decisions(m.m, "accepted")+decisions(m.m, "duplicate") == keys*4
+	})
+	if a := decisions(m.m, "accepted"); a != keys {
+		t.Errorf("accepted %d, want %d: one per idempotency key", a, keys)
+	}
+	if r := decisions(m.m, "rerouted"); r != keys*3 {
+		t.Errorf("re-routed %d, want %d (three of each key's four were misplaced)", r, keys*3)
+	}
+	if ns := m.stage.Notices(); len(ns) != 1 || !strings.Contains(ns[0], "ignores the partitioning rule") {
+		t.Errorf("notices %q, want one saying a producer ignores the partitioning rule", ns)
+	}
+	m.stop()
+	for _, rec := range e.ReadCommitted(t, e.Topics.Accepted) {
+		if want := pipeline.KeyPartition(rec.Key, 4); rec.Partition != want {
+			t.Errorf("accepted %s from partition %d, its key's is %d", rec.Key, rec.Partition, want)
+		}
 	}
 }
