@@ -87,6 +87,7 @@ type Registry interface {
 // DeadLetter, StateEntry), as Avro schema resolution requires.
 type Codec struct {
 	reg    Registry
+	limits [KindStateEntry + 1]limit
 	topics map[string]binding    // fixed at construction
 	own    map[int]*writerSchema // ids we registered: no lookup needed
 	// looked up: id -> *writerSchema, or the error that makes the id
@@ -117,10 +118,18 @@ var ownSchemas = sync.OnceValues(func() (map[Kind]*writerSchema, error) {
 // bound to it. It registers each topic's schema under the subject
 // "<topic>-value" (TopicNameStrategy); registering a schema already there is
 // a no-op that returns its id. topics may be empty for a codec that only
-// decodes.
-func NewCodec(ctx context.Context, reg Registry, topics map[string]Kind) (*Codec, error) {
+// decodes. The options bound decoding (MaxMessageBytes, MaxDeadLetterBytes,
+// DecodeBudget).
+func NewCodec(ctx context.Context, reg Registry, topics map[string]Kind, opts ...Option) (*Codec, error) {
 	if reg == nil {
 		return nil, errors.New("schemas: nil registry")
+	}
+	cfg := defaultCfg()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	parsed, err := ownSchemas()
 	if err != nil {
@@ -130,6 +139,9 @@ func NewCodec(ctx context.Context, reg Registry, topics map[string]Kind) (*Codec
 		reg:    reg,
 		topics: make(map[string]binding, len(topics)),
 		own:    make(map[int]*writerSchema),
+	}
+	for k := KindRequest; k <= KindStateEntry; k++ {
+		c.limits[k] = cfg.limit(k)
 	}
 	// Sorted, so that a fresh registry assigns the same ids every time.
 	for _, topic := range slices.Sorted(maps.Keys(topics)) {
@@ -269,6 +281,10 @@ func decode[T any](ctx context.Context, c *Codec, b []byte, k Kind, mapTo func(*
 
 // body decodes b with its writer's schema into goavro's native form.
 func (c *Codec) body(ctx context.Context, b []byte, k Kind) (rec, error) {
+	lim := c.limits[k]
+	if len(b) > lim.bytes {
+		return rec{}, malformedf("message of %d bytes is over the %d bytes a %s may take (max.message.bytes): only a compressed batch can carry it", len(b), lim.bytes, k)
+	}
 	id, err := schemaID(b)
 	if err != nil {
 		return rec{}, err
@@ -281,7 +297,7 @@ func (c *Codec) body(ctx context.Context, b []byte, k Kind) (rec, error) {
 		return rec{}, malformedf("schema id %d is %s, want a record named %s", id, w.root, k.recordName())
 	}
 	body := b[HeaderSize:]
-	if err := w.scan(body); err != nil {
+	if err := w.scan(body, lim.budget); err != nil {
 		return rec{}, malformedf("body does not decode with schema id %d: %w", id, err)
 	}
 	native, rest, err := w.codec.NativeFromBinary(body)

@@ -153,6 +153,7 @@ func FuzzWriterSchema(f *testing.F) {
 	f.Add(clientRequestSchema, clientRequestMessage(f)[HeaderSize:])
 	f.Add(`{"type": "record", "name": "L", "fields": [{"name": "v", "type": "int"}, {"name": "next", "type": ["null", "L"]}]}`, []byte{2, 2, 4, 0})
 	f.Add(`["null", {"type": "array", "items": {"type": "map", "values": "string"}}, {"type": "fixed", "name": "F", "size": 2}]`, []byte{2, 2, 2, 2, 'k', 2, 'v', 0, 0})
+	f.Add(`{"type": "map", "values": "null"}`, []byte{4, 2, 'k', 2, 'k', 0}) // a key repeated`
 	f.Fuzz(func(t *testing.T, schema string, body []byte) {
 		w, err := parseWriter(schema)
 		if err != nil {
@@ -161,7 +162,7 @@ func FuzzWriterSchema(f *testing.F) {
 			}
 			return
 		}
-		if err := w.scan(body); err != nil {
+		if err := w.scan(body, DecodeBudgetFactor*DefaultMaxMessageBytes); err != nil {
 			return
 		}
 		native, rest, err := w.codec.NativeFromBinary(body)
