@@ -17,11 +17,14 @@ package schemas
 //
 // The estimate is of goavro's native form, the generic in-memory form of
 // Avro data, whatever decodes it: it does not depend on which fields the Go
-// types know. goavro allocates the estimate, but for one thing: it grows its
-// []any block by block, so an array sent in many blocks costs it up to ~5.6
-// times its 16 bytes per slot (measured), which the estimate leaves out, or
-// hamba/avro's arrays (blocks of 100) of a legitimate 1M-element tensor
-// would be over the budget.
+// types know. The direct decoder (decode.go), which skips what it does not
+// need and boxes nothing, allocates less than the estimate
+// (TestDirectDecoderWithinEstimate); goavro, the reference the tests hold it
+// to, allocates the estimate, but for one thing: it grows its []any block by
+// block, so an array sent in many blocks costs it up to ~5.6 times its 16
+// bytes per slot (measured), which the estimate leaves out, or hamba/avro's
+// arrays (blocks of 100) of a legitimate 1M-element tensor would be over the
+// budget.
 //
 // Calibration (Go 1.26, amd64; TestDecodeBudgetCalibration measures these
 // against goavro on every run, and fails if they drift): bytes of heap per
@@ -41,10 +44,10 @@ package schemas
 //	map, n entries      as a record of n fields, plus each key as a string
 //	union, not null    336    (goavro wraps it in a one-entry map)
 //
-// The costs below are these, rounded up where the mapping into the Go types
-// needs more: bytes are charged their length too (the mapping copies them),
-// and 8 more, for a [][]byte of 24 bytes per element, allocated twice when
-// an array comes in two blocks.
+// The costs below are these, rounded up where the direct decoder needs more:
+// bytes are charged their length too (the decoder copies them), and 8 more,
+// for its [][]byte of 24 bytes per element, allocated twice when an array
+// comes in two blocks.
 //
 // Against the budget, DecodeBudgetFactor times the largest message accepted
 // (32 MiB at 1 MiB): the largest legitimate requests take at most 25 bytes

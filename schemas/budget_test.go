@@ -198,12 +198,11 @@ func appendTensorOf(b []byte, name, datatype string, n int, field int, data func
 	return append(b, 0) // raw_contents null
 }
 
-// The largest legitimate requests decode: each kind of tensor data up to the
-// topic's 1 MiB, in one block as our encoder, goavro, Java and Python write
-// arrays, and in blocks of 100 as hamba/avro does.
-func TestLargeRequestsDecode(t *testing.T) {
-	c, _ := newTestCodec(t)
-	ctx := context.Background()
+// largeRequests are the largest legitimate requests: each kind of tensor
+// data up to the topic's 1 MiB, in one block as our encoder, goavro, Java
+// and Python write arrays, and in blocks of 100 as hamba/avro does. It
+// returns the messages, and the requests they hold by name.
+func largeRequests(t testing.TB, c *Codec) (map[string][]byte, map[string]*Request) {
 	const n = 1_040_000 // elements of a byte: the most that fit in 1 MiB
 	bools := make([]bool, n)
 	masks := make([]int64, n)
@@ -255,7 +254,13 @@ func TestLargeRequestsDecode(t *testing.T) {
 	b = append(b, 0, 0, 0, 0, 0) // parameters, priority, deadline, reply topic, created
 	messages["BOOL in blocks of 100"] = b
 	requests["BOOL in blocks of 100"] = tensor(Tensor{Name: "x", Datatype: "BOOL", Shape: []int64{blocked}, Bool: bools[:blocked]})
+	return messages, requests
+}
 
+func TestLargeRequestsDecode(t *testing.T) {
+	c, _ := newTestCodec(t)
+	ctx := context.Background()
+	messages, requests := largeRequests(t, c)
 	for name, msg := range messages {
 		t.Run(name, func(t *testing.T) {
 			if len(msg) > DefaultMaxMessageBytes || len(msg) < DefaultMaxMessageBytes*9/10 {

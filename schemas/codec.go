@@ -216,34 +216,99 @@ func encode[T any](c *Codec, topic string, k Kind, v *T, size func(*T) int, app 
 // DecodeRequest decodes a request. It fails if the request has no request id
 // or model; it does not otherwise validate it (see Request.Validate).
 // Errors about the message match ErrMalformed.
-func (c *Codec) DecodeRequest(ctx context.Context, b []byte) (*Request, error) {
-	return decode(ctx, c, b, KindRequest, (*conv).request, func(r *Request) error {
-		return required("request_id", r.RequestID, "model", r.Model)
-	})
+func (c *Codec) DecodeRequest(ctx context.Context, b []byte) (q *Request, err error) {
+	defer recovered(KindRequest, &q, &err)
+	r, root, err := c.reader(ctx, b, KindRequest)
+	if err != nil {
+		return nil, err
+	}
+	q = new(Request)
+	r.request(root, q, nil)
+	if err := r.end(KindRequest, requiredRequest(q)); err != nil {
+		return nil, err
+	}
+	return q, nil
 }
 
 // DecodeResult decodes a result. It fails if the result has no request id or
 // status. Errors about the message match ErrMalformed.
-func (c *Codec) DecodeResult(ctx context.Context, b []byte) (*Result, error) {
-	return decode(ctx, c, b, KindResult, (*conv).result, func(r *Result) error {
-		return required("request_id", r.RequestID, "status", string(r.Status))
-	})
+func (c *Codec) DecodeResult(ctx context.Context, b []byte) (q *Result, err error) {
+	defer recovered(KindResult, &q, &err)
+	r, root, err := c.reader(ctx, b, KindResult)
+	if err != nil {
+		return nil, err
+	}
+	q = new(Result)
+	r.result(root, q, true)
+	if err := r.end(KindResult, requiredResult(q)); err != nil {
+		return nil, err
+	}
+	return q, nil
 }
 
 // DecodeDeadLetter decodes a dead letter. It fails if the dead letter has no
 // reason. Errors about the message match ErrMalformed.
-func (c *Codec) DecodeDeadLetter(ctx context.Context, b []byte) (*DeadLetter, error) {
-	return decode(ctx, c, b, KindDeadLetter, (*conv).deadLetter, func(d *DeadLetter) error {
-		return required("reason", d.Reason)
-	})
+func (c *Codec) DecodeDeadLetter(ctx context.Context, b []byte) (d *DeadLetter, err error) {
+	defer recovered(KindDeadLetter, &d, &err)
+	r, root, err := c.reader(ctx, b, KindDeadLetter)
+	if err != nil {
+		return nil, err
+	}
+	d = r.deadLetter(root)
+	if err := r.end(KindDeadLetter, required("reason", d.Reason)); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // DecodeStateEntry decodes a state entry. It fails if the entry has no key or
 // request id. Errors about the message match ErrMalformed.
-func (c *Codec) DecodeStateEntry(ctx context.Context, b []byte) (*StateEntry, error) {
-	return decode(ctx, c, b, KindStateEntry, (*conv).stateEntry, func(e *StateEntry) error {
-		return required("key", e.Key, "request_id", e.RequestID)
-	})
+func (c *Codec) DecodeStateEntry(ctx context.Context, b []byte) (e *StateEntry, err error) {
+	defer recovered(KindStateEntry, &e, &err)
+	r, root, err := c.reader(ctx, b, KindStateEntry)
+	if err != nil {
+		return nil, err
+	}
+	e = r.stateEntry(root)
+	if err := r.end(KindStateEntry, required("key", e.Key, "request_id", e.RequestID)); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// recovered turns a panic of a decoder into one more malformed message:
+// nothing should panic, but a stage must not die of a message.
+func recovered[T any](k Kind, v **T, err *error) {
+	if p := recover(); p != nil {
+		*v, *err = nil, malformedf("schemas: decode %s: panic: %v", k, p)
+	}
+}
+
+// reader checks b and returns a reader of its body and the writer's root.
+func (c *Codec) reader(ctx context.Context, b []byte, k Kind) (reader, *node, error) {
+	w, body, err := c.body(ctx, b, k)
+	if err != nil {
+		return reader{}, nil, fmt.Errorf("schemas: decode %s: %w", k, err)
+	}
+	return reader{buf: body}, w.root, nil
+}
+
+// end returns the first error of the conversions, or else err (a required
+// field missing), as about the message.
+func (r *reader) end(k Kind, err error) error {
+	if r.err != nil {
+		err = r.err
+	}
+	if err != nil {
+		return malformedf("schemas: decode %s: %w", k, err)
+	}
+	return nil
+}
+
+func requiredRequest(q *Request) error { return required("request_id", q.RequestID, "model", q.Model) }
+
+func requiredResult(q *Result) error {
+	return required("request_id", q.RequestID, "status", string(q.Status))
 }
 
 // required takes name, value pairs and names the first empty value.
@@ -256,62 +321,30 @@ func required(pairs ...string) error {
 	return nil
 }
 
-func decode[T any](ctx context.Context, c *Codec, b []byte, k Kind, mapTo func(*conv, rec) *T, check func(*T) error) (v *T, err error) {
-	// Nothing here should panic, but a stage must not die of a message:
-	// whatever slips through is one more malformed message.
-	defer func() {
-		if p := recover(); p != nil {
-			v, err = nil, malformedf("schemas: decode %s: panic: %v", k, p)
-		}
-	}()
-	r, err := c.body(ctx, b, k)
-	if err != nil {
-		return nil, fmt.Errorf("schemas: decode %s: %w", k, err)
-	}
-	var cv conv
-	v = mapTo(&cv, r)
-	if cv.err == nil {
-		cv.err = check(v)
-	}
-	if cv.err != nil {
-		return nil, malformedf("schemas: decode %s: %w", k, cv.err)
-	}
-	return v, nil
-}
-
-// body decodes b with its writer's schema into goavro's native form.
-func (c *Codec) body(ctx context.Context, b []byte, k Kind) (rec, error) {
+// body checks everything about b but the conversion of its fields: its size,
+// header, writer schema and body, which scan walks within the decode budget.
+// It returns the writer schema and the body.
+func (c *Codec) body(ctx context.Context, b []byte, k Kind) (*writerSchema, []byte, error) {
 	lim := c.limits[k]
 	if len(b) > lim.bytes {
-		return rec{}, malformedf("message of %d bytes is over the %d bytes a %s may take (max.message.bytes): only a compressed batch can carry it", len(b), lim.bytes, k)
+		return nil, nil, malformedf("message of %d bytes is over the %d bytes a %s may take (max.message.bytes): only a compressed batch can carry it", len(b), lim.bytes, k)
 	}
 	id, err := schemaID(b)
 	if err != nil {
-		return rec{}, err
+		return nil, nil, err
 	}
 	w, err := c.writer(ctx, id)
 	if err != nil {
-		return rec{}, err
+		return nil, nil, err
 	}
 	if w.root.kind != tRecord || w.root.shortName() != k.recordName() {
-		return rec{}, malformedf("schema id %d is %s, want a record named %s", id, w.root, k.recordName())
+		return nil, nil, malformedf("schema id %d is %s, want a record named %s", id, w.root, k.recordName())
 	}
 	body := b[HeaderSize:]
 	if err := w.scan(body, lim.budget); err != nil {
-		return rec{}, malformedf("body does not decode with schema id %d: %w", id, err)
+		return nil, nil, malformedf("body does not decode with schema id %d: %w", id, err)
 	}
-	native, rest, err := w.codec.NativeFromBinary(body)
-	if err != nil {
-		return rec{}, malformedf("body does not decode with schema id %d: %w", id, err)
-	}
-	if len(rest) != 0 {
-		return rec{}, malformedf("%d trailing bytes after the body", len(rest))
-	}
-	m, ok := native.(map[string]any)
-	if !ok {
-		return rec{}, malformedf("goavro returned %T for a record", native)
-	}
-	return rec{m: m, n: w.root}, nil
+	return w, body, nil
 }
 
 // writer returns the schema with the given id, from the registry the first

@@ -34,6 +34,10 @@ import (
 //     decode budget (see budget.go).
 //   - goavro refuses a map with a repeated key; scan does too, so that a body
 //     scan accepts is one every decoder accepts.
+//
+// The tree is also what the direct decoder (decode.go) reads the bytes by;
+// goavro's codec parses and validates the schema, and is the reference the
+// tests hold the direct decoder to.
 type writerSchema struct {
 	root  *node
 	codec *goavro.Codec
@@ -102,6 +106,7 @@ type node struct {
 	fields   []field
 	byName   map[string]*node // record fields by name
 	symbols  []string         // enum
+	symbytes [][]byte         // enum symbols as bytes, for the decoder's views
 	items    *node            // array items, map values
 	branches []*node          // union
 	size     int              // fixed
@@ -112,6 +117,9 @@ type node struct {
 type field struct {
 	name string
 	typ  *node
+	// order is the field's place in each Go type the decoder fills, -1
+	// where that type has no field of the name (see fieldOrder).
+	order [numTargets]int8
 }
 
 // typeName is the name goavro gives the node as a union branch.
@@ -286,7 +294,7 @@ func (p *parser) parseObject(m map[string]any, ns string) (*node, error) {
 			if err != nil {
 				return nil, fmt.Errorf("record %s: field %s: %w", n.name, name, err)
 			}
-			n.fields = append(n.fields, field{name: name, typ: ft})
+			n.fields = append(n.fields, field{name: name, typ: ft, order: fieldOrder(name)})
 			n.byName[name] = ft
 		}
 		return n, nil
@@ -305,6 +313,7 @@ func (p *parser) parseObject(m map[string]any, ns string) (*node, error) {
 				return nil, fmt.Errorf("enum %s: symbol %d is not a string", n.name, i)
 			}
 			n.symbols = append(n.symbols, str)
+			n.symbytes = append(n.symbytes, []byte(str))
 		}
 		return n, nil
 	case "fixed":
