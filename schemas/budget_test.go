@@ -133,10 +133,11 @@ func TestDecodeBombs(t *testing.T) {
 		return append(appendLong(b, 3), byte(i>>16), byte(i>>8), byte(i))
 	}
 	bombs := []struct {
-		name, pad string
-		size      int // bytes per item on the wire
+		name, pad string // pad "": our own schema, with inputs of empty tensors
+		size      int    // bytes per item on the wire
 		item      func([]byte, int) []byte
 	}{
+		{"empty tensors", "", 10, func(b []byte, _ int) []byte { return append(b, make([]byte, 10)...) }},
 		{"records of empty maps", `{"type": "array", "items": {"type": "record", "name": "E", "fields": [
 			{"name": "m", "type": {"type": "map", "values": "null"}}]}}`, 1, func(b []byte, _ int) []byte { return append(b, 0) }},
 		{"nested arrays", `{"type": "array", "items": {"type": "array", "items": "null"}}`, 1, func(b []byte, _ int) []byte { return append(b, 0) }},
@@ -151,7 +152,17 @@ func TestDecodeBombs(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, bomb := range bombs {
-		id := registerPad(t, c, bomb.name, bomb.pad)
+		// A request with request id "r", model "m" and a huge pad, or a
+		// huge inputs field.
+		id := 1
+		prefix := appendString(nil, "r")   // request_id
+		prefix = append(prefix, 0, 0)      // idempotency_key null, tenant ""
+		prefix = appendString(prefix, "m") // model
+		prefix = append(prefix, 0)         // model_version null
+		suffix := []byte{0, 0, 0, 0, 0}    // parameters, priority, deadline_ms, reply_topic, created_at_ms
+		if bomb.pad != "" {
+			id, prefix, suffix = registerPad(t, c, bomb.name, bomb.pad), appendString(appendString(nil, "r"), "m"), nil
+		}
 		for _, tc := range []struct {
 			size  int
 			codec *Codec
@@ -161,22 +172,27 @@ func TestDecodeBombs(t *testing.T) {
 			{12_000_000, c, "bytes is over the 1048576 bytes a request may take (max.message.bytes)"},
 			{12_000_000, lifted, "over the decode budget"},
 		} {
-			msg := appendString(appendString(header(id), "r"), "m")
-			msg = arrayOf((tc.size-len(msg)-8)/bomb.size, bomb.item)
-			msg = append(appendString(appendString(header(id), "r"), "m"), msg...)
+			msg := append(header(id), prefix...)
+			msg = append(msg, arrayOf((tc.size-len(msg)-8)/bomb.size, bomb.item)...)
+			msg = append(msg, suffix...)
 			name := bomb.name + "/" + strconv.Itoa(tc.size/1000) + "KB"
 			if tc.codec == lifted {
 				name += "/size limit lifted"
 			}
 			t.Run(name, func(t *testing.T) {
-				var err error
-				total, growth := allocated(func() { _, err = tc.codec.DecodeRequest(ctx, msg) })
-				if err == nil || !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
-					t.Fatalf("got %v, want a malformed message: %q", err, tc.want)
-				}
-				t.Logf("%d bytes: allocated %d, heap grew %d", len(msg), total, growth)
-				if total > 20<<20 || growth > 20<<20 {
-					t.Errorf("refusing %d bytes allocated %d bytes, heap grew %d", len(msg), total, growth)
+				for _, decode := range []func() error{
+					func() error { _, err := tc.codec.DecodeRequest(ctx, msg); return err },
+					func() error { _, err := tc.codec.DecodeRequestHead(ctx, msg); return err },
+				} {
+					var err error
+					total, growth := allocated(func() { err = decode() })
+					if err == nil || !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
+						t.Fatalf("got %v, want a malformed message: %q", err, tc.want)
+					}
+					t.Logf("%d bytes: allocated %d, heap grew %d", len(msg), total, growth)
+					if total > 20<<20 || growth > 20<<20 {
+						t.Errorf("refusing %d bytes allocated %d bytes, heap grew %d", len(msg), total, growth)
+					}
 				}
 			})
 		}
