@@ -84,7 +84,11 @@ type Registry interface {
 // writer lacks take their zero values, so a client that registered its own
 // compatible version of a schema (more optional fields, or fewer) decodes
 // fine. The top-level record must have the kind's name (Request, Result,
-// DeadLetter, StateEntry), as Avro schema resolution requires.
+// DeadLetter, StateEntry), as Avro schema resolution requires. A message
+// larger than the kind's size limit, or whose decoded form would take more
+// memory than the decode budget, is malformed (see MaxMessageBytes and
+// DecodeBudget). Decoded values do not alias the message: the caller may
+// reuse it.
 type Codec struct {
 	reg    Registry
 	limits [KindStateEntry + 1]limit
