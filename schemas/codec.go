@@ -84,9 +84,14 @@ type Registry interface {
 // writer lacks take their zero values, so a client that registered its own
 // compatible version of a schema (more optional fields, or fewer) decodes
 // fine. The top-level record must have the kind's name (Request, Result,
-// DeadLetter, StateEntry), as Avro schema resolution requires.
+// DeadLetter, StateEntry), as Avro schema resolution requires. A message
+// larger than the kind's size limit, or whose decoded form would take more
+// memory than the decode budget, is malformed (see MaxMessageBytes and
+// DecodeBudget). Decoded values do not alias the message: the caller may
+// reuse it.
 type Codec struct {
 	reg    Registry
+	limits [KindStateEntry + 1]limit
 	topics map[string]binding    // fixed at construction
 	own    map[int]*writerSchema // ids we registered: no lookup needed
 	// looked up: id -> *writerSchema, or the error that makes the id
@@ -117,10 +122,18 @@ var ownSchemas = sync.OnceValues(func() (map[Kind]*writerSchema, error) {
 // bound to it. It registers each topic's schema under the subject
 // "<topic>-value" (TopicNameStrategy); registering a schema already there is
 // a no-op that returns its id. topics may be empty for a codec that only
-// decodes.
-func NewCodec(ctx context.Context, reg Registry, topics map[string]Kind) (*Codec, error) {
+// decodes. The options bound decoding (MaxMessageBytes, MaxDeadLetterBytes,
+// DecodeBudget).
+func NewCodec(ctx context.Context, reg Registry, topics map[string]Kind, opts ...Option) (*Codec, error) {
 	if reg == nil {
 		return nil, errors.New("schemas: nil registry")
+	}
+	cfg := defaultCfg()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	parsed, err := ownSchemas()
 	if err != nil {
@@ -130,6 +143,9 @@ func NewCodec(ctx context.Context, reg Registry, topics map[string]Kind) (*Codec
 		reg:    reg,
 		topics: make(map[string]binding, len(topics)),
 		own:    make(map[int]*writerSchema),
+	}
+	for k := KindRequest; k <= KindStateEntry; k++ {
+		c.limits[k] = cfg.limit(k)
 	}
 	// Sorted, so that a fresh registry assigns the same ids every time.
 	for _, topic := range slices.Sorted(maps.Keys(topics)) {
@@ -204,34 +220,99 @@ func encode[T any](c *Codec, topic string, k Kind, v *T, size func(*T) int, app 
 // DecodeRequest decodes a request. It fails if the request has no request id
 // or model; it does not otherwise validate it (see Request.Validate).
 // Errors about the message match ErrMalformed.
-func (c *Codec) DecodeRequest(ctx context.Context, b []byte) (*Request, error) {
-	return decode(ctx, c, b, KindRequest, (*conv).request, func(r *Request) error {
-		return required("request_id", r.RequestID, "model", r.Model)
-	})
+func (c *Codec) DecodeRequest(ctx context.Context, b []byte) (q *Request, err error) {
+	defer recovered(KindRequest, &q, &err)
+	r, root, err := c.reader(ctx, b, KindRequest)
+	if err != nil {
+		return nil, err
+	}
+	q = new(Request)
+	r.request(root, q, nil)
+	if err := r.end(KindRequest, requiredRequest(q)); err != nil {
+		return nil, err
+	}
+	return q, nil
 }
 
 // DecodeResult decodes a result. It fails if the result has no request id or
 // status. Errors about the message match ErrMalformed.
-func (c *Codec) DecodeResult(ctx context.Context, b []byte) (*Result, error) {
-	return decode(ctx, c, b, KindResult, (*conv).result, func(r *Result) error {
-		return required("request_id", r.RequestID, "status", string(r.Status))
-	})
+func (c *Codec) DecodeResult(ctx context.Context, b []byte) (q *Result, err error) {
+	defer recovered(KindResult, &q, &err)
+	r, root, err := c.reader(ctx, b, KindResult)
+	if err != nil {
+		return nil, err
+	}
+	q = new(Result)
+	r.result(root, q, true)
+	if err := r.end(KindResult, requiredResult(q)); err != nil {
+		return nil, err
+	}
+	return q, nil
 }
 
 // DecodeDeadLetter decodes a dead letter. It fails if the dead letter has no
 // reason. Errors about the message match ErrMalformed.
-func (c *Codec) DecodeDeadLetter(ctx context.Context, b []byte) (*DeadLetter, error) {
-	return decode(ctx, c, b, KindDeadLetter, (*conv).deadLetter, func(d *DeadLetter) error {
-		return required("reason", d.Reason)
-	})
+func (c *Codec) DecodeDeadLetter(ctx context.Context, b []byte) (d *DeadLetter, err error) {
+	defer recovered(KindDeadLetter, &d, &err)
+	r, root, err := c.reader(ctx, b, KindDeadLetter)
+	if err != nil {
+		return nil, err
+	}
+	d = r.deadLetter(root)
+	if err := r.end(KindDeadLetter, required("reason", d.Reason)); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // DecodeStateEntry decodes a state entry. It fails if the entry has no key or
 // request id. Errors about the message match ErrMalformed.
-func (c *Codec) DecodeStateEntry(ctx context.Context, b []byte) (*StateEntry, error) {
-	return decode(ctx, c, b, KindStateEntry, (*conv).stateEntry, func(e *StateEntry) error {
-		return required("key", e.Key, "request_id", e.RequestID)
-	})
+func (c *Codec) DecodeStateEntry(ctx context.Context, b []byte) (e *StateEntry, err error) {
+	defer recovered(KindStateEntry, &e, &err)
+	r, root, err := c.reader(ctx, b, KindStateEntry)
+	if err != nil {
+		return nil, err
+	}
+	e = r.stateEntry(root)
+	if err := r.end(KindStateEntry, required("key", e.Key, "request_id", e.RequestID)); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// recovered turns a panic of a decoder into one more malformed message:
+// nothing should panic, but a stage must not die of a message.
+func recovered[T any](k Kind, v **T, err *error) {
+	if p := recover(); p != nil {
+		*v, *err = nil, malformedf("schemas: decode %s: panic: %v", k, p)
+	}
+}
+
+// reader checks b and returns a reader of its body and the writer's root.
+func (c *Codec) reader(ctx context.Context, b []byte, k Kind) (reader, *node, error) {
+	w, body, err := c.body(ctx, b, k)
+	if err != nil {
+		return reader{}, nil, fmt.Errorf("schemas: decode %s: %w", k, err)
+	}
+	return reader{buf: body}, w.root, nil
+}
+
+// end returns the first error of the conversions, or else err (a required
+// field missing), as about the message.
+func (r *reader) end(k Kind, err error) error {
+	if r.err != nil {
+		err = r.err
+	}
+	if err != nil {
+		return malformedf("schemas: decode %s: %w", k, err)
+	}
+	return nil
+}
+
+func requiredRequest(q *Request) error { return required("request_id", q.RequestID, "model", q.Model) }
+
+func requiredResult(q *Result) error {
+	return required("request_id", q.RequestID, "status", string(q.Status))
 }
 
 // required takes name, value pairs and names the first empty value.
@@ -244,58 +325,30 @@ func required(pairs ...string) error {
 	return nil
 }
 
-func decode[T any](ctx context.Context, c *Codec, b []byte, k Kind, mapTo func(*conv, rec) *T, check func(*T) error) (v *T, err error) {
-	// Nothing here should panic, but a stage must not die of a message:
-	// whatever slips through is one more malformed message.
-	defer func() {
-		if p := recover(); p != nil {
-			v, err = nil, malformedf("schemas: decode %s: panic: %v", k, p)
-		}
-	}()
-	r, err := c.body(ctx, b, k)
-	if err != nil {
-		return nil, fmt.Errorf("schemas: decode %s: %w", k, err)
+// body checks everything about b but the conversion of its fields: its size,
+// header, writer schema and body, which scan walks within the decode budget.
+// It returns the writer schema and the body.
+func (c *Codec) body(ctx context.Context, b []byte, k Kind) (*writerSchema, []byte, error) {
+	lim := c.limits[k]
+	if len(b) > lim.bytes {
+		return nil, nil, malformedf("message of %d bytes is over the %d bytes a %s may take (max.message.bytes): only a compressed batch can carry it", len(b), lim.bytes, k)
 	}
-	var cv conv
-	v = mapTo(&cv, r)
-	if cv.err == nil {
-		cv.err = check(v)
-	}
-	if cv.err != nil {
-		return nil, malformedf("schemas: decode %s: %w", k, cv.err)
-	}
-	return v, nil
-}
-
-// body decodes b with its writer's schema into goavro's native form.
-func (c *Codec) body(ctx context.Context, b []byte, k Kind) (rec, error) {
 	id, err := schemaID(b)
 	if err != nil {
-		return rec{}, err
+		return nil, nil, err
 	}
 	w, err := c.writer(ctx, id)
 	if err != nil {
-		return rec{}, err
+		return nil, nil, err
 	}
 	if w.root.kind != tRecord || w.root.shortName() != k.recordName() {
-		return rec{}, malformedf("schema id %d is %s, want a record named %s", id, w.root, k.recordName())
+		return nil, nil, malformedf("schema id %d is %s, want a record named %s", id, w.root, k.recordName())
 	}
 	body := b[HeaderSize:]
-	if err := w.scan(body); err != nil {
-		return rec{}, malformedf("body does not decode with schema id %d: %w", id, err)
+	if err := w.scan(body, lim.budget); err != nil {
+		return nil, nil, malformedf("body does not decode with schema id %d: %w", id, err)
 	}
-	native, rest, err := w.codec.NativeFromBinary(body)
-	if err != nil {
-		return rec{}, malformedf("body does not decode with schema id %d: %w", id, err)
-	}
-	if len(rest) != 0 {
-		return rec{}, malformedf("%d trailing bytes after the body", len(rest))
-	}
-	m, ok := native.(map[string]any)
-	if !ok {
-		return rec{}, malformedf("goavro returned %T for a record", native)
-	}
-	return rec{m: m, n: w.root}, nil
+	return w, body, nil
 }
 
 // writer returns the schema with the given id, from the registry the first

@@ -203,7 +203,7 @@ func header(id int) []byte {
 
 // goavroMessage encodes native with schema through goavro, for messages our
 // encoders refuse to write.
-func goavroMessage(t *testing.T, id int, schema string, native map[string]any) []byte {
+func goavroMessage(t testing.TB, id int, schema string, native map[string]any) []byte {
 	t.Helper()
 	codec, err := goavro.NewCodec(schema)
 	if err != nil {

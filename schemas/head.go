@@ -31,15 +31,26 @@ func (h *RequestHead) Key() string {
 // DecodeRequestHead decodes the head of a request and checks the whole of
 // it: it fails exactly when DecodeRequest would (errors about the message
 // match ErrMalformed), and Invalid says what Validate would.
-func (c *Codec) DecodeRequestHead(ctx context.Context, b []byte) (*RequestHead, error) {
-	r, err := c.DecodeRequest(ctx, b)
+//
+// It reads the tensors and parameters without decoding them: it checks
+// every value DecodeRequest would convert and validates the tensors from
+// views into b, so that it allocates the head and its strings, not the data.
+func (c *Codec) DecodeRequestHead(ctx context.Context, b []byte) (h *RequestHead, err error) {
+	defer recovered(KindRequest, &h, &err)
+	r, root, err := c.reader(ctx, b, KindRequest)
 	if err != nil {
 		return nil, err
 	}
+	var q Request
+	var check requestCheck
+	r.request(root, &q, &check)
+	if err := r.end(KindRequest, requiredRequest(&q)); err != nil {
+		return nil, err
+	}
 	return &RequestHead{
-		RequestID: r.RequestID, IdempotencyKey: r.IdempotencyKey, Tenant: r.Tenant, Model: r.Model,
-		ModelVersion: r.ModelVersion, ReplyTopic: r.ReplyTopic, Priority: r.Priority,
-		DeadlineMs: r.DeadlineMs, CreatedAtMs: r.CreatedAtMs, Invalid: r.Validate(),
+		RequestID: q.RequestID, IdempotencyKey: q.IdempotencyKey, Tenant: q.Tenant, Model: q.Model,
+		ModelVersion: q.ModelVersion, ReplyTopic: q.ReplyTopic, Priority: q.Priority,
+		DeadlineMs: q.DeadlineMs, CreatedAtMs: q.CreatedAtMs, Invalid: check.invalid(&q),
 	}, nil
 }
 
@@ -55,14 +66,20 @@ type ResultHead struct {
 }
 
 // DecodeResultHead decodes the head of a result; it fails exactly when
-// DecodeResult would.
-func (c *Codec) DecodeResultHead(ctx context.Context, b []byte) (*ResultHead, error) {
-	r, err := c.DecodeResult(ctx, b)
+// DecodeResult would. It checks the outputs without decoding them.
+func (c *Codec) DecodeResultHead(ctx context.Context, b []byte) (h *ResultHead, err error) {
+	defer recovered(KindResult, &h, &err)
+	r, root, err := c.reader(ctx, b, KindResult)
 	if err != nil {
 		return nil, err
 	}
-	return &ResultHead{RequestID: r.RequestID, Status: r.Status, ErrorCode: r.ErrorCode,
-		ErrorMessage: r.ErrorMessage, ReplyTopic: r.ReplyTopic, CreatedAtMs: r.CreatedAtMs}, nil
+	var q Result
+	r.result(root, &q, false)
+	if err := r.end(KindResult, requiredResult(&q)); err != nil {
+		return nil, err
+	}
+	return &ResultHead{RequestID: q.RequestID, Status: q.Status, ErrorCode: q.ErrorCode,
+		ErrorMessage: q.ErrorMessage, ReplyTopic: q.ReplyTopic, CreatedAtMs: q.CreatedAtMs}, nil
 }
 
 // TopicSchemaID is the id of the schema the codec encodes with for topic:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"reflect"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -66,6 +67,97 @@ const clientRequestSchema = `{
   ]
 }`
 
+// clientSchemas are more of clients' own versions of the schemas, at ids of
+// their own in the test registries, each with a message: fields in another
+// order, unions where we have none, enums and fixed where we have strings
+// and bytes, types Avro promotes, fields we do not know. The differential
+// tests and the fuzz targets start from them.
+var clientSchemas = []struct {
+	id     int
+	kind   Kind
+	schema string
+	native map[string]any
+}{
+	{6, KindRequest, `{"type": "record", "name": "Request", "namespace": "org.client", "fields": [
+		{"name": "model", "type": "string"},
+		{"name": "request_id", "type": "bytes"},
+		{"name": "inputs", "type": {"type": "array", "items": ["null", {"type": "record", "name": "T", "fields": [
+			{"name": "raw_contents", "type": ["null", "string"]},
+			{"name": "shape", "type": {"type": "array", "items": "int"}},
+			{"name": "name", "type": {"type": "enum", "name": "N", "symbols": ["a", "b", "c"]}},
+			{"name": "fp32_contents", "type": {"type": "array", "items": ["null", "float", "long"]}},
+			{"name": "datatype", "type": "string"},
+			{"name": "bool_contents", "type": {"type": "array", "items": "boolean"}},
+			{"name": "int_contents", "type": {"type": "array", "items": "long"}},
+			{"name": "bytes_contents", "type": {"type": "array", "items": {"type": "fixed", "name": "F2", "size": 2}}}]}]}},
+		{"name": "parameters", "type": ["null", {"type": "map", "values": ["string", "int", "float", "boolean", "null", "double"]}]},
+		{"name": "priority", "type": ["null", "long"]},
+		{"name": "deadline_ms", "type": "int"},
+		{"name": "extra", "type": {"type": "map", "values": {"type": "array", "items": "string"}}}]}`,
+		map[string]any{
+			"model": "m", "request_id": []byte("r-6"),
+			"inputs": []any{
+				map[string]any{"org.client.T": map[string]any{
+					"raw_contents": nil, "shape": []any{int32(3)}, "name": "a",
+					"fp32_contents": []any{map[string]any{"float": float32(1.5)}, nil, map[string]any{"long": int64(-3)}},
+					"datatype":      "FP32", "bool_contents": []any{}, "int_contents": []any{}, "bytes_contents": []any{},
+				}},
+				nil,
+				map[string]any{"org.client.T": map[string]any{
+					"raw_contents": map[string]any{"string": "\x01\x00"}, "shape": []any{int32(2)}, "name": "c",
+					"fp32_contents": []any{}, "datatype": "BOOL", "bool_contents": []any{true, false},
+					"int_contents": []any{int64(7)}, "bytes_contents": []any{[]byte("xy")},
+				}},
+			},
+			"parameters": map[string]any{"map": map[string]any{
+				"s": map[string]any{"string": "v"}, "i": map[string]any{"int": int32(-2)},
+				"f": map[string]any{"float": float32(0.25)}, "b": map[string]any{"boolean": true},
+				"d": map[string]any{"double": 2.5},
+			}},
+			"priority": map[string]any{"long": int64(5)}, "deadline_ms": int32(9),
+			"extra": map[string]any{"k": []any{"a", "b"}},
+		}},
+	{7, KindResult, `{"type": "record", "name": "Result", "namespace": "org.client", "fields": [
+		{"name": "outputs", "type": ["null", {"type": "array", "items": {"type": "record", "name": "T", "fields": [
+			{"name": "name", "type": "bytes"}, {"name": "shape", "type": {"type": "array", "items": "long"}},
+			{"name": "fp64_contents", "type": {"type": "array", "items": "float"}},
+			{"name": "int64_contents", "type": {"type": "array", "items": ["int", "long"]}}]}}]},
+		{"name": "status", "type": "string"},
+		{"name": "timings", "type": ["null", {"type": "record", "name": "Tm", "fields": [
+			{"name": "inference_ms", "type": "float"}, {"name": "gpu", "type": "string"}, {"name": "queued_ms", "type": "long"}]}]},
+		{"name": "request_id", "type": {"type": "fixed", "name": "Id", "size": 3}},
+		{"name": "original_status", "type": ["null", {"type": "enum", "name": "S", "symbols": ["DUPLICATE", "FAILED"]}]},
+		{"name": "attempt", "type": ["null", "int"]},
+		{"name": "batch_size", "type": "long"},
+		{"name": "error_message", "type": ["null", "string"]}]}`,
+		map[string]any{
+			"outputs": map[string]any{"array": []any{map[string]any{
+				"name": []byte("y"), "shape": []any{int64(2)}, "fp64_contents": []any{float32(0.5), float32(-1)},
+				"int64_contents": []any{map[string]any{"int": int32(1)}, map[string]any{"long": int64(1) << 40}},
+			}}},
+			"status": "DUPLICATE",
+			"timings": map[string]any{"org.client.Tm": map[string]any{
+				"inference_ms": float32(2.5), "gpu": "a100", "queued_ms": int64(3)}},
+			"request_id":      []byte("r-7"),
+			"original_status": map[string]any{"org.client.S": "FAILED"},
+			"attempt":         nil, "batch_size": int64(4), "error_message": map[string]any{"string": "boom"},
+		}},
+	{8, KindStateEntry, `{"type": "record", "name": "StateEntry", "namespace": "org.client", "fields": [
+		{"name": "shard", "type": "int"}, {"name": "key", "type": "string"},
+		{"name": "request_id", "type": "bytes"}, {"name": "expires_at_ms", "type": "int"},
+		{"name": "status", "type": ["null", "string"]}]}`,
+		map[string]any{"shard": int32(4), "key": "k", "request_id": []byte("r"), "expires_at_ms": int32(99),
+			"status": map[string]any{"string": "EXPIRED"}}},
+	{9, KindDeadLetter, `{"type": "record", "name": "DeadLetter", "namespace": "org.client", "fields": [
+		{"name": "payload", "type": {"type": "fixed", "name": "F", "size": 3}},
+		{"name": "reason", "type": "string"},
+		{"name": "source_partition", "type": "long"},
+		{"name": "answered", "type": ["null", "boolean"]},
+		{"name": "payload_sha256", "type": "string"}]}`,
+		map[string]any{"payload": []byte{1, 2, 3}, "reason": "x", "source_partition": int64(12),
+			"answered": map[string]any{"boolean": true}, "payload_sha256": ""}},
+}
+
 // newTestRegistry starts a srfake registry seeded with the schemas at the
 // fixed ids.
 func newTestRegistry(t testing.TB) (*srfake.Registry, *sr.Client) {
@@ -76,6 +168,9 @@ func newTestRegistry(t testing.TB) (*srfake.Registry, *sr.Client) {
 		reg.SeedSchema(topic+"-value", 1, testIDs[k], sr.Schema{Schema: Schema(k)})
 	}
 	reg.SeedSchema("client.requests-value", 1, clientRequestID, sr.Schema{Schema: clientRequestSchema})
+	for _, cs := range clientSchemas {
+		reg.SeedSchema("client-"+strconv.Itoa(cs.id)+"-value", 1, cs.id, sr.Schema{Schema: cs.schema})
+	}
 	cl, err := sr.NewClient(sr.URLs(reg.URL()))
 	if err != nil {
 		t.Fatal(err)
@@ -112,6 +207,9 @@ func newMemRegistry() *memRegistry {
 		m.schemas[id] = sr.Schema{Schema: Schema(k)}
 	}
 	m.schemas[clientRequestID] = sr.Schema{Schema: clientRequestSchema}
+	for _, cs := range clientSchemas {
+		m.schemas[cs.id] = sr.Schema{Schema: cs.schema}
+	}
 	return m
 }
 

@@ -62,6 +62,7 @@ func TestResolveByFieldName(t *testing.T) {
 		name   string
 		schema string
 		native map[string]any
+		body   []byte // instead of native, written by hand
 		decode func([]byte) (any, error)
 		want   any
 		err    string
@@ -142,13 +143,80 @@ func TestResolveByFieldName(t *testing.T) {
 			decode: func(b []byte) (any, error) { return c.DecodeRequest(ctx, b) },
 			err:    "field inputs[0].fp32_contents[0]: wrong type: writer has double, want float",
 		},
+		{
+			// The first error is the first in the Go type's order, as the
+			// reference mapping meets them, not in the writer's.
+			name: "request with three fields of the wrong type",
+			schema: `{"type": "record", "name": "Request", "fields": [
+				{"name": "priority", "type": "string"}, {"name": "model", "type": "string"},
+				{"name": "request_id", "type": "int"}, {"name": "tenant", "type": "int"}]}`,
+			native: map[string]any{"priority": "high", "model": "m", "request_id": int32(1), "tenant": int32(2)},
+			decode: func(b []byte) (any, error) { return c.DecodeRequest(ctx, b) },
+			err:    "field request_id: wrong type: writer has int, want string",
+		},
+		{
+			name: "request with three tensor fields of the wrong type",
+			schema: `{"type": "record", "name": "Request", "fields": [
+				{"name": "request_id", "type": "string"}, {"name": "model", "type": "string"},
+				{"name": "inputs", "type": {"type": "array", "items": {"type": "record", "name": "Tensor", "fields": [
+					{"name": "fp32_contents", "type": {"type": "array", "items": "string"}},
+					{"name": "name", "type": "int"}, {"name": "datatype", "type": "int"}]}}}]}`,
+			native: map[string]any{"request_id": "r", "model": "m",
+				"inputs": []any{map[string]any{"fp32_contents": []any{"x"}, "name": int32(3), "datatype": int32(4)}}},
+			decode: func(b []byte) (any, error) { return c.DecodeRequest(ctx, b) },
+			err:    "field inputs[0].name: wrong type: writer has int, want string",
+		},
+		{
+			// goavro writes a map in random order: this one is written by
+			// hand, its smallest key between two others.
+			name: "request with three null parameters",
+			schema: `{"type": "record", "name": "Request", "fields": [
+				{"name": "request_id", "type": "string"}, {"name": "model", "type": "string"},
+				{"name": "parameters", "type": {"type": "map", "values": ["null", "string"]}}]}`,
+			body: func() []byte {
+				b := appendLong(appendString(appendString(nil, "r"), "m"), 3)
+				for _, k := range []string{"b", "a", "c"} {
+					b = append(appendString(b, k), 0) // branch null
+				}
+				return append(b, 0)
+			}(),
+			decode: func(b []byte) (any, error) { return c.DecodeRequest(ctx, b) },
+			err:    `field parameters["a"]: null parameter`,
+		},
+		{
+			name: "request with a tensor item of the wrong type in a union",
+			schema: `{"type": "record", "name": "Request", "fields": [
+				{"name": "request_id", "type": "string"}, {"name": "model", "type": "string"},
+				{"name": "inputs", "type": {"type": "array", "items": {"type": "record", "name": "Tensor", "fields": [
+					{"name": "fp32_contents", "type": {"type": "array", "items": ["float", "string"]}}]}}}]}`,
+			native: map[string]any{"request_id": "r", "model": "m",
+				"inputs": []any{map[string]any{"fp32_contents": []any{map[string]any{"float": float32(1)}, map[string]any{"string": "x"}}}}},
+			decode: func(b []byte) (any, error) { return c.DecodeRequest(ctx, b) },
+			err:    "field inputs[0].fp32_contents[1]: wrong type: writer has string, want float",
+		},
+		{
+			name: "request with int_contents of longs that do not fit",
+			schema: `{"type": "record", "name": "Request", "fields": [
+				{"name": "request_id", "type": "string"}, {"name": "model", "type": "string"},
+				{"name": "inputs", "type": {"type": "array", "items": {"type": "record", "name": "Tensor", "fields": [
+					{"name": "int_contents", "type": {"type": "array", "items": "long"}}]}}}]}`,
+			native: map[string]any{"request_id": "r", "model": "m",
+				"inputs": []any{map[string]any{"int_contents": []any{int64(1), int64(1) << 40}}}},
+			decode: func(b []byte) (any, error) { return c.DecodeRequest(ctx, b) },
+			err:    "field inputs[0].int_contents[1]: 1099511627776 does not fit an int",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ss, err := c.reg.CreateSchema(ctx, "client."+strings.ReplaceAll(tc.name, " ", "_")+"-value", sr.Schema{Schema: tc.schema})
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := tc.decode(goavroMessage(t, ss.ID, tc.schema, tc.native))
+			msg := append(header(ss.ID), tc.body...)
+			if tc.body == nil {
+				msg = goavroMessage(t, ss.ID, tc.schema, tc.native)
+			}
+			agreeAll(t, c, msg) // the reference and the head decoders say the same
+			got, err := tc.decode(msg)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("got %+v, %v; want error containing %q", got, err, tc.err)

@@ -5,7 +5,16 @@ import (
 	"testing"
 )
 
-func TestValidate(t *testing.T) {
+// validateCase is a request and what Validate says of it: "" for valid.
+type validateCase struct {
+	name string
+	r    *Request
+	want string
+}
+
+// validateCases are every reason Validate knows, TestHeadInvalid holds the
+// head decoder to them too.
+func validateCases() []validateCase {
 	// with returns a valid request changed by f.
 	with := func(f func(r *Request)) *Request {
 		r := fullRequest()
@@ -15,11 +24,14 @@ func TestValidate(t *testing.T) {
 	input := func(tt Tensor) *Request {
 		return &Request{RequestID: "r", Model: "m", Inputs: []Tensor{{Name: "a", Datatype: "BOOL", Shape: []int64{1}, Bool: []bool{true}}, tt}}
 	}
-	for _, tc := range []struct {
-		name string
-		r    *Request
-		want string // "" for valid
-	}{
+	many := func(names ...string) *Request { // more inputs than nameSet keeps inline
+		r := &Request{RequestID: "r", Model: "m"}
+		for _, n := range names {
+			r.Inputs = append(r.Inputs, Tensor{Name: n, Datatype: "INT32", Shape: []int64{1}, Int32: []int32{7}})
+		}
+		return r
+	}
+	return []validateCase{
 		{"full", fullRequest(), ""},
 		{"minimal", minimalRequest(), ""},
 		{"scalar", input(Tensor{Name: "x", Datatype: "FP64", FP64: []float64{1}}), ""},
@@ -58,7 +70,22 @@ func TestValidate(t *testing.T) {
 		{"short raw", input(Tensor{Name: "x", Datatype: "FP64", Shape: []int64{2}, Raw: make([]byte, 15)}), `inputs[1] "x": shape [2] needs 2 elements of 8 bytes in raw_contents, has 15 bytes`},
 		{"raw for zero elements", input(Tensor{Name: "x", Datatype: "FP32", Shape: []int64{0}, Raw: []byte{1}}), `shape [0] needs 0 elements of 4 bytes in raw_contents, has 1 bytes`},
 		{"raw BOOL not 0 or 1", input(Tensor{Name: "x", Datatype: "BOOL", Shape: []int64{2}, Raw: []byte{1, 2}}), `inputs[1] "x": raw_contents[1] is 2, want 0 or 1 for BOOL`},
-	} {
+		{"two invalid parameter keys", with(func(r *Request) { r.Parameters["\xffb"] = "x"; r.Parameters["\xffa"] = "y" }),
+			`parameters: key "\xffa" is not valid UTF-8`}, // the smallest key, whatever the map's order
+		{"two invalid parameter values", with(func(r *Request) { r.Parameters["y"] = "\xfe"; r.Parameters["x"] = "\xff" }),
+			`parameters["x"] is not valid UTF-8`},
+		{"many inputs", many("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"), ""},
+		{"many inputs, one repeated", many("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "c"), `inputs[10] "c": name already used by inputs[2]`},
+		{"many dimensions", input(Tensor{Name: "x", Datatype: "INT64", Shape: []int64{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2}, Int64: []int64{1, 2}}), ""},
+		{"many dimensions, too few elements", input(Tensor{Name: "x", Datatype: "INT64", Shape: []int64{1, 1, 1, 1, 1, 1, 1, 1, 1, 3}, Int64: []int64{1, 2}}),
+			`inputs[1] "x": shape [1 1 1 1 1 1 1 1 1 3] needs 3 elements, has 2`},
+		{"raw and two typed forms", input(Tensor{Name: "x", Datatype: "INT64", Shape: []int64{1}, Int64: []int64{1}, Bool: []bool{true}, Raw: make([]byte, 8)}),
+			`more than one data form set: int64_contents, bool_contents, raw_contents`},
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range validateCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.r.Validate()
 			switch {

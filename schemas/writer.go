@@ -1,11 +1,14 @@
 package schemas
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/linkedin/goavro/v2"
@@ -24,9 +27,17 @@ import (
 //     count. (goavro's MaxBlockCount and MaxBlockSize are left alone: they
 //     are global to the process, and any limit low enough to be safe would
 //     refuse large tensors that the bytes-left bound accepts.)
-//   - goavro wraps union values as map[string]any{branch: value}, which a map
-//     or record value can look like too; the tree says which fields really are
-//     unions.
+//   - goavro's native form costs far more heap than the bytes it comes from
+//     (a record is a map[string]any: an array of records of empty maps costs
+//     400 bytes per byte on the wire), and so may anything decoded from it;
+//     scan estimates what decoding will take and refuses a body over the
+//     decode budget (see budget.go).
+//   - goavro refuses a map with a repeated key; scan does too, so that a body
+//     scan accepts is one every decoder accepts.
+//
+// The tree is also what the direct decoder (decode.go) reads the bytes by;
+// goavro's codec parses and validates the schema, and is the reference the
+// tests hold the direct decoder to.
 type writerSchema struct {
 	root  *node
 	codec *goavro.Codec
@@ -80,9 +91,6 @@ var reserved = map[string]bool{
 	"enum": true, "array": true, "map": true, "fixed": true,
 }
 
-// stringNode is the type of map keys.
-var stringNode = &node{kind: tString, min: 1, minState: 2}
-
 var kindNames = [...]string{
 	tNull: "null", tBoolean: "boolean", tInt: "int", tLong: "long",
 	tFloat: "float", tDouble: "double", tBytes: "bytes", tString: "string",
@@ -97,7 +105,8 @@ type node struct {
 	name     string // full name of a record, enum or fixed
 	fields   []field
 	byName   map[string]*node // record fields by name
-	symbols  int              // enum symbol count
+	symbols  []string         // enum
+	symbytes [][]byte         // enum symbols as bytes, for the decoder's views
 	items    *node            // array items, map values
 	branches []*node          // union
 	size     int              // fixed
@@ -108,6 +117,9 @@ type node struct {
 type field struct {
 	name string
 	typ  *node
+	// order is the field's place in each Go type the decoder fills, -1
+	// where that type has no field of the name (see fieldOrder).
+	order [numTargets]int8
 }
 
 // typeName is the name goavro gives the node as a union branch.
@@ -282,7 +294,7 @@ func (p *parser) parseObject(m map[string]any, ns string) (*node, error) {
 			if err != nil {
 				return nil, fmt.Errorf("record %s: field %s: %w", n.name, name, err)
 			}
-			n.fields = append(n.fields, field{name, ft})
+			n.fields = append(n.fields, field{name: name, typ: ft, order: fieldOrder(name)})
 			n.byName[name] = ft
 		}
 		return n, nil
@@ -295,7 +307,14 @@ func (p *parser) parseObject(m map[string]any, ns string) (*node, error) {
 		if len(syms) == 0 {
 			return nil, fmt.Errorf("enum %s: no symbols", n.name)
 		}
-		n.symbols = len(syms)
+		for i, sym := range syms {
+			str, ok := sym.(string)
+			if !ok {
+				return nil, fmt.Errorf("enum %s: symbol %d is not a string", n.name, i)
+			}
+			n.symbols = append(n.symbols, str)
+			n.symbytes = append(n.symbytes, []byte(str))
+		}
 		return n, nil
 	case "fixed":
 		n, _, err := p.define(m, ns, tFixed)
@@ -407,19 +426,28 @@ func (n *node) minSize() int {
 }
 
 // scanner walks an Avro binary body against a writer schema without building
-// anything, checking what goavro would trust: lengths and counts against the
-// bytes left, varint lengths, union and enum indexes, nesting depth.
+// anything. It checks what goavro would trust or refuse (lengths and counts
+// against the bytes left, varint lengths, union and enum indexes, booleans,
+// repeated map keys, nesting depth), and it adds up what decoding the body
+// will cost (budget.go) as it goes, so that a body over the decode budget is
+// refused before anything is allocated for it.
 type scanner struct {
 	buf       []byte
 	off       int
 	base      int // offset of buf in the message, for errors
 	depth     int
 	zeroItems int
+	cost      int64 // estimated heap bytes of decoding what was walked
+	budget    int64
 }
 
-// scan checks that body holds exactly one value of w's schema.
-func (w *writerSchema) scan(body []byte) error {
-	s := scanner{buf: body, base: HeaderSize}
+// scan checks that body holds exactly one value of w's schema, and that
+// decoding it takes at most budget bytes by the estimate of budget.go.
+func (w *writerSchema) scan(body []byte, budget int64) error {
+	s := scanner{buf: body, base: HeaderSize, budget: budget}
+	if len(body) > math.MaxInt32 {
+		return fmt.Errorf("body of %d bytes is larger than 2 GiB", len(body))
+	}
 	if err := s.value(w.root); err != nil {
 		return err
 	}
@@ -434,6 +462,15 @@ func (s *scanner) errorf(format string, args ...any) error {
 }
 
 func (s *scanner) left() int { return len(s.buf) - s.off }
+
+// charge adds the cost of what is about to be walked, and refuses it when
+// the total goes over the budget.
+func (s *scanner) charge(bytes int64) error {
+	if s.cost += bytes; s.cost > s.budget {
+		return s.errorf("over the decode budget: decoding the message would take more than %d bytes of memory", s.budget)
+	}
+	return nil
+}
 
 func (s *scanner) long() (int64, error) {
 	v, n := binary.Uvarint(s.buf[s.off:])
@@ -458,25 +495,46 @@ func (s *scanner) skip(n int64, what string) error {
 	return nil
 }
 
+func (s *scanner) boolean() error {
+	if s.left() < 1 {
+		return s.errorf("truncated boolean")
+	}
+	if b := s.buf[s.off]; b > 1 {
+		return s.errorf("boolean byte %#x", b)
+	}
+	s.off++
+	return nil
+}
+
+func (s *scanner) int() error {
+	v, err := s.long()
+	if err == nil && (v < math.MinInt32 || v > math.MaxInt32) {
+		err = s.errorf("int %d out of range", v)
+	}
+	return err
+}
+
+func (s *scanner) enum(n *node) error {
+	i, err := s.long()
+	if err == nil && (i < 0 || i >= int64(len(n.symbols))) {
+		err = s.errorf("enum %s index %d out of range", n.name, i)
+	}
+	return err
+}
+
 func (s *scanner) value(n *node) error {
+	if cost, ok := flatCost(n); ok {
+		if err := s.charge(cost); err != nil {
+			return err
+		}
+	}
 	switch n.kind {
 	case tNull:
 		return nil
 	case tBoolean:
-		if s.left() < 1 {
-			return s.errorf("truncated boolean")
-		}
-		if b := s.buf[s.off]; b > 1 {
-			return s.errorf("boolean byte %#x", b)
-		}
-		s.off++
-		return nil
+		return s.boolean()
 	case tInt:
-		v, err := s.long()
-		if err == nil && (v < math.MinInt32 || v > math.MaxInt32) {
-			err = s.errorf("int %d out of range", v)
-		}
-		return err
+		return s.int()
 	case tLong:
 		_, err := s.long()
 		return err
@@ -489,23 +547,31 @@ func (s *scanner) value(n *node) error {
 		if err != nil {
 			return err
 		}
-		return s.skip(l, kindNames[n.kind])
+		if err := s.skip(l, kindNames[n.kind]); err != nil {
+			return err
+		}
+		return s.charge(textCost(n.kind, l))
 	case tFixed:
 		return s.skip(int64(n.size), "fixed")
 	case tEnum:
-		i, err := s.long()
-		if err == nil && (i < 0 || i >= int64(n.symbols)) {
-			err = s.errorf("enum %s index %d out of range", n.name, i)
-		}
-		return err
+		return s.enum(n)
 	}
 
 	if s.depth++; s.depth > maxDepth {
 		return s.errorf("nested deeper than %d", maxDepth)
 	}
-	defer func() { s.depth-- }()
+	err := s.nested(n)
+	s.depth--
+	return err
+}
+
+// nested walks a value that holds others.
+func (s *scanner) nested(n *node) error {
 	switch n.kind {
 	case tRecord:
+		if err := s.charge(mapCost(int64(len(n.fields)))); err != nil {
+			return err
+		}
 		for _, f := range n.fields {
 			if err := s.value(f.typ); err != nil {
 				return err
@@ -520,7 +586,13 @@ func (s *scanner) value(n *node) error {
 		if i < 0 || i >= int64(len(n.branches)) {
 			return s.errorf("union index %d out of range", i)
 		}
-		return s.value(n.branches[i])
+		b := n.branches[i]
+		if b.kind != tNull {
+			if err := s.charge(costUnion); err != nil {
+				return err
+			}
+		}
+		return s.value(b)
 	case tArray, tMap:
 		return s.blocks(n)
 	}
@@ -528,17 +600,24 @@ func (s *scanner) value(n *node) error {
 }
 
 func (s *scanner) blocks(n *node) error {
-	item := n.items.minSize()
-	if n.kind == tMap {
+	isMap := n.kind == tMap
+	item := int64(n.items.minSize())
+	if isMap {
 		item++ // the key, a string of at least its length byte
+	} else if err := s.charge(costArray); err != nil {
+		return err
 	}
-	for {
+	var keys keySet
+	for first := true; ; first = false {
 		count, err := s.long()
 		if err != nil {
 			return err
 		}
 		if count == 0 {
-			return nil
+			if isMap && first {
+				return s.charge(costEmptyMap)
+			}
+			return keys.end(s)
 		}
 		if count < 0 {
 			if count == math.MinInt64 {
@@ -550,15 +629,35 @@ func (s *scanner) blocks(n *node) error {
 			}
 		}
 		if item > 0 {
-			if count > int64(s.left()/item) {
+			if count > int64(s.left())/item {
 				return s.errorf("%s block of %d items, only %d bytes left", kindNames[n.kind], count, s.left())
 			}
 		} else if s.zeroItems += int(min(count, maxZeroSizeItems+1)); s.zeroItems > maxZeroSizeItems {
 			return s.errorf("more than %d items that take no bytes", maxZeroSizeItems)
 		}
+		// The whole block is charged before it is walked, so that a block
+		// over the budget costs no more time than memory.
+		cost := costSlot * count
+		switch {
+		case isMap && first:
+			cost = mapCost(count)
+		case isMap:
+			cost = costMapEntry * count
+		}
+		if err := s.charge(cost); err != nil {
+			return err
+		}
+		if !isMap {
+			if done, err := s.flat(n.items, count); done || err != nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		for ; count > 0; count-- {
-			if n.kind == tMap {
-				if err := s.value(stringNode); err != nil {
+			if isMap {
+				if err := s.key(&keys); err != nil {
 					return err
 				}
 			}
@@ -567,4 +666,129 @@ func (s *scanner) blocks(n *node) error {
 			}
 		}
 	}
+}
+
+// flat walks count array items of a kind that holds no other values in one
+// go, instead of one call per item: the tensors are such arrays. It reports
+// whether n is such a kind.
+func (s *scanner) flat(n *node, count int64) (bool, error) {
+	cost, ok := flatCost(n)
+	if !ok {
+		return false, nil
+	}
+	if err := s.charge(cost * count); err != nil {
+		return true, err
+	}
+	switch n.kind {
+	case tFloat, tDouble, tFixed:
+		// blocks checked that count items of this size fit in what is left.
+		s.off += int(count) * n.minSize()
+	case tBoolean:
+		for i, b := range s.buf[s.off : s.off+int(count)] {
+			if b > 1 {
+				s.off += i
+				return true, s.errorf("boolean byte %#x", b)
+			}
+		}
+		s.off += int(count)
+	case tInt:
+		for ; count > 0; count-- {
+			if err := s.int(); err != nil {
+				return true, err
+			}
+		}
+	case tLong:
+		for ; count > 0; count-- {
+			if _, err := s.long(); err != nil {
+				return true, err
+			}
+		}
+	case tEnum:
+		for ; count > 0; count-- {
+			if err := s.enum(n); err != nil {
+				return true, err
+			}
+		}
+	}
+	return true, nil
+}
+
+// key walks a map key, charges it, and adds it to the map's keys.
+func (s *scanner) key(keys *keySet) error {
+	l, err := s.long()
+	if err != nil {
+		return err
+	}
+	at := s.off
+	if err := s.skip(l, "string"); err != nil {
+		return err
+	}
+	if err := keys.add(s, keyRef{int32(at), int32(l)}); err != nil {
+		return err
+	}
+	return s.charge(textCost(tString, l))
+}
+
+// keySet finds a key repeated in one map, as goavro refuses it: by comparing
+// each key with those before while there are few (parameters are a handful),
+// by sorting them once at the end when there are many.
+type keySet struct {
+	few  [8]keyRef
+	n    int
+	many []keyRef
+}
+
+// keyRef is where a key is in the body: 8 bytes per key however long it is.
+type keyRef struct{ off, len int32 }
+
+func (k *keySet) add(s *scanner, r keyRef) error {
+	if k.n < len(k.few) {
+		for _, o := range k.few[:k.n] {
+			if bytes.Equal(s.text(o), s.text(r)) {
+				return repeatedKey(s, r)
+			}
+		}
+		k.few[k.n] = r
+		k.n++
+		return nil
+	}
+	if k.many == nil {
+		k.many = append(make([]keyRef, 0, 2*len(k.few)), k.few[:]...)
+	}
+	k.many = append(k.many, r)
+	return nil
+}
+
+func (k *keySet) end(s *scanner) error {
+	if k.many == nil {
+		return nil
+	}
+	slices.SortFunc(k.many, func(a, b keyRef) int {
+		if c := bytes.Compare(s.text(a), s.text(b)); c != 0 {
+			return c
+		}
+		return int(a.off - b.off)
+	})
+	for i := 1; i < len(k.many); i++ {
+		if bytes.Equal(s.text(k.many[i-1]), s.text(k.many[i])) {
+			return repeatedKey(s, k.many[i])
+		}
+	}
+	return nil
+}
+
+func (s *scanner) text(r keyRef) []byte { return s.buf[r.off : r.off+r.len] }
+
+func repeatedKey(s *scanner, r keyRef) error {
+	return fmt.Errorf("at byte %d: map key %s repeated", s.base+int(r.off), clip(s.text(r)))
+}
+
+// clip quotes b for an error, cut short: errors end up in logs and dead
+// letters, and must not echo a megabyte of hostile input.
+func clip(b []byte) string {
+	const most = 64
+	if len(b) <= most {
+		return strconv.Quote(string(b))
+	}
+	return strconv.Quote(string(b[:most])) + "..."
 }

@@ -37,6 +37,15 @@ func TestHostileSizes(t *testing.T) {
 	rest := func(b []byte) []byte { // the fields after inputs, for a complete request
 		return append(b, 0, 0, 0, 0, 0)
 	}
+	// params writes parameters of string values in one block, after
+	// inputs; rest ends the map.
+	params := func(b []byte, keys ...string) []byte {
+		b = appendLong(b, int64(len(keys)))
+		for _, k := range keys {
+			b = appendString(append(appendString(b, k), 0), "v")
+		}
+		return b
+	}
 
 	register := func(subject, schema string) int {
 		ss, err := c.reg.CreateSchema(ctx, subject, sr.Schema{Schema: schema})
@@ -82,6 +91,11 @@ func TestHostileSizes(t *testing.T) {
 		{"deep recursion", nested(100), "nested deeper than 64"},
 		{"shallow recursion", nested(10), ""},
 		{"complete request", rest(append(prefix(), 0)), ""},
+		// goavro refuses a map with a repeated key: so must the scan, or a
+		// body it accepts would not decode.
+		{"repeated parameter", rest(params(append(prefix(), 0), "a", "k", "b", "k")), `map key "k" repeated`},
+		{"repeated among many parameters", rest(params(append(prefix(), 0), "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "5")), `map key "5" repeated`},
+		{"many parameters", rest(params(append(prefix(), 0), "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var before, after runtime.MemStats

@@ -1,17 +1,79 @@
 package schemas
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 )
 
+// The reference decoder: goavro's native form, mapped into the Go types.
+// The codec decoded this way until the direct decoder (decode.go) replaced
+// it; the tests hold the direct decoder and the head decoders to it.
+//
 // Mapping goavro's native values into the Go types, by field name and by the
 // writer's types: a field the writer lacks, or wrote as null, takes its zero
 // value; a field we do not know is ignored; a value is accepted when Avro's
 // promotion rules allow it (int to long to float to double, string and bytes
 // either way), and int32 fields also take a long that fits. Empty arrays and
-// maps become nil, so that decoding is stable under re-encoding.
+// maps become nil, so that decoding is stable under re-encoding. The first
+// error is the first met in the Go type's field order (parameters by key).
+
+// referenceDecode decodes b as the codec did before the direct decoder: the
+// same checks of the message (body), then goavro and the mapping.
+func referenceDecode[T any](ctx context.Context, c *Codec, b []byte, k Kind, mapTo func(*conv, rec) *T, check func(*T) error) (v *T, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			v, err = nil, malformedf("schemas: decode %s: panic: %v", k, p)
+		}
+	}()
+	w, body, err := c.body(ctx, b, k)
+	if err != nil {
+		return nil, fmt.Errorf("schemas: decode %s: %w", k, err)
+	}
+	native, rest, err := w.codec.NativeFromBinary(body)
+	if err != nil {
+		return nil, malformedf("schemas: decode %s: goavro refuses what scan accepted: %w", k, err)
+	}
+	if len(rest) != 0 {
+		return nil, malformedf("schemas: decode %s: goavro left %d bytes that scan read", k, len(rest))
+	}
+	m, ok := native.(map[string]any)
+	if !ok {
+		return nil, malformedf("schemas: decode %s: goavro returned %T for a record", k, native)
+	}
+	var cv conv
+	v = mapTo(&cv, rec{m: m, n: w.root})
+	if cv.err == nil {
+		cv.err = check(v)
+	}
+	if cv.err != nil {
+		return nil, malformedf("schemas: decode %s: %w", k, cv.err)
+	}
+	return v, nil
+}
+
+func referenceRequest(ctx context.Context, c *Codec, b []byte) (*Request, error) {
+	return referenceDecode(ctx, c, b, KindRequest, (*conv).request, requiredRequest)
+}
+
+func referenceResult(ctx context.Context, c *Codec, b []byte) (*Result, error) {
+	return referenceDecode(ctx, c, b, KindResult, (*conv).result, requiredResult)
+}
+
+func referenceDeadLetter(ctx context.Context, c *Codec, b []byte) (*DeadLetter, error) {
+	return referenceDecode(ctx, c, b, KindDeadLetter, (*conv).deadLetter, func(d *DeadLetter) error {
+		return required("reason", d.Reason)
+	})
+}
+
+func referenceStateEntry(ctx context.Context, c *Codec, b []byte) (*StateEntry, error) {
+	return referenceDecode(ctx, c, b, KindStateEntry, (*conv).stateEntry, func(e *StateEntry) error {
+		return required("key", e.Key, "request_id", e.RequestID)
+	})
+}
 
 // conv keeps the first error, so the mapping reads as a list of fields.
 type conv struct{ err error }
@@ -114,8 +176,8 @@ func (c *conv) record(x val, name string) (rec, bool) {
 	return rec{m: m, n: x.n, path: x.l.String()}, true
 }
 
-// list converts an array element by element.
-func list[T any](c *conv, x val, elem func(val) T) []T {
+// clist converts an array element by element.
+func clist[T any](c *conv, x val, elem func(val) T) []T {
 	if x = c.unwrap(x); x.n == nil {
 		return nil
 	}
@@ -338,7 +400,8 @@ func (c *conv) parameters(x val) map[string]any {
 		return nil
 	}
 	out := make(map[string]any, len(m))
-	for k, e := range m {
+	for _, k := range slices.Sorted(maps.Keys(m)) { // the first error by key, not at random
+		e := m[k]
 		ev := c.unwrap(val{loc{x.l.path + "[" + strconv.Quote(k) + "]", -1}, e, x.n.items})
 		if ev.n == nil {
 			c.fail(ev.l, "null parameter")
@@ -371,13 +434,13 @@ func (c *conv) tensor(x val) Tensor {
 	return Tensor{
 		Name:     c.str(r.field("name")),
 		Datatype: c.str(r.field("datatype")),
-		Shape:    list(c, r.field("shape"), c.long),
-		FP32:     list(c, r.field("fp32_contents"), c.float),
-		FP64:     list(c, r.field("fp64_contents"), c.double),
-		Int32:    list(c, r.field("int_contents"), c.int),
-		Int64:    list(c, r.field("int64_contents"), c.long),
-		Bool:     list(c, r.field("bool_contents"), c.boolean),
-		Bytes:    list(c, r.field("bytes_contents"), c.someBytes),
+		Shape:    clist(c, r.field("shape"), c.long),
+		FP32:     clist(c, r.field("fp32_contents"), c.float),
+		FP64:     clist(c, r.field("fp64_contents"), c.double),
+		Int32:    clist(c, r.field("int_contents"), c.int),
+		Int64:    clist(c, r.field("int64_contents"), c.long),
+		Bool:     clist(c, r.field("bool_contents"), c.boolean),
+		Bytes:    clist(c, r.field("bytes_contents"), c.someBytes),
 		Raw:      c.bytes(r.field("raw_contents"), true),
 	}
 }
@@ -389,7 +452,7 @@ func (c *conv) request(r rec) *Request {
 		Tenant:         c.str(r.field("tenant")),
 		Model:          c.str(r.field("model")),
 		ModelVersion:   c.str(r.field("model_version")),
-		Inputs:         list(c, r.field("inputs"), c.tensor),
+		Inputs:         clist(c, r.field("inputs"), c.tensor),
 		Parameters:     c.parameters(r.field("parameters")),
 		Priority:       c.int(r.field("priority")),
 		DeadlineMs:     c.long(r.field("deadline_ms")),
@@ -424,7 +487,7 @@ func (c *conv) result(r rec) *Result {
 		OriginalRequestID: c.str(r.field("original_request_id")),
 		OriginalStatus:    c.status(r.field("original_status")),
 		Attempt:           c.int(r.field("attempt")),
-		Outputs:           list(c, r.field("outputs"), c.tensor),
+		Outputs:           clist(c, r.field("outputs"), c.tensor),
 		Model:             c.str(r.field("model")),
 		ModelVersion:      c.str(r.field("model_version")),
 		BatchSize:         c.int(r.field("batch_size")),
