@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/asyncinfer/asyncinfer/pipeline"
+	"github.com/asyncinfer/asyncinfer/schemas"
 	"github.com/asyncinfer/asyncinfer/stages/infer"
 	"github.com/asyncinfer/asyncinfer/topics"
 )
@@ -170,6 +171,20 @@ var DefaultModel = Model{Name: "sim", Deterministic: true}
 func (c *Config) Graph() (topics.Graph, error) {
 	return topics.NewGraph(topics.GraphOptions{Prefix: c.Topics.Prefix, ReplyTopics: c.Emit.ReplyTopics,
 		DedupWindow: c.Dedup.Window, EmitWindow: c.Emit.Window})
+}
+
+// CodecOptions are the decoding limits the configuration implies: values up
+// to pipeline.DecodeLimitFactor times the data topics' limit are decoded
+// (above the limit, only compression lets a value in: dedup decodes its
+// head to answer it REQUEST_TOO_LARGE), within the memory budget of a value
+// at the limit; dead letters up to the dlq's limit.
+func (c *Config) CodecOptions() []schemas.Option {
+	limit := int(c.Topics.MaxMessageBytes)
+	return []schemas.Option{
+		schemas.MaxMessageBytes(limit * pipeline.DecodeLimitFactor),
+		schemas.DecodeBudget(int64(limit) * schemas.DecodeBudgetFactor),
+		schemas.MaxDeadLetterBytes(int(c.Topics.DLQMaxMessageBytes)),
+	}
 }
 
 // Layout is how the configuration creates the graph's topics.

@@ -244,6 +244,9 @@ func (c *Context) DeadLetter(reason string, err error) {
 // marked answered: the request also gets its terminal answer (a FAILED
 // result), so the copy is never counted as one.
 func (c *Context) DeadLetterCopy(requestID, reason string, err error) {
+	if c.Ended() {
+		return
+	}
 	dl, derr := c.r.deadLetterRecord(c.rec, reason, err, true, requestID)
 	if derr != nil {
 		c.r.log.Error("dead letter copy", "err", derr)

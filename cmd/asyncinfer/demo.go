@@ -298,7 +298,7 @@ wait:
 
 	// The final numbers are a recount of the topics, not of the counters
 	// above: the same code as verify, in this process.
-	rep, err := verify(context.WithoutCancel(ctx), c, cfg.Topics.Prefix, cfg.Emit.ReplyTopics, nil)
+	rep, err := verify(context.WithoutCancel(ctx), c, cfg.Topics.Prefix, cfg.Emit.ReplyTopics, cfg.CodecOptions(), nil)
 	if err != nil {
 		return report{}, err
 	}

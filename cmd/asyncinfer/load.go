@@ -42,7 +42,7 @@ answers per request id.`,
 			defer c.Close()
 			ctx := cmd.Context()
 			t := pipeline.NewTopics(cfg.Topics.Prefix)
-			codec, err := schemas.NewCodec(ctx, c.registry, t.Kinds())
+			codec, err := schemas.NewCodec(ctx, c.registry, t.Kinds(), cfg.CodecOptions()...)
 			if err != nil {
 				return fmt.Errorf("schema registry: %w", err)
 			}

@@ -65,7 +65,7 @@ the first result for it; --wait bounds how long it waits.`,
 			if t.Internal(topic) {
 				return fmt.Errorf("--topic %s is an internal topic of the pipeline, not a results topic", topic)
 			}
-			codec, err := schemas.NewCodec(ctx, c.registry, map[string]schemas.Kind{topic: schemas.KindResult})
+			codec, err := schemas.NewCodec(ctx, c.registry, map[string]schemas.Kind{topic: schemas.KindResult}, cfg.CodecOptions()...)
 			if err != nil {
 				return fmt.Errorf("schema registry: %w", err)
 			}

@@ -281,7 +281,7 @@ func startPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, st
 	if err := checkTopicsAtStart(ctx, c, g, cfg.Layout(), log); err != nil {
 		return nil, err
 	}
-	p.codec, err = schemas.NewCodec(ctx, c.registry, g.Kinds())
+	p.codec, err = schemas.NewCodec(ctx, c.registry, g.Kinds(), cfg.CodecOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("schema registry: %w", err)
 	}

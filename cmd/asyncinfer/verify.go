@@ -69,7 +69,7 @@ It exits with status 1 when lost, conflicting or malformed_without_dlq is not 0.
 				return err
 			}
 			defer c.Close()
-			rep, err := verify(ctx, c, cfg.Topics.Prefix, cfg.Emit.ReplyTopics, cmd.ErrOrStderr())
+			rep, err := verify(ctx, c, cfg.Topics.Prefix, cfg.Emit.ReplyTopics, cfg.CodecOptions(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -98,9 +98,9 @@ It exits with status 1 when lost, conflicting or malformed_without_dlq is not 0.
 // has written the answers to every request before the first snapshot by the
 // time the answer topics' ends are taken, so an unanswered request below the
 // first snapshot is lost, not late.
-func verify(ctx context.Context, c *cluster, prefix string, reply []string, progress io.Writer) (report, error) {
+func verify(ctx context.Context, c *cluster, prefix string, reply []string, codecOpts []schemas.Option, progress io.Writer) (report, error) {
 	t := pipeline.NewTopics(prefix)
-	codec, err := schemas.NewCodec(ctx, c.registry, t.Kinds(reply...))
+	codec, err := schemas.NewCodec(ctx, c.registry, t.Kinds(reply...), codecOpts...)
 	if err != nil {
 		return report{}, fmt.Errorf("schema registry: %w", err)
 	}

@@ -101,7 +101,8 @@ func NewSecured(t testing.TB, partitions int32, cluster []kfake.Opt, client []kg
 		t.Fatal(err)
 	}
 	e.Registry = src
-	e.Codec, err = schemas.NewCodec(ctx, src, g.Kinds())
+	e.Codec, err = schemas.NewCodec(ctx, src, g.Kinds(), schemas.MaxMessageBytes(MaxMessageBytes*pipeline.DecodeLimitFactor),
+		schemas.DecodeBudget(MaxMessageBytes*schemas.DecodeBudgetFactor), schemas.MaxDeadLetterBytes(8<<20))
 	if err != nil {
 		t.Fatal(err)
 	}

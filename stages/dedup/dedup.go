@@ -223,11 +223,14 @@ func (s *Stage) answer(c *pipeline.Context, h *schemas.RequestHead, headers []kg
 	if h.CreatedAtMs > 0 {
 		res.Timings.EndToEndMs = float64(now.Sub(time.UnixMilli(h.CreatedAtMs))) / float64(time.Millisecond)
 	}
-	s.emit(c, topics.EdgeOutcomes, []byte(h.RequestID), res, headers)
-}
-
-func (s *Stage) emit(c *pipeline.Context, edge string, key []byte, v any, headers []kgo.RecordHeader) {
-	if err := c.Emit(edge, key, v, headers); err != nil {
+	err := c.Emit(topics.EdgeOutcomes, []byte(h.RequestID), res, headers)
+	switch {
+	case errors.Is(err, pipeline.ErrTooLarge):
+		// Even the answer does not fit: the request id or idempotency key
+		// is nearly the topic's limit. No answer can name it; the dead
+		// letter does (cut), and the partition moves on.
+		c.DeadLetter(pipeline.ReasonTooLarge, fmt.Errorf("no answer to this request fits the topics (its request id or idempotency key is too large): %w", err))
+	case err != nil:
 		// Our own encoding failed: a bug, not the request's fault. Stop
 		// rather than lose the answer; the request is read again.
 		c.Fail(err)

@@ -302,3 +302,37 @@ func TestMisplacedRequestsAreRerouted(t *testing.T) {
 		}
 	}
 }
+
+// Values above the topic's limit can only come out of a compressed batch.
+// A request of 1.5 MB is still answered (FAILED, REQUEST_TOO_LARGE); one
+// whose request id alone is 900 KB cannot be (no answer naming it fits) and
+// gets a dead letter; neither stops the stage.
+func TestCompressedOversize(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	cl := e.Client(t, kgo.ProducerBatchCompression(kgo.ZstdCompression()), kgo.ProducerBatchMaxBytes(64<<20))
+	big := kafkatest.Request("big", "", "m")
+	big.Inputs = []schemas.Tensor{{Name: "x", Datatype: "BOOL", Shape: []int64{1_500_000}, Raw: make([]byte, 1_500_000)}}
+	hugeID := kafkatest.Request(strings.Repeat("i", 900_000), "", "m")
+	for _, r := range []*schemas.Request{big, hugeID} {
+		v, err := e.Codec.EncodeRequest(e.Topics.Requests, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.ProduceSync(kafkatest.Ctx(t), &kgo.Record{Topic: e.Topics.Requests, Key: []byte("k"), Value: v}).FirstErr(); err != nil {
+			t.Fatalf("compressed produce: %v", err)
+		}
+	}
+	m := start(t, e)
+	kafkatest.Eventually(t, "both handled", func() bool { return e.Committed(t, group, e.Topics.Requests)[0] == 2 })
+	m.stop()
+	if r := e.Results(t, e.Topics.Outcomes)["big"]; len(r) != 1 || r[0].ErrorCode != dedup.CodeRequestTooLarge {
+		t.Errorf("big: %+v, want FAILED %s", r, dedup.CodeRequestTooLarge)
+	}
+	dl := e.ReadCommitted(t, e.Topics.DLQ)
+	if len(dl) != 1 {
+		t.Fatalf("%d dead letters, want 1 (the request no answer can name)", len(dl))
+	}
+	if reason, _ := pipeline.Header(dl[0].Headers, pipeline.HeaderReason); string(reason) != pipeline.ReasonTooLarge {
+		t.Errorf("dead letter reason %q, want %s", reason, pipeline.ReasonTooLarge)
+	}
+}

@@ -137,6 +137,10 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.ResultHead) {
 		err = c.EmitTo(topics.EdgeResults, topic, []byte(h.RequestID), &schemas.Result{RequestID: h.RequestID,
 			Status: h.Status, ErrorCode: h.ErrorCode, ErrorMessage: h.ErrorMessage, ReplyTopic: h.ReplyTopic,
 			CreatedAtMs: h.CreatedAtMs, CompletedAtMs: time.Now().UnixMilli()}, headers)
+		if errors.Is(err, pipeline.ErrTooLarge) {
+			c.DeadLetter(pipeline.ReasonTooLarge, err) // not even the request id fits
+			return
+		}
 	}
 	if err != nil {
 		c.Fail(err)

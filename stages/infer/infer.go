@@ -331,6 +331,10 @@ func (s *Stage) answer(it *item, res *schemas.Result) {
 			CompletedAtMs: res.CompletedAtMs, Attempt: res.Attempt, BatchSize: res.BatchSize, Timings: res.Timings,
 			Status: schemas.StatusFailed, ErrorCode: CodeResultTooLarge, ErrorMessage: pipeline.Cut(err.Error(), maxMessage)}
 		err = c.Emit(topics.EdgeOutcomes, []byte(req.RequestID), res, c.Record().Headers)
+		if errors.Is(err, pipeline.ErrTooLarge) {
+			c.DeadLetter(pipeline.ReasonTooLarge, fmt.Errorf("no answer to this request fits the topics: %w", err))
+			return
+		}
 	}
 	if err != nil {
 		c.Fail(fmt.Errorf("infer: emit outcome: %w", err))
