@@ -25,7 +25,7 @@ type Config struct {
 	Topics   Topics   `yaml:"topics"`
 
 	Stages     []string `yaml:"stages" doc:"stages this process runs: some of dedup, infer, emit"`
-	InstanceID string   `yaml:"instance_id" doc:"stable identity of this process across restarts: static group membership (KIP-345), later the transactional id; empty: dynamic membership"`
+	InstanceID string   `yaml:"instance_id" doc:"stable identity of this process across restarts: static group membership (KIP-345) and, in exactly-once mode, the transactional id <group>/<instance_id>, so a restart fences the instance it replaces; empty: dynamic membership"`
 	AdminAddr  string   `yaml:"admin_addr" doc:"listen address of the admin HTTP server (/metrics, /healthz, /readyz, status page); :0 picks a free port; empty: no server"`
 	LogLevel   string   `yaml:"log_level" doc:"debug, info, warn or error"`
 	DataDir    string   `yaml:"data_dir" doc:"embedded broker only: keep its data and registry here"`
