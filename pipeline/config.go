@@ -33,7 +33,6 @@ type cfg struct {
 	codec              *schemas.Codec
 	maxRecordBytes     int
 	maxDeadLetterBytes int
-	decodeTimeout      time.Duration
 	logger             *slog.Logger
 	metrics            *Metrics
 	hooks              []kgo.Hook
@@ -55,7 +54,6 @@ func defaultCfg() cfg {
 		linger:             0,
 		isolation:          kgo.ReadCommitted(),
 		maxDeadLetterBytes: DefaultMaxDeadLetterBytes,
-		decodeTimeout:      5 * time.Second,
 		logger:             slog.New(slog.DiscardHandler),
 		txnTimeout:         10 * time.Second,
 	}

@@ -105,9 +105,7 @@ func (r *Runner) hold(rec *kgo.Record, err error) {
 				return nil
 			}
 			attempts++
-			dctx, cancel := context.WithTimeout(ctx, r.cfg.decodeTimeout)
-			defer cancel()
-			_, err := r.decode(dctx, value)
+			_, err := r.decode(ctx, value)
 			if err != nil && !errors.Is(err, schemas.ErrMalformed) && time.Since(lastWarn) > holdWarnEvery {
 				lastWarn = time.Now()
 				r.log.Warn("still waiting for the schema registry", "topic", t.topic, "partition", t.partition,

@@ -470,14 +470,12 @@ func (r *Runner) decodeRecord(rec *kgo.Record) (any, error) {
 	if m := r.cfg.maxRecordBytes * DecodeLimitFactor; m > 0 && len(rec.Value) > m {
 		return nil, fmt.Errorf("%w: value of %d bytes, decode limit %d: %w", schemas.ErrMalformed, len(rec.Value), m, errTooLarge)
 	}
-	var v any
-	err := Retry(r.workCtx, Backoff{Initial: 20 * time.Millisecond, Max: 20 * time.Millisecond, Attempts: 2}, func() error {
-		ctx, cancel := context.WithTimeout(r.workCtx, r.cfg.decodeTimeout)
-		defer cancel()
-		var err error
-		v, err = r.decode(ctx, rec.Value)
-		return err
-	}, func(err error) bool { return !errors.Is(err, schemas.ErrMalformed) })
+	// No timer per record: only a schema id met for the first time asks
+	// the registry, and the codec bounds that lookup itself.
+	v, err := r.decode(r.workCtx, rec.Value)
+	if err != nil && !errors.Is(err, schemas.ErrMalformed) && r.workCtx.Err() == nil {
+		v, err = r.decode(r.workCtx, rec.Value) // once more, at once
+	}
 	return v, err
 }
 

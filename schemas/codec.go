@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/sr"
 )
@@ -36,6 +37,9 @@ func malformed(err error) error { return &malformedError{err} }
 func malformedf(format string, args ...any) error {
 	return malformed(fmt.Errorf(format, args...))
 }
+
+// LookupTimeout bounds one registry lookup of a writer schema.
+const LookupTimeout = 5 * time.Second
 
 // SchemaID returns the schema id in the Confluent wire format header of b.
 // Errors match ErrMalformed.
@@ -364,7 +368,13 @@ func (c *Codec) writer(ctx context.Context, id int) (*writerSchema, error) {
 		}
 		return nil, v.(error)
 	}
-	s, err := c.reg.SchemaByID(ctx, id)
+	// Only a schema id met for the first time asks the registry: bound the
+	// wait here, so a registry that hangs (rather than refuses) surfaces as
+	// an error the caller can wait out, and decoding needs no timer of its
+	// own for the other messages.
+	lctx, cancel := context.WithTimeout(ctx, LookupTimeout)
+	s, err := c.reg.SchemaByID(lctx, id)
+	cancel()
 	if err != nil {
 		var re *sr.ResponseError
 		if errors.As(err, &re) && re.ErrorCode == sr.ErrSchemaNotFound.Code {

@@ -229,7 +229,7 @@ func runDemo(ctx context.Context, cfg *config.Config, f *demoFlags, progress io.
 	watchDone := make(chan error, 1)
 	go func() { watchDone <- w.run(watchCtx, c.kopts, p.codec, t.Results) }()
 
-	start := time.Now()
+	start, before := time.Now(), costNow()
 	var produced, decodable atomic.Int64
 	spec := f.loadSpec
 	spec.model = cfg.Models[0].Name
@@ -286,7 +286,7 @@ wait:
 			}
 		}
 	}
-	elapsed := w.lastAnswer().Sub(start)
+	elapsed, after := w.lastAnswer().Sub(start), costNow()
 	stopStages()
 	if err := <-stagesErr; err != nil {
 		return report{}, fmt.Errorf("stages: %w", err)
@@ -313,6 +313,8 @@ wait:
 	}
 	rep.LatencyMs = percentiles(w.lat)
 	w.mu.Unlock()
+	cpu, allocs := after.perRequest(before, int(produced.Load()))
+	rep.CPUMicrosPerRequest, rep.AllocsPerRequest = round2(cpu), round2(allocs)
 	runtime.GC()
 	var mem runtime.MemStats
 	runtime.ReadMemStats(&mem)

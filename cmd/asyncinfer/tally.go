@@ -103,6 +103,11 @@ type report struct {
 	ThroughputRPS       float64      `json:"throughput_rps"`
 	LatencyMs           latency      `json:"latency_ms"`
 	HeapBytes           uint64       `json:"heap_bytes"`
+	// CPUMicrosPerRequest and AllocsPerRequest are the demo process's CPU
+	// time and heap allocations from the first request produced to the last
+	// answer, per record produced: broker, load generator and stages alike.
+	CPUMicrosPerRequest float64 `json:"cpu_us_per_request,omitempty"`
+	AllocsPerRequest    float64 `json:"allocs_per_request,omitempty"`
 	Settled             bool         `json:"settled"`
 }
 

@@ -244,7 +244,8 @@ func printReport(w io.Writer, r report, format string) error {
 			k string
 			v any
 		}{{"model_calls", r.ModelCalls}, {"mean_batch_size", r.MeanBatchSize}, {"throughput_rps", r.ThroughputRPS},
-			rows[len(rows)-1], {"heap_bytes", r.HeapBytes}}...)
+			rows[len(rows)-1], {"heap_bytes", r.HeapBytes}, {"cpu_us_per_request", r.CPUMicrosPerRequest},
+			{"allocs_per_request", r.AllocsPerRequest}}...)
 	}
 	for _, row := range rows {
 		if _, err := fmt.Fprintf(w, "%-28s %v\n", row.k, row.v); err != nil {
