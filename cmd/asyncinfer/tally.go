@@ -108,7 +108,7 @@ type report struct {
 	// answer, per record produced: broker, load generator and stages alike.
 	CPUMicrosPerRequest float64 `json:"cpu_us_per_request,omitempty"`
 	AllocsPerRequest    float64 `json:"allocs_per_request,omitempty"`
-	Settled             bool         `json:"settled"`
+	Settled             bool    `json:"settled"`
 }
 
 type resultCounts struct {
