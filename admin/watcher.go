@@ -29,8 +29,13 @@ type LagSnapshot struct {
 	Err error
 }
 
-// WatcherOption configures a Watcher.
-type WatcherOption func(*watcherCfg)
+// WatcherOption configures a Watcher (the option style of every library
+// package here, franz-go's: an interface over one unexported config).
+type WatcherOption interface{ apply(*watcherCfg) }
+
+type watcherOptFn func(*watcherCfg)
+
+func (f watcherOptFn) apply(c *watcherCfg) { f(c) }
 
 type watcherCfg struct {
 	interval time.Duration
@@ -52,22 +57,26 @@ func (c *watcherCfg) validate() error {
 
 // Interval sets how often the Watcher measures lag, and how long one
 // measurement may take. Default 5s.
-func Interval(d time.Duration) WatcherOption { return func(c *watcherCfg) { c.interval = d } }
+func Interval(d time.Duration) WatcherOption {
+	return watcherOptFn(func(c *watcherCfg) { c.interval = d })
+}
 
 // WithRegisterer registers the lag gauge with reg. Default: not registered.
 func WithRegisterer(reg prometheus.Registerer) WatcherOption {
-	return func(c *watcherCfg) { c.reg = reg }
+	return watcherOptFn(func(c *watcherCfg) { c.reg = reg })
 }
 
 // WithMarkerCheck makes the Watcher discount transaction markers and aborted
 // records from small lags (DiscountMarkers), reading with a client made from
 // kopts. Default: off (raw lag).
 func WithMarkerCheck(kopts []kgo.Opt) WatcherOption {
-	return func(c *watcherCfg) { c.markers = kopts }
+	return watcherOptFn(func(c *watcherCfg) { c.markers = kopts })
 }
 
 // WithLogger sets the logger for failed refreshes. Default: discard.
-func WithLogger(l *slog.Logger) WatcherOption { return func(c *watcherCfg) { c.logger = l } }
+func WithLogger(l *slog.Logger) WatcherOption {
+	return watcherOptFn(func(c *watcherCfg) { c.logger = l })
+}
 
 // MarkerCheckMax is the largest lag the Watcher reads to discount markers:
 // a larger one is work whatever markers it holds.
@@ -95,7 +104,7 @@ type Watcher struct {
 func NewWatcher(adm *kadm.Client, groups []string, opts ...WatcherOption) (*Watcher, error) {
 	cfg := defaultWatcherCfg()
 	for _, o := range opts {
-		o(&cfg)
+		o.apply(&cfg)
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err

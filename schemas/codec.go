@@ -134,7 +134,7 @@ func NewCodec(ctx context.Context, reg Registry, topics map[string]Kind, opts ..
 	}
 	cfg := defaultCfg()
 	for _, o := range opts {
-		o(&cfg)
+		o.apply(&cfg)
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err

@@ -16,8 +16,13 @@ const (
 	DecodeBudgetFactor = 32
 )
 
-// An Option configures a Codec.
-type Option func(*cfg)
+// An Option configures a Codec (the option style of every library package
+// here, franz-go's: an interface over one unexported config).
+type Option interface{ apply(*cfg) }
+
+type optFn func(*cfg)
+
+func (f optFn) apply(c *cfg) { f(c) }
 
 type cfg struct {
 	maxMessageBytes    int
@@ -66,12 +71,12 @@ func (c *cfg) limit(k Kind) limit {
 // only come out of a compressed batch (a few KB can expand to megabytes); it
 // is refused as malformed before anything else is done with it. Default:
 // DefaultMaxMessageBytes (1 MiB).
-func MaxMessageBytes(n int) Option { return func(c *cfg) { c.maxMessageBytes = n } }
+func MaxMessageBytes(n int) Option { return optFn(func(c *cfg) { c.maxMessageBytes = n }) }
 
 // MaxDeadLetterBytes is MaxMessageBytes for dead letters, which carry their
 // source record: set it to the dlq topic's max.message.bytes. Default:
 // DefaultMaxDeadLetterBytes (8 MiB).
-func MaxDeadLetterBytes(n int) Option { return func(c *cfg) { c.maxDeadLetterBytes = n } }
+func MaxDeadLetterBytes(n int) Option { return optFn(func(c *cfg) { c.maxDeadLetterBytes = n }) }
 
 // DecodeBudget sets how much memory decoding one message may take, in
 // bytes, as estimated by the walk over the message that precedes decoding.
@@ -82,4 +87,4 @@ func MaxDeadLetterBytes(n int) Option { return func(c *cfg) { c.maxDeadLetterByt
 // of message (a dead letter's payload counts once). Default:
 // DecodeBudgetFactor times the kind's largest message (32 MiB for 1 MiB
 // requests), which every legitimate message up to that size fits.
-func DecodeBudget(bytes int64) Option { return func(c *cfg) { c.budget = bytes } }
+func DecodeBudget(bytes int64) Option { return optFn(func(c *cfg) { c.budget = bytes }) }
