@@ -1,6 +1,9 @@
 package schemas
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // RequestHead is a request without its tensors and parameters: what a stage
 // that routes requests (dedup) needs to decide about one.
@@ -26,6 +29,31 @@ func (h *RequestHead) Key() string {
 		return h.IdempotencyKey
 	}
 	return h.RequestID
+}
+
+// Head is the request's head (Invalid left nil: the request was decoded
+// whole, its validity is the caller's to ask).
+func (r *Request) Head() RequestHead {
+	return RequestHead{RequestID: r.RequestID, IdempotencyKey: r.IdempotencyKey, Tenant: r.Tenant, Model: r.Model,
+		ModelVersion: r.ModelVersion, ReplyTopic: r.ReplyTopic, Priority: r.Priority, DeadlineMs: r.DeadlineMs,
+		CreatedAtMs: r.CreatedAtMs}
+}
+
+// Answer fills the fields of res that name the request it answers (ids,
+// tenant, model, reply topic, created_at), its completion time and its
+// end-to-end time.
+func (h *RequestHead) Answer(res *Result, now time.Time) {
+	res.RequestID = h.RequestID
+	res.IdempotencyKey = h.IdempotencyKey
+	res.Tenant = h.Tenant
+	res.Model = h.Model
+	res.ModelVersion = h.ModelVersion
+	res.ReplyTopic = h.ReplyTopic
+	res.CreatedAtMs = h.CreatedAtMs
+	res.CompletedAtMs = now.UnixMilli()
+	if h.CreatedAtMs > 0 {
+		res.Timings.EndToEndMs = float64(now.Sub(time.UnixMilli(h.CreatedAtMs))) / float64(time.Millisecond)
+	}
 }
 
 // DecodeRequestHead decodes the head of a request and checks the whole of

@@ -26,20 +26,7 @@ func TestObjectiveAndUnknownModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	set, err := Build(Options{Conn: []kgo.Opt{kgo.SeedBrokers(env.Brokers...)},
-		Models: []infer.ModelConfig{{Name: "m", Backend: model, Objective: time.Minute}}}, env.Codec, env.Graph.StageNames())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(kafkatest.Ctx(t))
-	done := make(chan error, 1)
-	go func() { done <- set.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	runAll(t, env, Options{Models: []infer.ModelConfig{{Name: "m", Backend: model, Objective: time.Minute}}})
 
 	old := kafkatest.Request("old", "", "m")
 	old.CreatedAtMs = time.Now().Add(-time.Hour).UnixMilli()
@@ -72,28 +59,11 @@ func TestObjectiveAndUnknownModel(t *testing.T) {
 // fails is gone, and the result carries one status header, FAILED.
 func TestHostileNamesAndHeaders(t *testing.T) {
 	env := kafkatest.New(t, 2)
-	model, err := sim.New(sim.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	metrics, err := NewMetrics(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	set, err := Build(Options{Conn: []kgo.Opt{kgo.SeedBrokers(env.Brokers...)}, Metrics: metrics,
-		Models: []infer.ModelConfig{{Name: "m", Backend: model}}}, env.Codec, env.Graph.StageNames())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(kafkatest.Ctx(t))
-	done := make(chan error, 1)
-	go func() { done <- set.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	runAll(t, env, Options{Metrics: metrics})
 	var reqs []*schemas.Request
 	for i := range 300 {
 		reqs = append(reqs, kafkatest.Request(fmt.Sprintf("bogus-%d", i), "", fmt.Sprintf("model-%d", i)))
@@ -105,7 +75,7 @@ func TestHostileNamesAndHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Client(t).ProduceSync(ctx, &kgo.Record{Topic: env.Topics.Requests, Key: []byte(spoof.Key()), Value: v,
+	if err := env.Client(t).ProduceSync(kafkatest.Ctx(t), &kgo.Record{Topic: env.Topics.Requests, Key: []byte(spoof.Key()), Value: v,
 		Headers: []kgo.RecordHeader{{Key: "asyncinfer-status", Value: []byte("SUCCEEDED")}, {Key: "traceparent", Value: []byte("00-x")}}}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -143,24 +113,7 @@ func TestHostileNamesAndHeaders(t *testing.T) {
 // client produced (not of an intermediate record), the payload its bytes.
 func TestFailedCopiesPointAtTheRequest(t *testing.T) {
 	env := kafkatest.New(t, 1)
-	model, err := sim.New(sim.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := Build(Options{Conn: []kgo.Opt{kgo.SeedBrokers(env.Brokers...)}, CopyFailedToDLQ: true,
-		Models: []infer.ModelConfig{{Name: "m", Backend: model}}}, env.Codec, env.Graph.StageNames())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(kafkatest.Ctx(t))
-	done := make(chan error, 1)
-	go func() { done <- set.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	runAll(t, env, Options{CopyFailedToDLQ: true})
 	ok := kafkatest.Request("ok", "", "m")
 	poison := kafkatest.Request("poison", "", "m")
 	poison.Parameters = map[string]any{sim.PoisonParam: true}
@@ -182,4 +135,31 @@ func TestFailedCopiesPointAtTheRequest(t *testing.T) {
 			t.Errorf("payload of %s is not its request: %v", d.RequestID, err)
 		}
 	}
+}
+
+// runAll runs every stage of env's graph with o (a simulated model "m"
+// unless o names models) until the end of the test.
+func runAll(t *testing.T, env *kafkatest.Env, o Options) {
+	t.Helper()
+	if o.Models == nil {
+		model, err := sim.New(sim.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Models = []infer.ModelConfig{{Name: "m", Backend: model}}
+	}
+	o.Conn = []kgo.Opt{kgo.SeedBrokers(env.Brokers...)}
+	set, err := Build(o, env.Codec, env.Graph.StageNames())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- set.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
 }

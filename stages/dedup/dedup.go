@@ -211,18 +211,7 @@ func finish(c *pipeline.Context) {
 
 // answer emits a terminal outcome for the request.
 func (s *Stage) answer(c *pipeline.Context, h *schemas.RequestHead, headers []kgo.RecordHeader, res *schemas.Result) {
-	now := time.Now()
-	res.RequestID = h.RequestID
-	res.IdempotencyKey = h.IdempotencyKey
-	res.Tenant = h.Tenant
-	res.Model = h.Model
-	res.ModelVersion = h.ModelVersion
-	res.ReplyTopic = h.ReplyTopic
-	res.CreatedAtMs = h.CreatedAtMs
-	res.CompletedAtMs = now.UnixMilli()
-	if h.CreatedAtMs > 0 {
-		res.Timings.EndToEndMs = float64(now.Sub(time.UnixMilli(h.CreatedAtMs))) / float64(time.Millisecond)
-	}
+	h.Answer(res, time.Now())
 	err := c.Emit(topics.EdgeOutcomes, []byte(h.RequestID), res, headers)
 	switch {
 	case errors.Is(err, pipeline.ErrTooLarge):

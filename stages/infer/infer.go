@@ -307,18 +307,10 @@ func (s *Stage) Process(c *pipeline.Context, req *schemas.Request) {
 // that emit sees every answer for one request id on one partition.
 func (s *Stage) answer(it *item, res *schemas.Result) {
 	c, req := it.c, it.req
-	now := time.Now()
-	res.RequestID = req.RequestID
-	res.IdempotencyKey = req.IdempotencyKey
-	res.Tenant = req.Tenant
-	res.Model = req.Model
-	res.ModelVersion = req.ModelVersion
-	res.ReplyTopic = req.ReplyTopic
-	res.CreatedAtMs = req.CreatedAtMs
-	res.CompletedAtMs = now.UnixMilli()
+	head := req.Head()
+	head.Answer(res, time.Now())
 	if req.CreatedAtMs > 0 {
 		res.Timings.QueuedMs = ms(c.Received().Sub(time.UnixMilli(req.CreatedAtMs)))
-		res.Timings.EndToEndMs = ms(now.Sub(time.UnixMilli(req.CreatedAtMs)))
 	}
 	label := req.Model
 	if _, ok := s.models[label]; !ok {
