@@ -9,15 +9,27 @@ import (
 )
 
 // elementSize is the bytes per element of each datatype's raw form; 0 for
-// BYTES, which has none.
+// BYTES, which has none. The Open Inference Protocol's other datatypes
+// (INT8, INT16, UINT8-UINT64, FP16) have no typed field in the frozen Avro
+// schema: they travel in raw_contents only.
 var elementSize = map[string]int{
-	"FP32":  4,
-	"FP64":  8,
-	"INT32": 4,
-	"INT64": 8,
-	"BOOL":  1,
-	"BYTES": 0,
+	"FP32":   4,
+	"FP64":   8,
+	"INT32":  4,
+	"INT64":  8,
+	"BOOL":   1,
+	"BYTES":  0,
+	"INT8":   1,
+	"INT16":  2,
+	"UINT8":  1,
+	"UINT16": 2,
+	"UINT32": 4,
+	"UINT64": 8,
+	"FP16":   2,
 }
+
+// datatypes lists the known datatypes for error messages.
+const datatypes = "BOOL, INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64, FP16, FP32, FP64 or BYTES"
 
 // typedField is the *_contents field that carries each datatype's data.
 var typedField = map[string]string{
@@ -113,7 +125,7 @@ func (r *Request) validate() error {
 func (t *Tensor) validate() error {
 	size, ok := elementSize[t.Datatype]
 	if !ok {
-		return fmt.Errorf("unknown datatype %q, want FP32, FP64, INT32, INT64, BOOL or BYTES", t.Datatype)
+		return fmt.Errorf("unknown datatype %q, want %s", t.Datatype, datatypes)
 	}
 	count := int64(1)
 	for _, d := range t.Shape {
@@ -176,7 +188,11 @@ func (t *Tensor) validate() error {
 		}
 		return nil
 	}
-	if want := typedField[t.Datatype]; set[0] != want {
+	want, typed := typedField[t.Datatype]
+	if !typed {
+		return fmt.Errorf("datatype %s carries its data in raw_contents only, not %s", t.Datatype, set[0])
+	}
+	if set[0] != want {
 		if size > 0 {
 			want += " or raw_contents"
 		}
