@@ -90,12 +90,12 @@ func TestMixedShapesSeparateCalls(t *testing.T) {
 	p.Parameters = map[string]any{"threshold": 0.5, "mode": "fast"}
 	batch := []*schemas.Request{
 		request("a", fp64("x", []int64{1, 2}, 1, 2)),
-		request("b", fp64("x", []int64{1, 3}, 1, 2, 3)),                                         // trailing shape
-		request("c", fp64("y", []int64{1, 2}, 1, 2)),                                            // name
+		request("b", fp64("x", []int64{1, 3}, 1, 2, 3)),                                                        // trailing shape
+		request("c", fp64("y", []int64{1, 2}, 1, 2)),                                                           // name
 		request("d", schemas.Tensor{Name: "x", Datatype: "INT64", Shape: []int64{1, 2}, Int64: []int64{1, 2}}), // datatype
-		request("e", fp64("x", []int64{2, 2}, 9, 9, 9, 9)),                                      // joins a
-		request("f", fp64("x", []int64{2}, 1, 2)),                                               // rank 1: joins nobody of rank 2
-		request("g", fp64("x", nil, 4)),                                                         // scalar: alone
+		request("e", fp64("x", []int64{2, 2}, 9, 9, 9, 9)),                                                     // joins a
+		request("f", fp64("x", []int64{2}, 1, 2)),                                                              // rank 1: joins nobody of rank 2
+		request("g", fp64("x", nil, 4)),                                                                        // scalar: alone
 		v2, p,
 		request("h", fp64("x", []int64{1, 2}, 1, 2), fp64("z", []int64{2, 1}, 1, 2)), // first dims differ: alone
 	}
