@@ -45,9 +45,15 @@ type fakeRequest struct {
 	Parameters map[string]any `json:"parameters,omitempty"`
 }
 
-func newFake(t *testing.T) *fakeServer {
+// newFake starts a fake server; setup, if given, configures its
+// http.Server before it starts.
+func newFake(t *testing.T, setup ...func(*http.Server)) *fakeServer {
 	f := &fakeServer{}
-	f.Server = httptest.NewServer(f)
+	f.Server = httptest.NewUnstartedServer(f)
+	for _, s := range setup {
+		s(f.Config)
+	}
+	f.Start()
 	t.Cleanup(f.Close)
 	return f
 }

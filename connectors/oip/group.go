@@ -46,7 +46,8 @@ func groups(batch []*schemas.Request, defaultVersion string) []*group {
 			g.rows += rows
 			continue
 		}
-		g := &group{items: []int{i}, rowsOf: []int64{rows}, rows: rows, version: version(r, defaultVersion)}
+		g := &group{items: make([]int, 1, len(batch)-i), rowsOf: make([]int64, 1, len(batch)-i), rows: rows, version: version(r, defaultVersion)}
+		g.items[0], g.rowsOf[0] = i, rows
 		byKey[string(key)] = g
 		out = append(out, g)
 	}

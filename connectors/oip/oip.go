@@ -133,7 +133,7 @@ func New(baseURL, name string, opts ...Option) (*Model, error) {
 	u, err := url.Parse(baseURL)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("oip: url %q: %w", baseURL, err)
+		return nil, fmt.Errorf("oip: url %q: want http(s)://host[:port][/prefix]: %w", baseURL, err)
 	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
 		return nil, fmt.Errorf("oip: url %q: want http(s)://host[:port][/prefix]", baseURL)
 	case u.RawQuery != "" || u.Fragment != "":
@@ -358,8 +358,16 @@ func (m *Model) split(res []output, g *group, outs [][]schemas.Tensor) error {
 				m.name, o.Name, o.Shape, g.rows, len(g.items))
 		}
 	}
-	for _, i := range g.items {
-		outs[i] = make([]schemas.Tensor, len(res))
+	// One allocation for every request's tensors and one for their shapes,
+	// not two per request.
+	all := make([]schemas.Tensor, len(g.items)*len(res))
+	dims := 0
+	for k := range res {
+		dims += len(res[k].t.Shape)
+	}
+	shapes := make([]int64, 0, dims*len(g.items))
+	for n, i := range g.items {
+		outs[i] = all[n*len(res) : (n+1)*len(res) : (n+1)*len(res)]
 	}
 	for k := range res {
 		o := &res[k].t
@@ -373,7 +381,9 @@ func (m *Model) split(res []output, g *group, outs [][]schemas.Tensor) error {
 			rows := g.rowsOf[n]
 			lo, hi := row*per, (row+rows)*per
 			row += rows
-			t := schemas.Tensor{Name: o.Name, Datatype: o.Datatype, Shape: append([]int64{rows}, o.Shape[1:]...)}
+			at := len(shapes)
+			shapes = append(append(shapes, rows), o.Shape[1:]...)
+			t := schemas.Tensor{Name: o.Name, Datatype: o.Datatype, Shape: shapes[at:len(shapes):len(shapes)]}
 			switch {
 			case o.Raw != nil:
 				t.Raw = o.Raw[lo*size : hi*size : hi*size]
