@@ -20,7 +20,6 @@ import (
 
 	"github.com/asyncinfer/asyncinfer/admin"
 	"github.com/asyncinfer/asyncinfer/config"
-	"github.com/asyncinfer/asyncinfer/connectors/sim"
 	"github.com/asyncinfer/asyncinfer/internal/stack"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
@@ -200,9 +199,7 @@ func models(cfg *config.Config) ([]infer.ModelConfig, error) {
 	var out []infer.ModelConfig
 	for _, m := range ms {
 		m = config.ModelDefaults(m)
-		outages, _ := parseOutage(m.Sim.Outage) // validated
-		backend, err := sim.New(sim.Config{Fixed: m.Sim.Fixed, PerItem: m.Sim.PerItem, Spin: m.Sim.Spin,
-			ErrorRate: m.Sim.ErrorRate, Outages: outages})
+		backend, err := newBackend(m)
 		if err != nil {
 			return nil, fmt.Errorf("model %s: %w", m.Name, err)
 		}
@@ -251,6 +248,11 @@ func runPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, cmd 
 	ms, err := models(cfg)
 	if err != nil {
 		return err
+	}
+	if slices.Contains(names, stack.Infer) {
+		if err := checkBackends(ctx, ms); err != nil {
+			return err
+		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -54,7 +54,10 @@ type cfg struct {
 	maxBody  int64
 }
 
-func defaultCfg() cfg { return cfg{maxConns: 16, maxBody: 256 << 20} }
+// DefaultMaxConnections is the pool's bound unless MaxConnections says.
+const DefaultMaxConnections = 16
+
+func defaultCfg() cfg { return cfg{maxConns: DefaultMaxConnections, maxBody: 256 << 20} }
 
 // Version addresses a version of the model (/versions/{v}); a request's own
 // model_version, when set, wins. Default: none (the server's choice).
