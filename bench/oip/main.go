@@ -296,24 +296,24 @@ func measure(ctx context.Context, mode string, models map[string]*oip.Model, fx 
 			p.done <- e
 		}
 	}
+	// The workers serve the queue until every client has its last answer:
+	// a client that queued a request just as the run ended still gets it.
 	queue := make(chan *pending, *concurrency)
+	var workersDone sync.WaitGroup
 	if mode == "batched" {
 		for range *workers {
-			wg.Add(1)
+			workersDone.Add(1)
 			go func() {
-				defer wg.Done()
-				for {
-					var b []*pending
-					select {
-					case p := <-queue:
-						b = append(b, p)
-					case <-ctx.Done():
-						return
-					}
+				defer workersDone.Done()
+				for p := range queue {
+					b := []*pending{p}
 				more: // greedy: whatever else is queued, up to the limit
 					for len(b) < *maxBatch {
 						select {
-						case p := <-queue:
+						case p, ok := <-queue:
+							if !ok {
+								break more
+							}
 							b = append(b, p)
 						default:
 							break more
@@ -366,6 +366,8 @@ func measure(ctx context.Context, mode string, models map[string]*oip.Model, fx 
 		}()
 	}
 	wg.Wait()
+	close(queue)
+	workersDone.Wait()
 	elapsed := time.Since(begin)
 	cpu, srv := selfCPU()-cpu0, procCPU(pid)-srv0
 	if firstErr != nil {
