@@ -60,7 +60,7 @@ func checkBackends(ctx context.Context, ms []infer.ModelConfig) error {
 		err := c.Check(cctx)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("model %s: %w", mc.Name, err)
+			return err // it names the model and the server
 		}
 	}
 	return nil

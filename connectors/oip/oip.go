@@ -413,33 +413,32 @@ func (m *Model) split(res []output, g *group, outs [][]schemas.Tensor) error {
 // (GET /v2/models/{name}[/versions/{v}]/ready): nil when it answers 200, a
 // transient error otherwise. It is the circuit breaker's probe.
 func (m *Model) Ready(ctx context.Context) error {
-	_, err := m.get(ctx, m.url(m.cfg.version, "/ready"))
-	if err != nil {
-		return pipeline.Transient(fmt.Errorf("not ready: %w", err))
+	if _, err := m.get(ctx, m.url(m.cfg.version, "/ready")); err != nil {
+		return pipeline.Transient(fmt.Errorf("oip: model %s: not ready: %w", m.name, err))
 	}
 	return nil
 }
 
-// get fetches u; a non-200 answer is a *StatusError.
+// get fetches u; its errors do not name the model (the callers do).
 func (m *Model) get(ctx context.Context, u string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("oip: model %s: %w", m.name, err)
+		return nil, err
 	}
 	if m.cfg.header != "" {
 		req.Header.Set(m.cfg.header, m.cfg.value)
 	}
 	resp, err := m.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("oip: model %s: %w", m.name, err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := readAll(nil, resp.Body, 16<<20)
 	if err != nil {
-		return nil, fmt.Errorf("oip: model %s: %w", m.name, err)
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, &StatusError{Model: m.name, Code: resp.StatusCode, Message: message(body)}
+		return nil, fmt.Errorf("HTTP %d %s: %s", resp.StatusCode, http.StatusText(resp.StatusCode), message(body))
 	}
 	return body, nil
 }
@@ -459,8 +458,8 @@ type Metadata struct {
 // the model and the mismatch.
 func (m *Model) Check(ctx context.Context) error {
 	where := fmt.Sprintf("oip: model %s at %s", m.name, m.base)
-	if err := m.Ready(ctx); err != nil {
-		return fmt.Errorf("%s: %w", where, errors.Unwrap(err))
+	if _, err := m.get(ctx, m.url(m.cfg.version, "/ready")); err != nil {
+		return fmt.Errorf("%s: not ready: %w", where, err)
 	}
 	body, err := m.get(ctx, m.url(m.cfg.version, ""))
 	if err != nil {
