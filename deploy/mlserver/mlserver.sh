@@ -43,7 +43,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # Pinned: the server, its scikit-learn runtime, and the scikit-learn and NumPy
 # that pip resolved for them when this was written (the model file and the
-# predictions depend on both).
+# predictions depend on both); constraints.txt pins every other package of
+# the venv to what pip resolved then.
 MLSERVER_VERSION=1.7.1
 PINS=(mlserver==$MLSERVER_VERSION mlserver-sklearn==$MLSERVER_VERSION scikit-learn==1.9.1 numpy==2.4.6)
 
@@ -59,7 +60,7 @@ logfile=$run/mlserver.log
 # made from the same pins and train.py (their hash is the stamp).
 setup() {
 	local stamp want
-	want=$(printf '%s\n' "${PINS[@]}" | cat - "$here/train.py" | sha256sum | cut -c1-16)
+	want=$(printf '%s\n' "${PINS[@]}" | cat - "$here/train.py" "$here/constraints.txt" | sha256sum | cut -c1-16)
 	stamp=$base/stamp
 	if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && [ -x "$venv/bin/mlserver" ] && [ -s "$models/iris/predictions.json" ]; then
 		echo "$models/iris"
@@ -78,7 +79,7 @@ setup() {
 		} || die "could not create $venv"
 	fi
 	log "installing ${PINS[*]} from PyPI (a few minutes the first time)"
-	nice -n 10 "$venv/bin/pip" install --disable-pip-version-check -q "${PINS[@]}" >"$base/pip.log" 2>&1 ||
+	nice -n 10 "$venv/bin/pip" install --disable-pip-version-check -q -c "$here/constraints.txt" "${PINS[@]}" >"$base/pip.log" 2>&1 ||
 		die "pip install failed: $(tail -n 3 "$base/pip.log" | tr '\n' ' ') (log: $base/pip.log)"
 	log "training the iris model"
 	"$venv/bin/python" "$here/train.py" "$models/iris" || die "training the model failed"
