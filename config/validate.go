@@ -133,7 +133,7 @@ func (m Model) validate(p string, bad func(path, format string, a ...any)) {
 	switch m.Backend {
 	case "", "sim":
 		if o := m.OIP; len(o.Inputs) > 0 || !reflect.ValueOf(OIP{URL: o.URL, ModelName: o.ModelName, Version: o.Version,
-			MaxConnections: o.MaxConnections, Auth: o.Auth, TLS: o.TLS}).IsZero() {
+			MaxConnections: o.MaxConnections, BinaryData: o.BinaryData, Auth: o.Auth, TLS: o.TLS}).IsZero() {
 			bad(p+".oip", "set but backend is sim (want backend: oip)")
 		}
 	case "oip":

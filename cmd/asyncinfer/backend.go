@@ -25,7 +25,7 @@ func newBackend(m config.Model) (infer.Model, error) {
 
 func newOIP(m config.Model) (*oip.Model, error) {
 	o := m.OIP
-	opts := []oip.Option{oip.Version(o.Version), oip.MaxConnections(o.MaxConnections)}
+	opts := []oip.Option{oip.Version(o.Version), oip.MaxConnections(o.MaxConnections), oip.BinaryData(o.BinaryData)}
 	tc, err := o.TLS.Config()
 	if err != nil {
 		return nil, fmt.Errorf("models %s: oip.tls: %w", m.Name, err)

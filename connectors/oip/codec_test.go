@@ -61,7 +61,7 @@ func TestGoldenRequest(t *testing.T) {
 	if len(gs) != 2 {
 		t.Fatalf("%d groups, want 2 (p and q share one)", len(gs))
 	}
-	var got []byte
+	var got, gotBinary []byte
 	for _, g := range gs {
 		b, err := appendRequest(nil, batch, g)
 		if err != nil {
@@ -71,8 +71,14 @@ func TestGoldenRequest(t *testing.T) {
 			t.Fatalf("not JSON: %s", b)
 		}
 		got = append(append(got, b...), '\n')
+		b, n, err := appendRequestForm(nil, batch, g, true)
+		if err != nil || !json.Valid(b[:n]) {
+			t.Fatalf("binary form: %v, JSON part %q", err, b[:n])
+		}
+		gotBinary = append(append(gotBinary, b...), '\n')
 	}
 	golden(t, "request.golden.json", got)
+	golden(t, "request-binary.golden", gotBinary)
 }
 
 func golden(t *testing.T, name string, got []byte) {

@@ -279,7 +279,44 @@ type output struct {
 // decodeResponse reads an inference response: its outputs, each with its
 // data parsed by datatype into the form schemas.Tensor carries (typed fields
 // where schemas has one, little-endian Raw otherwise).
-func decodeResponse(body []byte) ([]output, error) {
+func decodeResponse(body []byte) ([]output, error) { return decodeBody(body, -1) }
+
+// decodeBody reads an answer whose first jsonLen bytes are JSON and the rest
+// the binary data of the outputs that give a binary_data_size, in order
+// (the binary tensor data extension); jsonLen < 0: all JSON.
+func decodeBody(body []byte, jsonLen int) ([]output, error) {
+	var bin []byte
+	if jsonLen >= 0 {
+		if jsonLen > len(body) {
+			return nil, fmt.Errorf("%w: %s %d is beyond the body's %d bytes", errSyntax, binaryHeader, jsonLen, len(body))
+		}
+		body, bin = body[:jsonLen], body[jsonLen:]
+	}
+	outs, err := decodeJSON(body)
+	if err != nil {
+		return nil, err
+	}
+	for k := range outs {
+		o := &outs[k]
+		if o.binarySize < 0 {
+			continue
+		}
+		if jsonLen < 0 || o.binarySize > int64(len(bin)) {
+			return nil, fmt.Errorf("output %q: binary_data_size %d, but the body has %d bytes of binary data left", o.t.Name, o.binarySize, len(bin))
+		}
+		count, _ := elements(o.t.Shape) // checked by output
+		if err := fromBinary(&o.t, bin[:o.binarySize], count); err != nil {
+			return nil, fmt.Errorf("output %q: %w", o.t.Name, err)
+		}
+		bin = bin[o.binarySize:]
+	}
+	if len(bin) > 0 {
+		return nil, fmt.Errorf("%w: %d bytes of binary data belong to no output", errSyntax, len(bin))
+	}
+	return outs, nil
+}
+
+func decodeJSON(body []byte) ([]output, error) {
 	r := &reader{b: body}
 	var outs []output
 	err := r.object(func(k []byte) error {
@@ -318,6 +355,9 @@ func (r *reader) output() (output, error) {
 				return err
 			})
 		case "parameters":
+			if r.literal("null") { // KServe's Python server writes null
+				return nil
+			}
 			err = r.object(func(k []byte) error {
 				if string(k) != "binary_data_size" {
 					return r.skip(0)
@@ -343,6 +383,9 @@ func (r *reader) output() (output, error) {
 	count, err := elements(o.t.Shape)
 	if err != nil {
 		return o, fmt.Errorf("output %q: %w", o.t.Name, err)
+	}
+	if dataAt >= 0 && o.binarySize >= 0 {
+		return o, fmt.Errorf("output %q: both data and binary_data_size", o.t.Name)
 	}
 	if dataAt < 0 {
 		if o.binarySize < 0 && count > 0 {

@@ -32,6 +32,17 @@ func (e *itemError) Error() string { return e.err.Error() }
 // appendRequest writes the inference request of g (requests reqs[i] for i in
 // g.items) into b.
 func appendRequest(b []byte, reqs []*schemas.Request, g *group) ([]byte, error) {
+	b, _, err := appendRequestForm(b, reqs, g, false)
+	return b, err
+}
+
+// appendRequestForm writes g's request in the JSON form, or with binary set
+// in the binary tensor data extension's: a JSON part whose inputs give their
+// binary_data_size instead of data and that asks for binary outputs, then
+// every input's data, little-endian, in order. jsonLen is the JSON part's
+// length (the Inference-Header-Content-Length).
+func appendRequestForm(b []byte, reqs []*schemas.Request, g *group, binary bool) (_ []byte, jsonLen int, _ error) {
+	start := len(b)
 	first := reqs[g.items[0]]
 	b = append(b, `{"inputs":[`...)
 	for j := range first.Inputs {
@@ -58,25 +69,54 @@ func appendRequest(b []byte, reqs []*schemas.Request, g *group) ([]byte, error) 
 				b = strconv.AppendInt(b, d, 10)
 			}
 		}
+		if binary {
+			size := 0
+			for k, i := range g.items {
+				n, err := binarySize(&reqs[i].Inputs[j])
+				if err != nil {
+					return b, 0, &itemError{item: k, err: fmt.Errorf("input %q: %w", t.Name, err)}
+				}
+				size += n
+			}
+			b = append(b, `],"parameters":{"binary_data_size":`...)
+			b = strconv.AppendInt(b, int64(size), 10)
+			b = append(b, "}}"...)
+			continue
+		}
 		b = append(b, `],"data":[`...)
 		comma := false
 		for k, i := range g.items {
 			var err error
 			if b, comma, err = appendData(b, &reqs[i].Inputs[j], comma); err != nil {
-				return b, &itemError{item: k, err: fmt.Errorf("input %q: %w", t.Name, err)}
+				return b, 0, &itemError{item: k, err: fmt.Errorf("input %q: %w", t.Name, err)}
 			}
 		}
 		b = append(b, "]}"...)
 	}
 	b = append(b, ']')
-	if len(first.Parameters) > 0 {
-		b = append(b, `,"parameters":`...)
+	if len(first.Parameters) > 0 || binary {
+		b = append(b, `,"parameters":{`...)
+		comma := false
+		if binary {
+			b = append(b, `"binary_data_output":true`...)
+			comma = true
+		}
 		var err error
-		if b, err = appendParams(b, first.Parameters); err != nil {
-			return b, &itemError{item: 0, err: err} // shared by the group: the first fails alone, then the next
+		if b, err = appendParams(b, first.Parameters, comma, binary); err != nil {
+			return b, 0, &itemError{item: 0, err: err} // shared by the group: the first fails alone, then the next
+		}
+		b = append(b, '}')
+	}
+	b = append(b, '}')
+	jsonLen = len(b) - start
+	if binary {
+		for j := range first.Inputs {
+			for _, i := range g.items {
+				b = appendBinary(b, &reqs[i].Inputs[j])
+			}
 		}
 	}
-	return append(b, '}'), nil
+	return b, jsonLen, nil
 }
 
 // appendData writes t's elements, each preceded by a comma when comma is set
@@ -183,19 +223,23 @@ func appendFloat(b []byte, f float64, bits int) ([]byte, error) {
 	return strconv.AppendFloat(b, f, 'g', -1, bits), nil
 }
 
-// appendParams writes the request's parameters as a JSON object, keys sorted
-// (the same order as the grouping key).
-func appendParams(b []byte, ps map[string]any) ([]byte, error) {
+// appendParams writes the request's parameters as the members of a JSON
+// object, keys sorted (the same order as the grouping key), after a comma
+// when comma is set; with binary, the request's own binary_data_output is
+// left out (ours is written).
+func appendParams(b []byte, ps map[string]any, comma, binary bool) ([]byte, error) {
 	keys := make([]string, 0, len(ps))
 	for k := range ps {
-		keys = append(keys, k)
+		if !(binary && k == "binary_data_output") {
+			keys = append(keys, k)
+		}
 	}
 	slices.Sort(keys)
-	b = append(b, '{')
-	for i, k := range keys {
-		if i > 0 {
+	for _, k := range keys {
+		if comma {
 			b = append(b, ',')
 		}
+		comma = true
 		b = appendString(b, k)
 		b = append(b, ':')
 		switch v := ps[k].(type) {
@@ -214,7 +258,7 @@ func appendParams(b []byte, ps map[string]any) ([]byte, error) {
 			return b, fmt.Errorf("parameters[%q] has type %T", k, v)
 		}
 	}
-	return append(b, '}'), nil
+	return b, nil
 }
 
 const hexDigits = "0123456789abcdef"

@@ -2,11 +2,13 @@ package oip
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -36,7 +38,8 @@ type fakeTensor struct {
 	Datatype   string          `json:"datatype"`
 	Shape      []int64         `json:"shape"`
 	Parameters map[string]any  `json:"parameters,omitempty"`
-	Data       json.RawMessage `json:"data"`
+	Data       json.RawMessage `json:"data,omitempty"`
+	Binary     []byte          `json:"-"` // its data in the binary extension's form
 }
 
 type fakeRequest struct {
@@ -79,6 +82,18 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body, _ := io.ReadAll(r.Body)
 	var req fakeRequest
+	var bin []byte
+	if h := r.Header.Get("Inference-Header-Content-Length"); h != "" {
+		// The binary tensor data extension, as its specification says: the
+		// JSON part, then each input's data whose binary_data_size it gives.
+		n, err := strconv.Atoi(h)
+		if err != nil || n > len(body) {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"error":"fake: header %q"}`, h)
+			return
+		}
+		body, bin = body[:n], body[n:]
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -86,7 +101,28 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"error":%q}`, "fake: "+err.Error())
 		return
 	}
+	for k := range req.Inputs {
+		in := &req.Inputs[k]
+		size, ok := in.Parameters["binary_data_size"].(float64)
+		if !ok {
+			continue
+		}
+		if int(size) > len(bin) || fakeBinaryCount(in.Datatype, bin[:int(size)]) != fakeCount(in.Shape) {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"error":"fake: input %s: %v bytes of binary data do not hold shape %v"}`, in.Name, size, in.Shape)
+			return
+		}
+		in.Binary, bin = bin[:int(size)], bin[int(size):]
+	}
+	if len(bin) > 0 {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, `{"error":"fake: %d bytes of binary data left over"}`, len(bin))
+		return
+	}
 	for _, in := range req.Inputs {
+		if in.Binary != nil {
+			continue
+		}
 		// As a real server would: the data must be a JSON array holding
 		// as many elements as the shape says.
 		var data []any
@@ -95,11 +131,7 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, `{"error":%q}`, "fake: input "+in.Name+": "+err.Error())
 			return
 		}
-		want := int64(1)
-		for _, d := range in.Shape {
-			want *= d
-		}
-		if n := int64(len(flatten(data))); n != want {
+		if n, want := int64(len(flatten(data))), fakeCount(in.Shape); n != want {
 			w.WriteHeader(http.StatusBadRequest)
 			fmt.Fprintf(w, `{"error":"fake: input %s: shape %v needs %d elements, got %d"}`, in.Name, in.Shape, want, n)
 			return
@@ -111,9 +143,56 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f.answer != nil && f.answer(w, r, &req) {
 		return
 	}
+	if req.Parameters["binary_data_output"] == true {
+		var data []byte
+		for k := range req.Inputs {
+			in := &req.Inputs[k]
+			if in.Binary == nil {
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprint(w, `{"error":"fake: JSON in, binary out is not faked"}`)
+				return
+			}
+			in.Parameters = map[string]any{"binary_data_size": len(in.Binary)}
+			data = append(data, in.Binary...)
+		}
+		js, _ := json.Marshal(map[string]any{"model_name": "echo", "id": "fake", "outputs": req.Inputs})
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Inference-Header-Content-Length", strconv.Itoa(len(js)))
+		w.Write(append(js, data...))
+		return
+	}
 	out := map[string]any{"model_name": "echo", "id": "fake", "outputs": req.Inputs}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(out)
+}
+
+func fakeCount(shape []int64) int64 {
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// fakeBinaryCount counts the elements of binary data (-1: not whole).
+func fakeBinaryCount(datatype string, b []byte) int64 {
+	sizes := map[string]int{"BOOL": 1, "INT8": 1, "UINT8": 1, "INT16": 2, "UINT16": 2, "FP16": 2,
+		"INT32": 4, "UINT32": 4, "FP32": 4, "INT64": 8, "UINT64": 8, "FP64": 8}
+	if datatype != "BYTES" {
+		if sizes[datatype] == 0 || len(b)%sizes[datatype] != 0 {
+			return -1
+		}
+		return int64(len(b) / sizes[datatype])
+	}
+	n := int64(0)
+	for len(b) > 0 {
+		if len(b) < 4 || int(binary.LittleEndian.Uint32(b)) > len(b)-4 {
+			return -1
+		}
+		b = b[4+binary.LittleEndian.Uint32(b):]
+		n++
+	}
+	return n
 }
 
 func (f *fakeServer) Calls() []fakeCall {

@@ -137,8 +137,13 @@ func le(size int, vs ...uint64) []byte {
 // a field, raw little-endian otherwise (and raw in for every fixed-size
 // one), and comes back split per request.
 func TestEveryDatatype(t *testing.T) {
+	t.Run("json", func(t *testing.T) { testEveryDatatype(t, false) })
+	t.Run("binary", func(t *testing.T) { testEveryDatatype(t, true) })
+}
+
+func testEveryDatatype(t *testing.T, binary bool) {
 	f := newFake(t)
-	m := newModel(t, f.URL)
+	m := newModel(t, f.URL, BinaryData(binary))
 	neg := func(v int64, size int) uint64 { return uint64(v) & (1<<(8*size) - 1) }
 	half := func(f float64) uint64 { return uint64(floatToHalf(f)) }
 	cases := []struct {
@@ -185,6 +190,10 @@ func TestEveryDatatype(t *testing.T) {
 			outs, err := m.Infer(ctx(t), []*schemas.Request{request("a", a), request("b", b)})
 			if err != nil {
 				t.Fatal(err)
+			}
+			calls := f.Calls()
+			if got := calls[len(calls)-1].Header.Get("Inference-Header-Content-Length") != ""; got != binary {
+				t.Errorf("sent in the binary form: %v, want %v", got, binary)
 			}
 			want.Name, want.Shape = "x", []int64{4}
 			wa, wb := halves(want)
@@ -438,8 +447,13 @@ func TestMalformedAnswers(t *testing.T) {
 			t.Errorf("%s: no error", body)
 		}
 	}
+	// KServe 0.21's Python server: null parameters and model_version.
+	outs, err := decodeResponse([]byte(`{"model_name":"iris","model_version":null,"id":"0b8d","parameters":null,"outputs":[{"name":"predict","shape":[1,1],"datatype":"INT64","parameters":null,"data":[0]}]}`))
+	if err != nil || len(outs) != 1 || outs[0].t.Int64[0] != 0 {
+		t.Errorf("KServe's answer: %+v, %v", outs, err)
+	}
 	// What servers do send: nested data, keys in any order, extra members.
-	outs, err := decodeResponse([]byte(` {"id":"1","parameters":{"a":[1,{"b":null}]},"outputs":[{"data":[[1,2],[3,4]],"shape":[2,2],"parameters":{"content_type":"np"},"datatype":"INT64","name":"p\u0031"}],"model_name":"m"} `))
+	outs, err = decodeResponse([]byte(` {"id":"1","parameters":{"a":[1,{"b":null}]},"outputs":[{"data":[[1,2],[3,4]],"shape":[2,2],"parameters":{"content_type":"np"},"datatype":"INT64","name":"p\u0031"}],"model_name":"m"} `))
 	if err != nil || len(outs) != 1 || outs[0].t.Name != "p1" || fmt.Sprint(outs[0].t.Int64) != "[1 2 3 4]" {
 		t.Errorf("got %+v, %v", outs, err)
 	}
@@ -467,4 +481,61 @@ func FuzzDecodeResponse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// In the binary form, what JSON cannot carry travels: NaN, infinities,
+// BYTES that are not UTF-8.
+func TestBinaryCarriesWhatJSONCannot(t *testing.T) {
+	f := newFake(t)
+	m := newModel(t, f.URL, BinaryData(true))
+	batch := []*schemas.Request{
+		request("nan", fp64("x", []int64{2}, math.NaN(), math.Inf(-1))),
+		request("one", fp64("x", []int64{1}, 1)),
+		request("bytes", schemas.Tensor{Name: "s", Datatype: "BYTES", Shape: []int64{2}, Bytes: [][]byte{{0xff, 0xfe}, {}}}),
+	}
+	outs, err := m.Infer(ctx(t), batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := outs[0][0].FP64; len(v) != 2 || !math.IsNaN(v[0]) || !math.IsInf(v[1], -1) || outs[1][0].FP64[0] != 1 {
+		t.Errorf("floats: %+v %+v", outs[0], outs[1])
+	}
+	if !reflect.DeepEqual(outs[2], batch[2].Inputs) {
+		t.Errorf("bytes: %+v", outs[2])
+	}
+	if n := len(f.Calls()); n != 2 {
+		t.Errorf("%d calls, want 2 (nan and one share one)", n)
+	}
+}
+
+// Binary answers that do not add up are errors.
+func TestMalformedBinaryAnswers(t *testing.T) {
+	js := func(dt string, shape string, size int) string {
+		return fmt.Sprintf(`{"outputs":[{"name":"y","datatype":%q,"shape":%s,"parameters":{"binary_data_size":%d}}]}`, dt, shape, size)
+	}
+	for _, c := range []struct {
+		json, bin string
+		want      string
+	}{
+		{js("FP32", "[2]", 8), "\x00\x00\x80\x3f", "binary_data_size 8, but the body has 4"},
+		{js("FP32", "[2]", 4), "\x00\x00\x80\x3f", "needs 8 bytes of FP32"},
+		{js("FP32", "[1]", 4), "\x00\x00\x80\x3f\x00", "1 bytes of binary data belong to no output"},
+		{js("BOOL", "[1]", 1), "\x02", "want 0 or 1"},
+		{js("BYTES", "[1]", 5), "\x09\x00\x00\x00a", "cut short"},
+		{js("BYTES", "[2]", 5), "\x01\x00\x00\x00a", "needs 2 elements, binary data has 1"},
+		{`{"outputs":[{"name":"y","datatype":"FP32","shape":[1],"data":[1],"parameters":{"binary_data_size":4}}]}`, "\x00\x00\x80\x3f", "both data and binary_data_size"},
+	} {
+		body := []byte(c.json + c.bin)
+		_, err := decodeBody(body, len(c.json))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s + %q: %v, want %q", c.json, c.bin, err, c.want)
+		}
+	}
+	if _, err := decodeBody([]byte(js("FP32", "[1]", 4)), -1); err == nil {
+		t.Error("binary_data_size in an answer without the header: no error")
+	}
+	outs, err := decodeBody([]byte(js("FP32", "[1]", 4)+"\x00\x00\x80\x3f"), len(js("FP32", "[1]", 4)))
+	if err != nil || outs[0].t.FP32[0] != 1 {
+		t.Errorf("good one: %+v %v", outs, err)
+	}
 }
