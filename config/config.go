@@ -129,7 +129,7 @@ type OIP struct {
 	ModelName      string     `yaml:"model_name" doc:"the model's name on the server; empty: the model's name"`
 	Version        string     `yaml:"version" doc:"model version to call (/v2/models/{name}/versions/{version}); a request's model_version wins; empty: the server's default"`
 	MaxConnections int        `yaml:"max_connections" doc:"connections to the server, kept alive and reused; calls beyond them wait"`
-	BinaryData     bool       `yaml:"binary_data" doc:"send and receive tensors in the binary tensor data extension instead of JSON (Triton, KServe's Python server; not MLServer): several times faster for large tensors"`
+	BinaryData     bool       `yaml:"binary_data" doc:"send and receive tensors in the binary tensor data extension instead of JSON: several times faster for large tensors; only for servers that read it (Triton, KServe's Python server): MLServer answers such calls with HTTP 500, which fails every request"`
 	Auth           OIPAuth    `yaml:"auth"`
 	TLS            TLS        `yaml:"tls"`
 	Inputs         []OIPInput `yaml:"inputs,omitempty" doc:"inputs the model's metadata must declare, checked at start: name, datatype, shape (-1: any)"`
