@@ -230,7 +230,7 @@ func appendFloat(b []byte, f float64, bits int) ([]byte, error) {
 func appendParams(b []byte, ps map[string]any, comma, binary bool) ([]byte, error) {
 	keys := make([]string, 0, len(ps))
 	for k := range ps {
-		if !(binary && k == "binary_data_output") {
+		if !binary || k != "binary_data_output" {
 			keys = append(keys, k)
 		}
 	}
