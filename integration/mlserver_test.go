@@ -38,14 +38,19 @@ var mlserver struct {
 }
 
 // needMLServer skips without a broker, and starts MLServer the first time
-// (set-up included, when make test's set-up did not run): a failure fails
-// the test with the reason, never skips it.
+// (set-up included, when make test's set-up did not run). When MLServer
+// cannot be had it fails the test with the reason under
+// ASYNCINFER_REQUIRE_INTEGRATION=1 (CI), and skips it with the reason
+// otherwise, as the suite does without a broker.
 func needMLServer(t *testing.T) {
 	t.Helper()
 	need(t)
 	mlserver.once.Do(func() { mlserver.err = startMLServer() })
 	if mlserver.err != nil {
-		t.Fatalf("MLServer: %v", mlserver.err)
+		if os.Getenv("ASYNCINFER_REQUIRE_INTEGRATION") == "1" {
+			t.Fatalf("MLServer: %v", mlserver.err)
+		}
+		t.Skipf("no MLServer (ASYNCINFER_REQUIRE_INTEGRATION=1 makes this a failure): %v", mlserver.err)
 	}
 }
 
