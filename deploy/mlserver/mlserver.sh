@@ -67,7 +67,7 @@ setup() {
 		return
 	fi
 	local py=${ASYNCINFER_PYTHON:-python3}
-	have "$py" || die "needs $py (Python 3.10 or 3.11) to build MLServer's virtual environment"
+	have "$py" || die "needs $py (Python 3.9 to 3.12; 3.11 tested) to build MLServer's virtual environment"
 	"$py" -c 'import sys; sys.exit(0 if (3, 9) <= sys.version_info[:2] < (3, 13) else 1)' ||
 		die "MLServer $MLSERVER_VERSION needs Python 3.9 to 3.12; $py is $("$py" --version 2>&1)"
 	mkdir -p "$base"
