@@ -8,6 +8,7 @@ DEMO_FLAGS ?= --duplicates 0.05 --malformed 0.005 --poison-items 0.001 --model-e
 .PHONY: all run test build lint deps clean
 
 include deploy/kafka.mk
+include deploy/mlserver.mk
 
 all: build
 

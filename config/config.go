@@ -12,6 +12,7 @@ package config
 import (
 	"time"
 
+	"github.com/asyncinfer/asyncinfer/connectors/oip"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
 	"github.com/asyncinfer/asyncinfer/stages/infer"
@@ -108,7 +109,7 @@ type Emit struct {
 // Model is how one model is served.
 type Model struct {
 	Name             string        `yaml:"name" doc:"the model name requests carry"`
-	Backend          string        `yaml:"backend" doc:"model backend: sim (the simulated model; HTTP backends plug in here)"`
+	Backend          string        `yaml:"backend" doc:"model backend: sim (the simulated model) or oip (a server speaking the Open Inference Protocol v2: KServe, Triton, MLServer, Seldon; see oip)"`
 	MaxBatchItems    int           `yaml:"max_batch_items" doc:"most requests per model call"`
 	MaxBatchBytes    int           `yaml:"max_batch_bytes" doc:"most bytes of encoded requests per model call"`
 	MaxWait          time.Duration `yaml:"max_wait" doc:"longest wait for a fuller batch; 0: greedy (a free worker takes what is queued)"`
@@ -120,6 +121,35 @@ type Model struct {
 	BreakerThreshold int           `yaml:"breaker_threshold" doc:"consecutive transient failures that open the circuit (the input pauses)"`
 	BreakerCooldown  time.Duration `yaml:"breaker_cooldown" doc:"how long the circuit stays open before a probe"`
 	Sim              Sim           `yaml:"sim"`
+	OIP              OIP           `yaml:"oip,omitempty"`
+}
+
+// OIP is a model served by an Open Inference Protocol v2 server over HTTP
+// (backend: oip). The call's timeout is the model's timeout.
+type OIP struct {
+	URL            string     `yaml:"url" doc:"the server's base URL, http(s)://host:port[/prefix]; required with backend oip"`
+	ModelName      string     `yaml:"model_name" doc:"the model's name on the server; empty: the model's name"`
+	Version        string     `yaml:"version" doc:"model version to call (/v2/models/{name}/versions/{version}); a request's model_version wins; empty: the server's default"`
+	MaxConnections int        `yaml:"max_connections" doc:"connections to the server, kept alive and reused; calls beyond them wait"`
+	BinaryData     bool       `yaml:"binary_data" doc:"send and receive tensors in the binary tensor data extension instead of JSON: several times faster for large tensors; only for servers that read it (Triton, KServe's Python server): MLServer answers such calls with HTTP 500, which fails every request"`
+	Auth           OIPAuth    `yaml:"auth"`
+	TLS            TLS        `yaml:"tls"`
+	Inputs         []OIPInput `yaml:"inputs,omitempty" doc:"inputs the model's metadata must declare, checked at start: name, datatype, shape (-1: any)"`
+}
+
+// OIPAuth is how calls to an OIP server authenticate: a bearer token or a
+// header of its own (an API key), or neither.
+type OIPAuth struct {
+	BearerToken string `yaml:"bearer_token" secret:"true" doc:"send Authorization: Bearer <token>"`
+	Header      string `yaml:"header" doc:"name of a header to send instead (an API key, e.g. X-Api-Key)"`
+	HeaderValue string `yaml:"header_value" secret:"true" doc:"that header's value"`
+}
+
+// OIPInput is an input the model's metadata must declare.
+type OIPInput struct {
+	Name     string  `yaml:"name"`
+	Datatype string  `yaml:"datatype"`
+	Shape    []int64 `yaml:"shape"`
 }
 
 // Sim is the simulated model: a call of b items costs fixed + per_item*b.
@@ -157,6 +187,14 @@ func ModelDefaults(m Model) Model {
 		BreakerCooldown: m.BreakerCooldown}.WithDefaults()
 	m.MaxBatchItems, m.MaxBatchBytes, m.Timeout, m.Concurrency = d.MaxBatchItems, d.MaxBatchBytes, d.Timeout, d.Concurrency
 	m.MaxAttempts, m.BreakerThreshold, m.BreakerCooldown = d.MaxAttempts, d.BreakerThreshold, d.BreakerCooldown
+	if m.Backend == "oip" {
+		if m.OIP.ModelName == "" {
+			m.OIP.ModelName = m.Name
+		}
+		if m.OIP.MaxConnections == 0 {
+			m.OIP.MaxConnections = oip.DefaultMaxConnections
+		}
+	}
 	if m.Backend == "sim" && m.Sim.Fixed == 0 && m.Sim.PerItem == 0 {
 		m.Sim.Fixed, m.Sim.PerItem = 5*time.Millisecond, 250*time.Microsecond
 	}

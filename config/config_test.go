@@ -153,7 +153,7 @@ func TestPrintMasksSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := string(out)
-	for _, secret := range []string{"change-me", "change-me-too"} {
+	for _, secret := range []string{"change-me", "change-me-too", "change-me-three"} {
 		if strings.Contains(s, secret) {
 			t.Errorf("printed config contains the secret %q:\n%s", secret, s)
 		}
@@ -162,7 +162,7 @@ func TestPrintMasksSecrets(t *testing.T) {
 		t.Errorf("printed config lacks expected fields:\n%s", s)
 	}
 	// The original is untouched, and the printed file reads back (secrets aside).
-	if c.Kafka.SASL.Password != "change-me" {
+	if c.Kafka.SASL.Password != "change-me" || c.Models[2].OIP.Auth.BearerToken != "change-me-three" {
 		t.Error("Print changed the configuration it printed")
 	}
 	back, err := Parse(out)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -16,9 +17,16 @@ const Masked = "<masked>"
 // that would reproduce it (secrets aside).
 func Print(c *Config) ([]byte, error) {
 	cp := *c
-	for _, s := range settings(reflect.ValueOf(&cp).Elem(), "") {
-		if s.Secret && s.v.String() != "" {
-			s.v.SetString(Masked)
+	cp.Models = slices.Clone(c.Models) // masked below: not the caller's
+	vs := []reflect.Value{reflect.ValueOf(&cp).Elem()}
+	for i := range cp.Models {
+		vs = append(vs, reflect.ValueOf(&cp.Models[i]).Elem())
+	}
+	for _, v := range vs {
+		for _, s := range settings(v, "") {
+			if s.Secret && s.v.String() != "" {
+				s.v.SetString(Masked)
+			}
 		}
 	}
 	var buf bytes.Buffer
@@ -53,6 +61,8 @@ func Reference() string {
 	b.WriteString("\nModels are a list, set in the file only (`models:`); when none is configured, one simulated model named `sim` is served. Each entry:\n\n")
 	b.WriteString("| setting | default | meaning |\n|---|---|---|\n")
 	m := ModelDefaults(Model{})
+	m.OIP = ModelDefaults(Model{Backend: "oip"}).OIP // the oip block's defaults, which apply with backend oip
+	m.OIP.ModelName = ""                             // its default is the model's name, as its doc says
 	for _, s := range settings(reflect.ValueOf(&m).Elem(), "") {
 		val := s.format()
 		if val == "" || val == "0s" && s.Path != "max_wait" {
@@ -60,7 +70,14 @@ func Reference() string {
 		} else {
 			val = "`" + val + "`"
 		}
-		fmt.Fprintf(&b, "| `models[].%s` | %s | %s |\n", s.Path, val, s.Doc)
+		doc := s.Doc
+		if s.Secret {
+			doc += " (secret: masked by config print)"
+		}
+		fmt.Fprintf(&b, "| `models[].%s` | %s | %s |\n", s.Path, val, doc)
+	}
+	if f, ok := reflect.TypeOf(OIP{}).FieldByName("Inputs"); ok {
+		fmt.Fprintf(&b, "| `models[].oip.inputs` | — | %s, e.g. `[{name: input-0, datatype: FP64, shape: [-1, 4]}]` |\n", f.Tag.Get("doc"))
 	}
 	return b.String()
 }

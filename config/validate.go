@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -129,8 +130,19 @@ func (c *Config) Validate() error {
 }
 
 func (m Model) validate(p string, bad func(path, format string, a ...any)) {
-	if m.Backend != "" && m.Backend != "sim" {
-		bad(p+".backend", "%q: the only backend so far is sim", m.Backend)
+	switch m.Backend {
+	case "", "sim":
+		if o := m.OIP; len(o.Inputs) > 0 || !reflect.ValueOf(OIP{URL: o.URL, ModelName: o.ModelName, Version: o.Version,
+			MaxConnections: o.MaxConnections, BinaryData: o.BinaryData, Auth: o.Auth, TLS: o.TLS}).IsZero() {
+			bad(p+".oip", "set but backend is sim (want backend: oip)")
+		}
+	case "oip":
+		if m.Sim != (Sim{}) {
+			bad(p+".sim", "set but backend is oip")
+		}
+		m.OIP.validate(p+".oip", bad)
+	default:
+		bad(p+".backend", "%q: want sim or oip", m.Backend)
 	}
 	nonNeg := func(name string, v int) {
 		if v < 0 {
@@ -157,6 +169,55 @@ func (m Model) validate(p string, bad func(path, format string, a ...any)) {
 	}
 	if _, err := ParseOutage(m.Sim.Outage); err != nil {
 		bad(p+".sim.outage", "%v", err)
+	}
+}
+
+// oipDatatypes are the Open Inference Protocol's tensor datatypes.
+var oipDatatypes = []string{"BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64", "BYTES"}
+
+func (o OIP) validate(p string, bad func(path, format string, a ...any)) {
+	u, err := url.Parse(o.URL)
+	switch {
+	case o.URL == "":
+		bad(p+".url", "required with backend oip")
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "":
+		bad(p+".url", "%q is not an http(s)://host[:port][/prefix] URL", o.URL)
+	case o.TLS.Enabled && u.Scheme != "https":
+		bad(p+".tls.enabled", "TLS is enabled but url %q is not https", o.URL)
+	}
+	if o.MaxConnections < 0 {
+		bad(p+".max_connections", "%d: negative", o.MaxConnections)
+	}
+	a := o.Auth
+	switch {
+	case a.BearerToken != "" && (a.Header != "" || a.HeaderValue != ""):
+		bad(p+".auth", "set bearer_token or header and header_value, not both")
+	case (a.Header == "") != (a.HeaderValue == ""):
+		bad(p+".auth", "header and header_value go together")
+	case strings.ContainsAny(a.Header, " :\t\r\n"):
+		bad(p+".auth.header", "%q is not a header name", a.Header)
+	case strings.ContainsAny(a.HeaderValue+a.BearerToken, "\r\n"):
+		bad(p+".auth", "a line break in a header value")
+	}
+	o.TLS.validate(p+".tls", bad)
+	seen := map[string]bool{}
+	for i, in := range o.Inputs {
+		ip := fmt.Sprintf("%s.inputs[%d]", p, i)
+		if in.Name == "" {
+			bad(ip+".name", "required")
+		} else if seen[in.Name] {
+			bad(ip+".name", "%q given twice", in.Name)
+		}
+		seen[in.Name] = true
+		if in.Datatype != "" && !slices.Contains(oipDatatypes, in.Datatype) {
+			bad(ip+".datatype", "%q: want one of %s", in.Datatype, strings.Join(oipDatatypes, ", "))
+		}
+		for _, d := range in.Shape {
+			if d < -1 {
+				bad(ip+".shape", "%v: dimensions are sizes, or -1 for any", in.Shape)
+				break
+			}
+		}
 	}
 }
 

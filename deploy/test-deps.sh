@@ -3,6 +3,11 @@
 # machine can install it (root and apt): Chromium, for the status page's
 # browser test. Without root or apt it says what is missing and carries on;
 # the browser test then skips (or fails under ASYNCINFER_REQUIRE_BROWSER=1).
+#
+# Also MLServer's virtual environment and the iris model (deploy/mlserver,
+# from PyPI; cached, so a warm run installs nothing), for the integration
+# tests against a real model server. When that fails those tests start it
+# themselves and say why it failed.
 set -uo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -19,5 +24,8 @@ if ! have chromium; then
 	else
 		echo "test-deps: chromium is missing and cannot be installed here (needs root and apt); the browser test will skip" >&2
 	fi
+fi
+if ! "$(dirname "$0")/mlserver/mlserver.sh" setup >/dev/null; then
+	echo "test-deps: MLServer's set-up failed (see above); the MLServer integration tests will fail with the same reason" >&2
 fi
 exit 0

@@ -125,6 +125,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	theReport = rep
+	defer stopMLServer()
 	return m.Run()
 }
 

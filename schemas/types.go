@@ -18,9 +18,11 @@ const (
 
 // Tensor is a named, typed tensor in the spirit of the Open Inference
 // Protocol v2: a datatype ("FP32", "FP64", "INT32", "INT64", "BOOL",
-// "BYTES"), a shape, and the data either in the typed field that matches the
-// datatype or, for speed, as Raw little-endian bytes (row-major). Exactly one
-// of the data fields is set.
+// "BYTES", and the protocol's others, "INT8", "INT16", "UINT8" to "UINT64",
+// "FP16", which have no typed field and travel in Raw only), a shape, and
+// the data either in the typed field that matches the datatype or, for
+// speed, as Raw little-endian bytes (row-major). Exactly one of the data
+// fields is set.
 type Tensor struct {
 	Name     string
 	Datatype string

@@ -17,14 +17,23 @@ import (
 // is what Validate says of the full request.
 
 // elementSize is the bytes per element of each datatype's raw form; 0 for
-// BYTES, which has none.
+// BYTES, which has none. The Open Inference Protocol's other datatypes
+// (INT8, INT16, UINT8-UINT64, FP16) have no typed field in the frozen Avro
+// schema: they travel in raw_contents only.
 var elementSize = map[string]int{
-	"FP32":  4,
-	"FP64":  8,
-	"INT32": 4,
-	"INT64": 8,
-	"BOOL":  1,
-	"BYTES": 0,
+	"FP32":   4,
+	"FP64":   8,
+	"INT32":  4,
+	"INT64":  8,
+	"BOOL":   1,
+	"BYTES":  0,
+	"INT8":   1,
+	"INT16":  2,
+	"UINT8":  1,
+	"UINT16": 2,
+	"UINT32": 4,
+	"UINT64": 8,
+	"FP16":   2,
 }
 
 // forms are the tensor's typed data fields, in the order of tensorSummary's
@@ -32,8 +41,12 @@ var elementSize = map[string]int{
 var forms = [...]string{"fp32_contents", "fp64_contents", "int_contents", "int64_contents", "bool_contents", "bytes_contents"}
 
 // typedForm is the index in forms of the field that carries each datatype's
-// data.
+// data; the protocol's other datatypes (INT8, UINT16, FP16, …) travel in
+// raw_contents only.
 var typedForm = map[string]int{"FP32": 0, "FP64": 1, "INT32": 2, "INT64": 3, "BOOL": 4, "BYTES": 5}
+
+// datatypes lists the known datatypes for error messages.
+const datatypes = "BOOL, INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64, FP16, FP32, FP64 or BYTES"
 
 // Validate reports the first reason r cannot be given to a model: a missing
 // request id or model, strings that are not UTF-8, negative times, a
@@ -220,7 +233,7 @@ func (ns *nameSet) seen(name []byte) (int, bool) {
 func (s *tensorSummary) check() error {
 	size, ok := elementSize[string(s.datatype)]
 	if !ok {
-		return fmt.Errorf("unknown datatype %q, want FP32, FP64, INT32, INT64, BOOL or BYTES", string(s.datatype))
+		return fmt.Errorf("unknown datatype %q, want %s", string(s.datatype), datatypes)
 	}
 	count := int64(1)
 	for _, d := range s.dims {
@@ -280,7 +293,11 @@ func (s *tensorSummary) check() error {
 		}
 		return nil
 	}
-	if want := typedForm[string(s.datatype)]; form != want {
+	want, typed := typedForm[string(s.datatype)]
+	if !typed {
+		return fmt.Errorf("datatype %s carries its data in raw_contents only, not %s", string(s.datatype), forms[form])
+	}
+	if form != want {
 		wanted := forms[want]
 		if size > 0 {
 			wanted += " or raw_contents"

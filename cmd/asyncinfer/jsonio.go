@@ -160,7 +160,7 @@ func (tj tensorJSON) tensor() (schemas.Tensor, error) {
 			}
 		}
 	default:
-		return t, fmt.Errorf("datatype %q: want FP32, FP64, INT32, INT64, BOOL or BYTES", tj.Datatype)
+		return t, fmt.Errorf("datatype %q: \"data\" is for FP32, FP64, INT32, INT64, BOOL and BYTES; INT8, INT16, UINT8-UINT64 and FP16 go in \"raw\" (little-endian, base64)", tj.Datatype)
 	}
 	if err != nil {
 		return t, fmt.Errorf("data does not match datatype %s: %w", t.Datatype, err)

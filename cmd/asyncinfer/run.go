@@ -213,13 +213,13 @@ func models(cfg *config.Config) ([]infer.ModelConfig, []*sim.Model, error) {
 	)
 	for _, m := range ms {
 		m = config.ModelDefaults(m)
-		outages, _ := parseOutage(m.Sim.Outage) // validated
-		backend, err := sim.New(sim.Config{Fixed: m.Sim.Fixed, PerItem: m.Sim.PerItem, Spin: m.Sim.Spin,
-			ErrorRate: m.Sim.ErrorRate, Outages: outages})
+		backend, err := newBackend(m)
 		if err != nil {
 			return nil, nil, fmt.Errorf("model %s: %w", m.Name, err)
 		}
-		sims = append(sims, backend)
+		if s, ok := backend.(*sim.Model); ok {
+			sims = append(sims, s)
+		}
 		out = append(out, infer.ModelConfig{
 			Name: m.Name, Backend: backend, MaxBatchItems: m.MaxBatchItems, MaxBatchBytes: m.MaxBatchBytes,
 			MaxWait: m.MaxWait, Timeout: m.Timeout, Concurrency: m.Concurrency, MaxAttempts: m.MaxAttempts,
@@ -293,6 +293,11 @@ func startPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, st
 	ms, sims, err := models(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if slices.Contains(names, topics.Infer) {
+		if err := checkBackends(ctx, ms); err != nil {
+			return nil, err
+		}
 	}
 	p.sims = sims
 	reg := prometheus.NewRegistry()

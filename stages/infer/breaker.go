@@ -20,6 +20,11 @@ type breaker struct {
 	onClose    func()
 	onHalfOpen func()
 	onReopen   func()
+	// probe, when set, is how the breaker asks a backend whether it is up
+	// (an OIP server's readiness): after each cooldown it is called instead
+	// of letting a request through, and its success closes the circuit, so
+	// no input is read while the model is down.
+	probe func(context.Context) error
 
 	mu       sync.Mutex
 	state    int // closed, open, halfOpen
@@ -39,13 +44,35 @@ func newBreaker(threshold int, cooldown time.Duration, onOpen, onClose func()) *
 	return &breaker{threshold: threshold, cooldown: cooldown, onOpen: onOpen, onClose: onClose, changed: make(chan struct{})}
 }
 
-// cooled turns an open breaker whose cooldown is over half-open.
+// cooled turns an open breaker whose cooldown is over half-open, or, with
+// a probe, asks the backend and closes the circuit if it is up.
 func (b *breaker) cooled() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.state == open && time.Since(b.openedAt) >= b.cooldown {
-		b.setLocked(halfOpen)
+	if b.state != open || time.Since(b.openedAt) < b.cooldown {
+		b.mu.Unlock()
+		return
 	}
+	if b.probe == nil {
+		b.setLocked(halfOpen)
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), max(b.cooldown, time.Second))
+	err := b.probe(ctx)
+	cancel()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state != open {
+		return
+	}
+	if err == nil {
+		b.fails = 0
+		b.setLocked(closed)
+		return
+	}
+	b.openedAt = time.Now()
+	time.AfterFunc(b.cooldown, b.cooled)
 }
 
 // acquire blocks until a call may be made. probe is true when the call is the
@@ -58,7 +85,10 @@ func (b *breaker) acquire(ctx context.Context) (probe bool, err error) {
 			b.mu.Unlock()
 			return false, nil
 		case open:
-			if wait := b.cooldown - time.Since(b.openedAt); wait > 0 {
+			if wait := b.cooldown - time.Since(b.openedAt); wait > 0 || b.probe != nil {
+				if b.probe != nil {
+					wait = b.cooldown // the probe decides; wait for it
+				}
 				ch := b.changed
 				b.mu.Unlock()
 				t := time.NewTimer(wait)

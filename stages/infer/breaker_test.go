@@ -325,3 +325,44 @@ func TestBreakerHalfOpensWithoutWaiters(t *testing.T) {
 		}
 	})
 }
+
+// With a probe (a backend's readiness), an open breaker asks it after each
+// cooldown instead of letting a request through: no input flows while the
+// model is down, and the circuit closes as soon as the probe says it is up.
+func TestBreakerReadinessProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var up atomic.Bool
+		var asked, halfOpens atomic.Int32
+		cb := newCountingBreaker()
+		cb.onHalfOpen = func() { halfOpens.Add(1) }
+		cb.probe = func(context.Context) error {
+			asked.Add(1)
+			if up.Load() {
+				return nil
+			}
+			return errors.New("not ready")
+		}
+		for range testThreshold {
+			cb.failure(false)
+		}
+		waiter := acquireAsync(t.Context(), cb.breaker)
+		time.Sleep(3 * testCooldown)
+		synctest.Wait()
+		if n := asked.Load(); n != 3 {
+			t.Fatalf("probed %d times in 3 cooldowns, want 3", n)
+		}
+		if !acquireBlocked(waiter) || halfOpens.Load() != 0 {
+			t.Fatal("a call or the input was let through while the probe says the model is down")
+		}
+		up.Store(true)
+		time.Sleep(testCooldown)
+		synctest.Wait()
+		cb.check(t, "after a good probe", true, 1, 1)
+		if acquireBlocked(waiter) {
+			t.Fatal("waiter still blocked after the circuit closed")
+		}
+		if a := <-waiter; a.probe || a.err != nil {
+			t.Fatalf("waiter = (%v, %v), want a plain call", a.probe, a.err)
+		}
+	})
+}

@@ -232,9 +232,14 @@ func (s *Stage) Bind(r *pipeline.Runner) {
 				r.Logger().Info("circuit closed: the model answers again; input resumed", "model", name)
 			})
 		// Half-open, the input flows again so that a request can be the
-		// probe; a failed probe pauses it again.
+		// probe; a failed probe pauses it again. A backend that can say
+		// whether it is up (an OIP server's readiness) is asked instead,
+		// and no input is read until it is.
 		br.onHalfOpen = func() { r.Pauses().ResumeAll(reason) }
 		br.onReopen = func() { r.Pauses().PauseAll(reason) }
+		if rd, ok := sv.cfg.Backend.(interface{ Ready(context.Context) error }); ok {
+			br.probe = rd.Ready
+		}
 		sv.ex = &executor{
 			cfg:    sv.cfg,
 			br:     br,
