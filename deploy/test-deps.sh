@@ -3,6 +3,12 @@
 # machine can install it (root and apt): Chromium, for the status page's
 # browser test. Without root or apt it says what is missing and carries on;
 # the browser test then skips (or fails under ASYNCINFER_REQUIRE_BROWSER=1).
+#
+# Also the Python client example's virtual environment (client/python/venv.sh,
+# from PyPI; cached, so a warm run installs nothing), for the tests that run
+# it. When that fails, those tests try again themselves and fail with the
+# reason; without any Python they skip (or fail under
+# ASYNCINFER_REQUIRE_INTEGRATION=1).
 set -uo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -19,5 +25,8 @@ if ! have chromium; then
 	else
 		echo "test-deps: chromium is missing and cannot be installed here (needs root and apt); the browser test will skip" >&2
 	fi
+fi
+if ! "$(dirname "$0")/../client/python/venv.sh" >/dev/null; then
+	echo "test-deps: the Python client's virtual environment could not be built (see above); its tests will say why" >&2
 fi
 exit 0
