@@ -369,8 +369,7 @@ func checkAnswers(t *testing.T, e *env, ids []string, answers map[string]answer,
 		if a.Status != res.Status {
 			t.Errorf("%s: consume.py read status %s, the result says %s", id, a.Status, res.Status)
 		}
-		switch orig := original[id]; {
-		case orig == id:
+		if orig := original[id]; orig == id {
 			if a.Status != schemas.StatusSucceeded {
 				t.Errorf("%s, the first of key %q: %s %s %s, want SUCCEEDED", id, res.IdempotencyKey, a.Status, a.ErrorCode, a.Error)
 			}
@@ -381,11 +380,9 @@ func checkAnswers(t *testing.T, e *env, ids []string, answers map[string]answer,
 			if len(want) == 0 || !maps.EqualFunc(a.Outputs, want, slices.Equal) {
 				t.Errorf("%s: consume.py decoded outputs %v, the result holds %v", id, a.Outputs, want)
 			}
-		default:
-			if a.Status != schemas.StatusDuplicate || a.OriginalRequestID != orig || res.OriginalRequestID != orig {
-				t.Errorf("%s: %s of %q (result: of %q), want DUPLICATE of %s, the first of key %q",
-					id, a.Status, a.OriginalRequestID, res.OriginalRequestID, orig, res.IdempotencyKey)
-			}
+		} else if a.Status != schemas.StatusDuplicate || a.OriginalRequestID != orig || res.OriginalRequestID != orig {
+			t.Errorf("%s: %s of %q (result: of %q), want DUPLICATE of %s, the first of key %q",
+				id, a.Status, a.OriginalRequestID, res.OriginalRequestID, orig, res.IdempotencyKey)
 		}
 	}
 	if lost > 0 {
