@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/asyncinfer/asyncinfer/internal/kafkatest"
+	"github.com/asyncinfer/asyncinfer/internal/stack"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
 	"github.com/asyncinfer/asyncinfer/stages/dedup"
@@ -31,53 +32,63 @@ import (
 // kfake with srfake over HTTP: librdkafka's producer and consumer and the
 // Confluent Avro serializers, none of this module's code on the client side.
 
-// TestPythonClient: the example as written. Every request it says Kafka
-// acknowledged is in the topic on its key's partition and gets its one
-// answer, the first of each idempotency key SUCCEEDED and every repeat
-// DUPLICATE of it; what it prints is what the results topic holds, and
-// never an answer from an aborted transaction.
+// TestPythonClient: the example as written, in both delivery modes. Every
+// request it says Kafka acknowledged is in the topic on its key's partition
+// and gets its one answer, the first of each idempotency key SUCCEEDED and
+// every repeat DUPLICATE of it; what it prints is what the results topic
+// holds, and never an answer from an aborted transaction.
 func TestPythonClient(t *testing.T) {
-	py := newPython(t)
-	const partitions = 4
-	e := newEnv(t, partitions)
-	py.brokers, py.registry = e.Brokers[0], e.SR.URL()
+	for _, tc := range []struct {
+		mode string
+		opts stack.Options
+	}{
+		{"at-least-once", stack.Options{}},
+		{"exactly-once", stack.Options{ExactlyOnce: true, InstanceID: "py-0"}},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			const partitions = 4
+			e := newEnv(t, partitions)
+			py := newPython(t, e)
 
-	// Repeats of one key in one run, and requests without a key.
-	ids := py.produce(t, "--count", "3", "order-1", "order-2", "order-3", "order-1", "order-2", "order-1")
-	if len(ids) != 9 {
-		t.Fatalf("produce.py acknowledged %d requests, want 9", len(ids))
-	}
-	// Before the pipeline runs, so that they come first: a wrong answer to
-	// every request, in a transaction that aborts, as an exactly-once
-	// stage's answers do when it dies mid-transaction. A reader with the
-	// default read_uncommitted would take them for the answers.
-	abortAnswers(t, e, ids)
-	m := e.run(t)
-	answers := py.consume(t, ids)
+			// Repeats of one key in one run, and requests without a key.
+			ids := py.produce(t, "--count", "3", "order-1", "order-2", "order-3", "order-1", "order-2", "order-1")
+			if len(ids) != 9 {
+				t.Fatalf("produce.py acknowledged %d requests, want 9", len(ids))
+			}
+			// Before the pipeline runs, so that they come first: a wrong
+			// answer to every request, in a transaction that aborts, as an
+			// exactly-once stage's answers do when it dies mid-transaction.
+			// A reader with the default read_uncommitted would take them for
+			// the answers.
+			abortAnswers(t, e, ids)
+			m := e.runWith(t, tc.opts)
+			answers := py.consume(t, ids)
 
-	reqs := clientRequests(t, e, partitions)
-	if len(reqs) != len(ids) {
-		t.Errorf("the requests topic holds %d requests from the client, produce.py acknowledged %d", len(reqs), len(ids))
-	}
-	var keyless int
-	for _, id := range ids {
-		r, ok := reqs[id]
-		if !ok {
-			t.Fatalf("produce.py acknowledged %s, but it is not in the requests topic", id)
-		}
-		if r.key == id {
-			keyless++
-		}
-		if want := pipeline.KeyPartition([]byte(r.key), partitions); r.partition != want {
-			t.Errorf("%s (key %q) on partition %d, murmur2 picks %d: the partitioner rule is broken", id, r.key, r.partition, want)
-		}
-	}
-	if keyless != 3 {
-		t.Errorf("%d requests keyed by their request id, want the 3 without an idempotency key", keyless)
-	}
-	checkAnswers(t, e, ids, answers, originals(t, reqs))
-	if v := testutil.ToFloat64(m.Dedup.PartitionViolations); v != 0 {
-		t.Errorf("dedup counted %v partitioning violations: the example's partitioner is not murmur2", v)
+			reqs := clientRequests(t, e, partitions)
+			if len(reqs) != len(ids) {
+				t.Errorf("the requests topic holds %d requests from the client, produce.py acknowledged %d", len(reqs), len(ids))
+			}
+			var keyless int
+			for _, id := range ids {
+				r, ok := reqs[id]
+				if !ok {
+					t.Fatalf("produce.py acknowledged %s, but it is not in the requests topic", id)
+				}
+				if r.key == id {
+					keyless++
+				}
+				if want := pipeline.KeyPartition([]byte(r.key), partitions); r.partition != want {
+					t.Errorf("%s (key %q) on partition %d, murmur2 picks %d: the partitioner rule is broken", id, r.key, r.partition, want)
+				}
+			}
+			if keyless != 3 {
+				t.Errorf("%d requests keyed by their request id, want the 3 without an idempotency key", keyless)
+			}
+			checkAnswers(t, e, ids, answers, originals(t, reqs))
+			if v := testutil.ToFloat64(m.Dedup.PartitionViolations); v != 0 {
+				t.Errorf("dedup counted %v partitioning violations: the example's partitioner is not murmur2", v)
+			}
+		})
 	}
 }
 
@@ -87,11 +98,10 @@ func TestPythonClient(t *testing.T) {
 // partition, so every repeat is still answered DUPLICATE of the Go client's
 // request, but each misplaced one is counted (one extra hop).
 func TestPythonClientOtherPartitioner(t *testing.T) {
-	py := newPython(t)
 	const partitions = 4
 	e := newEnv(t, partitions)
+	py := newPython(t, e)
 	m := e.run(t)
-	py.brokers, py.registry = e.Brokers[0], e.SR.URL()
 
 	keys := []string{"order-1", "order-2", "order-3", "order-4", "order-5", "order-6"}
 	goIDs := map[string]string{} // idempotency key -> the Go client's request id
@@ -163,7 +173,8 @@ func abortAnswers(t *testing.T, e *env, ids []string) {
 	}
 }
 
-// python runs the example's scripts with the virtual environment's python.
+// python runs the example's scripts with the virtual environment's python
+// against one cluster.
 type python struct {
 	bin               string
 	brokers, registry string
@@ -176,11 +187,12 @@ var venv struct {
 	skip bool // no usable Python on this machine
 }
 
-// newPython builds (or finds, cached) the example's virtual environment with
-// client/python/venv.sh. It skips only when this machine has no Python to
-// build it with, and not even then under ASYNCINFER_REQUIRE_INTEGRATION=1
-// (CI), where make test's deploy/test-deps.sh has built it.
-func newPython(t *testing.T) *python {
+// newPython runs the example's scripts against e's broker and registry, with
+// the virtual environment client/python/venv.sh builds (once, cached). It
+// skips only when this machine has no Python to build it with, and not even
+// then under ASYNCINFER_REQUIRE_INTEGRATION=1 (CI), where make test's
+// deploy/test-deps.sh has built it.
+func newPython(t *testing.T, e *env) *python {
 	t.Helper()
 	venv.once.Do(func() {
 		cmd := exec.Command("bash", "python/venv.sh")
@@ -205,7 +217,7 @@ func newPython(t *testing.T) *python {
 	case venv.err != nil:
 		t.Fatalf("client/python/venv.sh: %v", venv.err)
 	}
-	return &python{bin: venv.bin}
+	return &python{bin: venv.bin, brokers: e.Brokers[0], registry: e.SR.URL()}
 }
 
 // run runs a script of the example with stdin and returns its stdout; a

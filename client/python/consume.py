@@ -83,7 +83,7 @@ while waiting and time.monotonic() < deadline:
     if msg.error():
         sys.exit(f"consume: {msg.error()}")
     # Results are keyed by request id: someone else's need not be decoded.
-    request_id = msg.key().decode()
+    request_id = (msg.key() or b"").decode(errors="replace")
     if request_id not in waiting:
         continue
     waiting.discard(request_id)
