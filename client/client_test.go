@@ -41,6 +41,12 @@ func newEnv(t *testing.T, partitions int32, replyTopics ...string) *env {
 // "sim", until the end of the test.
 func (e *env) run(t *testing.T, replyTopics ...string) *stack.Metrics {
 	t.Helper()
+	return e.runWith(t, stack.Options{}, replyTopics...)
+}
+
+// runWith is run with more options (the delivery mode, an instance id).
+func (e *env) runWith(t *testing.T, o stack.Options, replyTopics ...string) *stack.Metrics {
+	t.Helper()
 	model, err := sim.New(sim.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -53,12 +59,11 @@ func (e *env) run(t *testing.T, replyTopics ...string) *stack.Metrics {
 	if err != nil {
 		t.Fatal(err)
 	}
-	set, err := stack.Build(stack.Options{
-		Conn:    []kgo.Opt{kgo.SeedBrokers(e.Brokers...)},
-		Graph:   g,
-		Models:  []infer.ModelConfig{{Name: "sim", Backend: model}},
-		Metrics: m,
-	}, e.Codec, g.StageNames())
+	o.Conn = append([]kgo.Opt{kgo.SeedBrokers(e.Brokers...)}, o.Conn...)
+	o.Graph = g
+	o.Models = []infer.ModelConfig{{Name: "sim", Backend: model}}
+	o.Metrics = m
+	set, err := stack.Build(o, e.Codec, g.StageNames())
 	if err != nil {
 		t.Fatal(err)
 	}

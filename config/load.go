@@ -29,6 +29,24 @@ var envNotSettings = map[string]bool{
 	"ASYNCINFER_INTEGRATION_REPORT":     true,
 	"ASYNCINFER_INTEGRATION_KEEP":       true,
 	"ASYNCINFER_TESTCONTAINERS_RUNTIME": true,
+	"ASYNCINFER_CACHE":                  true, // the set-up scripts' cache
+	"ASYNCINFER_PYTHON":                 true, // the Python example's interpreter
+}
+
+// toolPrefixes start variables of the set-up scripts (deploy/), not
+// settings.
+var toolPrefixes = []string{"ASYNCINFER_MLSERVER_"}
+
+func notSetting(k string) bool {
+	if envNotSettings[k] {
+		return true
+	}
+	for _, p := range toolPrefixes {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // setting is one scalar or list leaf of Config.
@@ -308,7 +326,7 @@ func LoadOver(base Config, fl *Flags, environ []string) (*Config, Source, error)
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(env)) {
-		if !known[k] && !envNotSettings[k] {
+		if !known[k] && !notSetting(k) {
 			src.Warn = append(src.Warn, fmt.Sprintf("%s is not a setting (see asyncinfer config reference)", k))
 		}
 	}

@@ -8,6 +8,12 @@
 # from PyPI; cached, so a warm run installs nothing), for the integration
 # tests against a real model server. When that fails those tests start it
 # themselves and say why it failed.
+#
+# Also the Python client example's virtual environment (client/python/venv.sh,
+# from PyPI; cached, so a warm run installs nothing), for the tests that run
+# it. When that fails, those tests try again themselves and fail with the
+# reason; without any Python they skip (or fail under
+# ASYNCINFER_REQUIRE_INTEGRATION=1).
 set -uo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -27,5 +33,8 @@ if ! have chromium; then
 fi
 if ! "$(dirname "$0")/mlserver/mlserver.sh" setup >/dev/null; then
 	echo "test-deps: MLServer's set-up failed (see above); the MLServer integration tests will fail with the same reason" >&2
+fi
+if ! "$(dirname "$0")/../client/python/venv.sh" >/dev/null; then
+	echo "test-deps: the Python client's virtual environment could not be built (see above); its tests will say why" >&2
 fi
 exit 0
