@@ -195,14 +195,15 @@ func ModelDefaults(m Model) Model {
 			m.OIP.MaxConnections = oip.DefaultMaxConnections
 		}
 	}
-	if m.Backend == "sim" && m.Sim.Fixed == 0 && m.Sim.PerItem == 0 {
-		m.Sim.Fixed, m.Sim.PerItem = 5*time.Millisecond, 250*time.Microsecond
-	}
 	return m
 }
 
-// DefaultModel is served when the configuration names none.
-var DefaultModel = Model{Name: "sim", Deterministic: true}
+// DefaultModel is served when the configuration names none: the simulated
+// model at 5 ms a call and 0.25 ms an item. A configured sim model costs
+// what it says: fixed: 0 and per_item: 0 is a model that costs nothing (the
+// defaults once filled zeros in, while config print showed zeros).
+var DefaultModel = Model{Name: "sim", Deterministic: true,
+	Sim: Sim{Fixed: 5 * time.Millisecond, PerItem: 250 * time.Microsecond}}
 
 // Graph is the pipeline the configuration declares: its topics, stages and
 // state bounds.
