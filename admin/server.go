@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -78,13 +79,27 @@ type Server struct {
 	srv *http.Server
 	g   prometheus.Gatherer
 	src Source
+	// pprof serves /debug/pprof/ (WithPprof).
+	pprof bool
 }
+
+// ServerOption configures a Server.
+type ServerOption interface{ apply(*Server) }
+
+type serverOptFn func(*Server)
+
+func (f serverOptFn) apply(s *Server) { f(s) }
+
+// WithPprof serves Go's profiles under /debug/pprof/ (CPU, heap,
+// goroutines, ...), so that anyone can profile a running stage. Default: off
+// (profiles show internals, and taking one costs CPU).
+func WithPprof() ServerOption { return serverOptFn(func(s *Server) { s.pprof = true }) }
 
 // New listens on addr at once (port 0 picks a free port, see Addr) and
 // returns the server; requests are answered once Serve runs. g is what
 // /metrics exposes and /status.json summarizes; src gives the rest of
 // /status.json and /readyz.
-func New(addr string, g prometheus.Gatherer, src Source) (*Server, error) {
+func New(addr string, g prometheus.Gatherer, src Source, opts ...ServerOption) (*Server, error) {
 	if g == nil || src == nil {
 		return nil, errors.New("admin: server needs a gatherer and a source")
 	}
@@ -93,6 +108,9 @@ func New(addr string, g prometheus.Gatherer, src Source) (*Server, error) {
 		return nil, fmt.Errorf("admin: listen: %w", err)
 	}
 	s := &Server{ln: ln, g: g, src: src}
+	for _, o := range opts {
+		o.apply(s)
+	}
 	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }
@@ -114,6 +132,13 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write(statusPage)
 	})
+	if s.pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -256,3 +256,22 @@ func TestServe(t *testing.T) {
 		t.Errorf(`New(":0").Addr() = %q`, wild.Addr())
 	}
 }
+
+// Profiles are served only when asked for: off, /debug/pprof/ is not found.
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		var opts []admin.ServerOption
+		if on {
+			opts = append(opts, admin.WithPprof())
+		}
+		s, err := admin.New("127.0.0.1:0", prometheus.NewRegistry(), &source{}, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/goroutine?debug=1", nil))
+		if got, want := rec.Code == http.StatusOK, on; got != want {
+			t.Errorf("pprof enabled %v: /debug/pprof/goroutine answered %d", on, rec.Code)
+		}
+	}
+}

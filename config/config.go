@@ -28,6 +28,7 @@ type Config struct {
 	Stages     []string `yaml:"stages" doc:"stages this process runs: some of dedup, infer, emit"`
 	InstanceID string   `yaml:"instance_id" doc:"stable identity of this process across restarts: static group membership (KIP-345) and, in exactly-once mode, the transactional id <group>/<instance_id>, so a restart fences the instance it replaces; empty: dynamic membership"`
 	AdminAddr  string   `yaml:"admin_addr" doc:"listen address of the admin HTTP server (/metrics, /healthz, /readyz, status page); :0 picks a free port; empty: no server"`
+	AdminPprof bool     `yaml:"admin_pprof" doc:"serve Go's profiles (/debug/pprof/: CPU, heap, goroutines) on the admin server, to profile a running stage; off by default (profiles show internals, and taking one costs CPU)"`
 	LogLevel   string   `yaml:"log_level" doc:"debug, info, warn or error"`
 	DataDir    string   `yaml:"data_dir" doc:"embedded broker only: keep its data and registry here"`
 	DLQFailed  bool     `yaml:"dlq_failed" doc:"also write a copy of every request answered FAILED to the dlq topic, marked answered (by the stage that failed it: dedup or infer), for operators"`

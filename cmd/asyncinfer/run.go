@@ -399,7 +399,11 @@ func startAdmin(ctx context.Context, cfg *config.Config, c *cluster, set *stack.
 		return nil, err
 	}
 	go w.Run(ctx) //nolint:errcheck // ends with ctx
-	srv, err := admin.New(cfg.AdminAddr, reg, &statusSource{instance: cfg.InstanceID, set: set, lag: w})
+	var opts []admin.ServerOption
+	if cfg.AdminPprof {
+		opts = append(opts, admin.WithPprof())
+	}
+	srv, err := admin.New(cfg.AdminAddr, reg, &statusSource{instance: cfg.InstanceID, set: set, lag: w}, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("admin_addr %s: %w", cfg.AdminAddr, err)
 	}
