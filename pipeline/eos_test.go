@@ -230,3 +230,17 @@ func leaveDeadTransaction(t *testing.T, e *kafkatest.Env, txnID, group, topic st
 		t.Fatalf("txn offset commit: %v", err)
 	}
 }
+
+// A transaction timeout the broker refuses stops the stage at start with an
+// error that names both settings, instead of retrying or failing later.
+func TestEOSTransactionTimeoutAboveBrokerMax(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	r := newRunner(t, e, testStage(e, "eos", false), newCopier(t, nil),
+		pipeline.InstanceID("x"), pipeline.ExactlyOnce(20*time.Minute))
+	err := r.Run(kafkatest.Ctx(t)) // returns by itself: the broker refuses
+	for _, want := range []string{"runner.transaction_timeout", "transaction.max.timeout.ms"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Run: %v, want an error naming %s", err, want)
+		}
+	}
+}

@@ -157,7 +157,14 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 		}
 		kopts = append(kopts,
 			kgo.TransactionalID(st.TransactionalID(id)),
-			kgo.TransactionTimeout(c.txnTimeout+30*time.Second),
+			// The broker aborts a transaction left open (its instance
+			// frozen, partitioned away) after this: derived from the bound
+			// the runner puts on a unit, so a stuck unit holds the
+			// partitions' last stable offset no longer than the runner
+			// would hold it itself (plus a margin: the broker's clock for a
+			// transaction starts with its first produce, the runner's
+			// with the unit).
+			kgo.TransactionTimeout(BrokerTransactionTimeout(c.txnTimeout)),
 			// With Kafka 4's transactions (KIP-890), the first produce
 			// after EndTxn can get CONCURRENT_TRANSACTIONS; franz-go
 			// retries it after a metadata refresh, which the default
@@ -326,6 +333,14 @@ func (r *Runner) Kill() {
 	r.closeClient()
 }
 
+// BrokerTransactionTimeout is the transaction timeout the broker enforces
+// for a runner whose units are bounded by unit: unit plus a tenth of it (at
+// least a second). It must not exceed the broker's
+// transaction.max.timeout.ms (15 minutes by default).
+func BrokerTransactionTimeout(unit time.Duration) time.Duration {
+	return unit + max(time.Second, unit/10)
+}
+
 // initProducer initializes the transactional producer before anything is
 // consumed: it fences the instance this one replaces (same transactional
 // id) and aborts the transaction that instance left open. Until then the
@@ -338,13 +353,17 @@ func (r *Runner) initProducer(ctx context.Context) bool {
 		_, _, err := r.cl.ProducerID(ctx)
 		return err
 	}, func(err error) bool {
-		if authError(err) || errors.Is(err, kgo.ErrClientClosed) || ctx.Err() != nil {
+		if authError(err) || errors.Is(err, kerr.InvalidTransactionTimeout) || errors.Is(err, kgo.ErrClientClosed) || ctx.Err() != nil {
 			return false
 		}
 		r.log.Warn("cannot initialize the transactional producer; retrying", "err", err)
 		return true
 	})
 	if err != nil {
+		if errors.Is(err, kerr.InvalidTransactionTimeout) {
+			err = fmt.Errorf("%w: runner.transaction_timeout %v makes the broker's transaction timeout %v, above the broker's transaction.max.timeout.ms: lower runner.transaction_timeout or raise transaction.max.timeout.ms",
+				err, r.cfg.txnTimeout, BrokerTransactionTimeout(r.cfg.txnTimeout))
+		}
 		if ctx.Err() == nil && !errors.Is(err, kgo.ErrClientClosed) {
 			r.Fail(fmt.Errorf("pipeline: %s: initialize the transactional producer: %w%s", r.stage, err, r.authHint(err)))
 		}
