@@ -261,11 +261,7 @@ func (r *Runner) finishEOS(c *Context, out output) {
 		}
 		recs = []*kgo.Record{dl}
 	}
-	r.produceAll(recs, func(err error) {
-		if !c.unit.settle(c, err) {
-			r.stale(c)
-		}
-	})
+	c.produce(phaseTransaction, recs, false)
 }
 
 type offsetKey struct {

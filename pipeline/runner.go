@@ -688,28 +688,8 @@ func (r *Runner) finish(c *Context) {
 		r.stale(c)
 		return
 	}
-	r.produceAll(out.records, func(err error) {
-		if err != nil {
-			r.failed(c, err)
-			return
-		}
-		if len(out.changelog) == 0 {
-			r.settle(c)
-			return
-		}
-		// Produce from a goroutine: promises must not block on the client.
-		r.goroutines.Add(1)
-		go func() {
-			defer r.goroutines.Done()
-			r.produceAll(out.changelog, func(err error) {
-				if err != nil {
-					r.failed(c, err)
-					return
-				}
-				r.settle(c)
-			})
-		}()
-	})
+	c.out = out
+	c.produce(phaseRecords, out.records, false)
 }
 
 // release counts the Context as let go of by the stage.

@@ -94,6 +94,8 @@ type Context struct {
 	outs     []*kgo.Record
 	changes  []schemas.StateEntry
 	onCommit func()
+	out      output // what finishing produces (set by the runner)
+	w        write  // its produce in progress
 	ended    atomic.Bool
 	// Exactly-once mode: the decoded input, kept until the whole unit is
 	// counted and the stage gets it.

@@ -114,7 +114,13 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.ResultHead) {
 		}
 	}
 	// The status header is ours: whatever else claims it is replaced.
-	headers := pipeline.SetHeader(rec.Headers, HeaderStatus, []byte(h.Status))
+	headers := pipeline.SetHeader(rec.Headers, HeaderStatus, statusBytes(h.Status))
+	// Outcomes are keyed by request id already (every stage keys its
+	// answers so): the key travels on as it is.
+	key := rec.Key
+	if string(key) != h.RequestID {
+		key = []byte(h.RequestID)
+	}
 	var value any = rec.Value
 	if id, _ := schemas.SchemaID(rec.Value); !s.sameSchema(topic, id) {
 		// Written with another schema than the reply topic's: decode and
@@ -127,7 +133,7 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.ResultHead) {
 		}
 		value = res
 	}
-	err := c.EmitTo(topics.EdgeResults, topic, []byte(h.RequestID), value, headers)
+	err := c.EmitTo(topics.EdgeResults, topic, key, value, headers)
 	if errors.Is(err, pipeline.ErrTooLarge) {
 		// Infer keeps room for this stage's header, so only a foreign
 		// writer gets here: the client still gets an answer, FAILED.
@@ -155,6 +161,23 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.ResultHead) {
 		}
 	})
 	c.Finish()
+}
+
+// statuses are the status header's values, made once.
+var statuses = map[schemas.Status][]byte{}
+
+func init() {
+	for _, st := range []schemas.Status{schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusExpired,
+		schemas.StatusRejected, schemas.StatusDuplicate} {
+		statuses[st] = []byte(st)
+	}
+}
+
+func statusBytes(st schemas.Status) []byte {
+	if b, ok := statuses[st]; ok {
+		return b
+	}
+	return []byte(st)
 }
 
 func (s *Stage) sameSchema(topic string, id int) bool {
