@@ -37,7 +37,51 @@ type PartitionLag struct {
 	// Markers is how much of the raw lag DiscountMarkers found to be
 	// transaction markers or aborted records, not work (0 when not checked).
 	Markers int64 `json:"markers,omitempty"`
+	// LagSeconds is the lag as time: the age of the oldest record the group
+	// has yet to consume (MeasureTimeLag), 0 when it is not behind or it
+	// was not measured.
+	LagSeconds float64 `json:"lag_seconds"`
+	// HighWatermark is the partition's end including open transactions'
+	// records: above End while a transaction is open.
+	HighWatermark int64 `json:"high_watermark,omitempty"`
+	// Rate is the records per second the group consumed (its committed
+	// offset's progress) over the watcher's window; DrainSeconds the time
+	// its lag would take to drain at that rate, -1 when it is behind and
+	// not moving. Both 0 until the watcher has two samples.
+	Rate         float64 `json:"rate"`
+	DrainSeconds float64 `json:"drain_seconds"`
+	// Status is the partition's status over the watcher's window (see
+	// GroupStatus); "" until evaluated.
+	Status GroupStatus `json:"status,omitempty"`
 }
+
+// GroupStatus says how a group keeps up, in the manner of Burrow's evaluator,
+// over a window of samples.
+type GroupStatus string
+
+// The statuses, from good to bad.
+const (
+	// StatusOK: not behind, or behind and catching up.
+	StatusOK GroupStatus = "OK"
+	// StatusWarn: behind, and the lag (records or time) rose over the
+	// whole window.
+	StatusWarn GroupStatus = "WARN"
+	// StatusLSOStuck: an open transaction holds the last stable offset:
+	// read_committed consumers cannot pass it (an instance frozen with a
+	// transaction open, until the broker times it out).
+	StatusLSOStuck GroupStatus = "LSO_STUCK"
+	// StatusStall: behind, a member holds the partition, and its commit
+	// has not moved over the window.
+	StatusStall GroupStatus = "STALL"
+	// StatusStop: behind, nobody holds the partition, and its commit has
+	// not moved over the window.
+	StatusStop GroupStatus = "STOP"
+)
+
+// worse orders the statuses.
+func (s GroupStatus) worse(t GroupStatus) bool { return statusRank[s] > statusRank[t] }
+
+var statusRank = map[GroupStatus]int{"": 0, StatusOK: 1, StatusWarn: 2, StatusLSOStuck: 3, StatusStall: 4, StatusStop: 5}
 
 // Lag measures the lag of groups on every partition they are assigned or
 // have committed to, sorted by group, topic and partition.

@@ -31,6 +31,7 @@ type Status struct {
 	Instance   string         `json:"instance"`
 	Stages     []StageStatus  `json:"stages"`
 	Lag        []PartitionLag `json:"lag"`
+	LagGroups  []GroupLag     `json:"lag_groups,omitempty"`
 	LagUpdated time.Time      `json:"lag_updated,omitzero"`
 	LagError   string         `json:"lag_error,omitempty"`
 }

@@ -372,7 +372,7 @@ func (s *statusSource) Status() admin.Status {
 	}
 	if s.lag != nil {
 		snap := s.lag.Snapshot()
-		st.Lag, st.LagUpdated = snap.Lag, snap.Updated
+		st.Lag, st.LagGroups, st.LagUpdated = snap.Lag, snap.Groups, snap.Updated
 		if snap.Err != nil {
 			st.LagError = snap.Err.Error()
 		}
@@ -393,8 +393,17 @@ func startAdmin(ctx context.Context, cfg *config.Config, c *cluster, set *stack.
 	if err != nil {
 		return nil, err
 	}
-	w, err := admin.NewWatcher(kadm.NewClient(cl), g.Groups(), admin.WithRegisterer(reg),
-		admin.WithLogger(log), admin.Interval(2*time.Second), admin.WithMarkerCheck(c.kopts))
+	// The process watches its own stages' groups, on the partitions it
+	// owns: the processes of a group share the work.
+	var groups []string
+	for _, name := range set.Names {
+		if st, ok := g.Stage(name); ok {
+			groups = append(groups, st.Group)
+		}
+	}
+	w, err := admin.NewWatcher(kadm.NewClient(cl), groups, admin.WithRegisterer(reg),
+		admin.WithLogger(log), admin.Interval(2*time.Second), admin.WithMarkerCheck(c.kopts),
+		admin.OnlyPartitions(func() map[string]map[int32]bool { return ownedPartitions(set) }))
 	if err != nil {
 		return nil, err
 	}
@@ -413,6 +422,20 @@ func startAdmin(ctx context.Context, cfg *config.Config, c *cluster, set *stack.
 		}
 	}()
 	return srv, nil
+}
+
+// ownedPartitions are the partitions the process's runners own, by topic.
+func ownedPartitions(set *stack.Set) map[string]map[int32]bool {
+	out := map[string]map[int32]bool{}
+	for _, r := range set.Runners {
+		for _, p := range r.Status().Partitions {
+			if out[p.Topic] == nil {
+				out[p.Topic] = map[int32]bool{}
+			}
+			out[p.Topic][p.Partition] = true
+		}
+	}
+	return out
 }
 
 // reachable turns a listen address into one a browser on this machine can

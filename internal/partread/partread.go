@@ -46,6 +46,9 @@ type Options struct {
 	// records); End must then be a high watermark, not a last stable
 	// offset.
 	Uncommitted bool
+	// First reads only the first data record of each partition's range
+	// (the lag watcher: the oldest record a group has yet to consume).
+	First bool
 }
 
 // Read reads every range read_committed and calls fn for each data record
@@ -134,6 +137,9 @@ func Read(ctx context.Context, kopts []kgo.Opt, ranges map[string]map[int32]Rang
 				delete(left, k)
 			}
 			if !r.Attrs.IsControl() {
+				if o.First {
+					delete(left, k)
+				}
 				fn(r)
 			}
 		})
