@@ -180,4 +180,32 @@ func TestBatchLimit(t *testing.T) {
 	if got := l.tooLarge(1); got != 1 {
 		t.Errorf("too large at 1: limit %d, want 1", got)
 	}
+
+	// Near the size refused, growth is a rare probe.
+	l = newBatchLimit(64)
+	l.tooLarge(10)
+	calls := 0
+	for l.get() < 9 {
+		l.succeeded(l.get())
+		calls++
+	}
+	if calls != 4*limitGrowAfter {
+		t.Errorf("5 to 9 in %d calls at the limit, want %d", calls, 4*limitGrowAfter)
+	}
+	for range limitProbeAfter - 1 {
+		l.succeeded(9)
+	}
+	if got := l.get(); got != 9 {
+		t.Fatalf("limit %d after %d calls below the refused size, want 9", got, limitProbeAfter-1)
+	}
+	if got := l.succeeded(9); got != 10 {
+		t.Fatalf("limit %d after %d calls, want the probe at 10", got, limitProbeAfter)
+	}
+	l.succeeded(10) // the refused size works now: the ceiling is lifted
+	for range limitGrowAfter {
+		l.succeeded(10)
+	}
+	if got := l.get(); got != 11 {
+		t.Errorf("limit %d, want 11: past a lifted ceiling growth is additive again", got)
+	}
 }

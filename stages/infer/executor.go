@@ -146,10 +146,7 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) {
 			}
 		case errors.Is(err, backend.ErrTooLarge):
 			e.m.Calls.WithLabelValues(name, "too_large").Inc()
-			if e.limit != nil {
-				e.m.BatchLimit.WithLabelValues(name).Set(float64(e.limit.tooLarge(len(b))))
-			}
-			b = e.permanent(ctx, b, err, probe, took)
+			b = e.tooLarge(ctx, b, err, probe, took)
 		case !pipeline.Retryable(err):
 			e.m.Calls.WithLabelValues(name, "permanent").Inc()
 			b = e.permanent(ctx, b, err, probe, took)
@@ -217,6 +214,29 @@ func (e *executor) learn(b []*item, measured bool, end time.Time, took time.Dura
 	a, c, _, _ := m.estimate()
 	e.m.CostFixed.WithLabelValues(e.cfg.Name, label).Set(a)
 	e.m.CostPerItem.WithLabelValues(e.cfg.Name, label).Set(c)
+}
+
+// tooLarge handles a call refused for its size: the model's batch limit
+// falls to half of it, and the batch is run in parts of the limit (each
+// part on its own, the limit read again before each, since a part refused
+// lowers it further), so that the refusals it takes to find a size the
+// backend takes are a few, not one per half of every half. Without a
+// learnt limit, the batch is split in halves, as for a bad input. It
+// returns what is left to run.
+func (e *executor) tooLarge(ctx context.Context, b []*item, err error, probe bool, took time.Duration) []*item {
+	if e.limit == nil || len(b) == 1 {
+		return e.permanent(ctx, b, err, probe, took)
+	}
+	e.br.success(probe) // the model answered: it is up
+	for _, it := range b {
+		it.failures = 0
+	}
+	e.m.BatchLimit.WithLabelValues(e.cfg.Name).Set(float64(e.limit.tooLarge(len(b))))
+	for size := e.limit.get(); len(b) > size && ctx.Err() == nil; size = e.limit.get() {
+		e.runBatch(ctx, b[:size], false)
+		b = b[size:]
+	}
+	return b
 }
 
 func (e *executor) succeed(it *item, outs []schemas.Tensor, n int, start time.Time, took time.Duration) {
