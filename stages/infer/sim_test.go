@@ -198,22 +198,6 @@ func (r *run) p99(as []answer) time.Duration {
 	return lat[int(math.Ceil(0.99*float64(len(lat))))-1]
 }
 
-func (r *run) p50(as []answer) time.Duration {
-	lat := make([]time.Duration, 0, len(as))
-	for _, a := range as {
-		if a.status != schemas.StatusSucceeded {
-			lat = append(lat, time.Duration(math.MaxInt64))
-			continue
-		}
-		lat = append(lat, a.latency)
-	}
-	if len(lat) == 0 {
-		return 0
-	}
-	slices.Sort(lat)
-	return lat[len(lat)/2].Round(10 * time.Microsecond)
-}
-
 // fmtLatency prints a p99 where more than 1% missed as such.
 func fmtLatency(d time.Duration) string {
 	if d == time.Duration(math.MaxInt64) {
