@@ -499,3 +499,31 @@ func TestSimMaxRate(t *testing.T) {
 		}
 	}
 }
+
+// Overload, then relief (the reference's S4): 2 X* for 10 s, then 0.5 X*.
+// During the overload the goodput stays at least 0.9 X*; after it, the
+// last request to miss L arrived within 2L of its end: the queue early
+// drop kept short is served at once.
+func TestSimOverloadRecovery(t *testing.T) {
+	const ms = time.Millisecond
+	a, c, L := 5*ms, 250*time.Microsecond, 50*ms
+	x := xStar(a, c, L)
+	const end, d = 10 * time.Second, 20 * time.Second
+	r := simulate(t, load{a: a, c: c, objective: L, workers: 1, maxItems: 256, duration: d, seed: 6,
+		rateAt: func(s time.Duration) float64 { return pick(s < end, 2*x, 0.5*x) }})
+	var lastMiss time.Duration
+	for _, an := range r.answers {
+		if !r.ok(an) && an.arrived > lastMiss {
+			lastMiss = an.arrived
+		}
+	}
+	good := r.goodput(0, end)
+	t.Logf("goodput during overload %.0f/s (%.3f X*); last miss %v after its end; p99 after it %s",
+		good, good/x, lastMiss-end, fmtLatency(r.p99(r.window(end, d))))
+	if good < 0.9*x {
+		t.Errorf("goodput %.0f/s during the overload, want at least 0.9 X* = %.0f/s", good, 0.9*x)
+	}
+	if lastMiss-end > 2*L {
+		t.Errorf("a request that arrived %v after the overload ended missed L: recovery over 2L", lastMiss-end)
+	}
+}
