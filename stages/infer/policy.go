@@ -80,10 +80,11 @@ const arrivalHalfLife = 250 * time.Millisecond
 // deadline, created_at + L) minus the time from the model's answer to a
 // result the client can read (DownstreamLatency):
 //
-//  1. Early drop (Nexus, SOSP'19): b* = (L'/2 − a)/c, L' = L −
-//     DownstreamLatency, is the batch that serves the most within the
-//     objective (half of it waiting for the running batch, half running
-//     its own). From the head, every request that would miss its deadline
+//  1. Early drop (Nexus, SOSP'19): b* = (L'/2 − a)/c is the batch that
+//     serves the most within the stage's budget L' (half of it waiting for
+//     the running batch, half running its own); L' is L less
+//     DownstreamLatency and less the measured mean time from created_at to
+//     the queue (the hops before; counted up to half of what is left). From the head, every request that would miss its deadline
 //     even in a batch of min(queue, b*) is answered EXPIRED
 //     (deadline_unreachable) at once. Dropping only what cannot make it
 //     alone would serve nearly-expired heads in tiny batches and collapse
@@ -123,7 +124,14 @@ type policy struct {
 	limit      *batchLimit
 	costs      *costs
 	arrivals   rateMeter // guarded by the queue's lock
+	// upstream is the mean time requests took from created_at to the queue
+	// (the hops before this stage), exponentially weighted; guarded by
+	// the queue's lock.
+	upstream time.Duration
 }
+
+// upstreamWeight is the weight of each arrival in the mean upstream time.
+const upstreamWeight = 1.0 / 64
 
 func newPolicy(cfg ModelConfig, limit *batchLimit, cs *costs) *policy {
 	return &policy{
@@ -134,7 +142,23 @@ func newPolicy(cfg ModelConfig, limit *batchLimit, cs *costs) *policy {
 }
 
 // arrived counts an arrival (the queue's lock held).
-func (p *policy) arrived(now time.Time) { p.arrivals.add(now) }
+func (p *policy) arrived(it *item) {
+	p.arrivals.add(it.enqueued)
+	if it.req != nil && it.req.CreatedAtMs > 0 {
+		u := max(0, it.enqueued.Sub(time.UnixMilli(it.req.CreatedAtMs)))
+		p.upstream += time.Duration(upstreamWeight * float64(u-p.upstream))
+	}
+}
+
+// budget is the time the stage has for a request: the objective less the
+// hops after the model (DownstreamLatency) and before the queue (measured),
+// the latter counted up to half of what is left, so that a backlog in
+// Kafka (requests that reach the queue late) cannot shrink b* to nothing:
+// that would serve nearly-late requests in tiny batches and collapse.
+func (p *policy) budget() time.Duration {
+	l := p.objective - p.downstream
+	return l - min(p.upstream, l/2)
+}
 
 // due is the effective deadline of a request: the latest moment its answer
 // may leave the model; ok false when it has none.
@@ -190,7 +214,7 @@ func (p *policy) decide(now time.Time, n int, at func(int) *item, waitingSince t
 	limit := max(1, min(p.maxItems, p.limit.get()))
 	bstar := limit
 	if c > 0 {
-		b := ((p.objective-p.downstream).Seconds()/2 - a) / c
+		b := (p.budget().Seconds()/2 - a) / c
 		if b < float64(limit) {
 			bstar = max(1, int(math.Floor(b)))
 		}

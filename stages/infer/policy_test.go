@@ -44,6 +44,7 @@ func TestPolicyAdaptive(t *testing.T) {
 		limit    int           // learnt limit; 0: none
 		maxBytes int
 		waiting  time.Duration // how long the worker has waited already; 0: not
+		upstream time.Duration // measured time from created_at to the queue
 		want     decision
 	}{
 		{
@@ -70,6 +71,28 @@ func TestPolicyAdaptive(t *testing.T) {
 			name:  "early drop counts the batch, not the request alone",
 			queue: []queued{{n: 2, age: 32 * ms}, {n: 18}},
 			want:  decision{drop: 2, take: 18, reason: flushWorkerFreed},
+		},
+		{
+			// Due in 12ms: not in a batch of b* = 60 (20ms).
+			name:  "early drop with the whole budget",
+			queue: []queued{{n: 1, age: 28 * ms}, {n: 99}},
+			want:  decision{drop: 1, take: 99, reason: flushWorkerFreed},
+		},
+		{
+			// The hops before the queue took 20ms of the 40: b* = (20ms/2
+			// − a)/c = 20 (10ms), so the head due in 12ms makes it, in a
+			// batch of what its deadline allows, 28.
+			name:     "the hops before the queue shrink the budget, and b*",
+			queue:    []queued{{n: 1, age: 28 * ms}, {n: 99}},
+			upstream: 20 * ms,
+			want:     decision{take: 28, reason: flushFull},
+		},
+		{
+			// A backlog in Kafka: they count up to half the budget.
+			name:     "the hops before the queue count up to half the budget",
+			queue:    []queued{{n: 1, age: 28 * ms}, {n: 99}},
+			upstream: time.Second,
+			want:     decision{take: 28, reason: flushFull},
 		},
 		{
 			name:   "no early drop when the fit is older than the objective: a probe",
@@ -208,6 +231,7 @@ func TestPolicyAdaptive(t *testing.T) {
 			}
 			p := newPolicy(cfg, limit, cs)
 			p.arrivals = rateMeter{halfLife: arrivalHalfLife, last: now, v: tc.rate * arrivalHalfLife.Seconds() / 0.6931471805599453}
+			p.upstream = tc.upstream
 			var items []*item
 			req := &schemas.Request{}
 			for _, q := range tc.queue {
@@ -338,4 +362,27 @@ func TestQueueEarlyDrop(t *testing.T) {
 			t.Fatalf("expired %v, took %v (%s); want [1] expired, [2 3 4] taken", expired, itemSizes(b), why)
 		}
 	})
+}
+
+// The policy measures the time requests took to reach the queue: the hops
+// before it eat the budget b* is computed from.
+func TestPolicyMeasuresUpstream(t *testing.T) {
+	cfg := ModelConfig{Name: "m", Objective: 100 * time.Millisecond}
+	cfg.setDefaults()
+	p := newPolicy(cfg, newBatchLimit(cfg.MaxBatchItems), newCosts())
+	now := time.Unix(1e9, 0)
+	for i := range 1000 {
+		at := now.Add(time.Duration(i) * time.Millisecond)
+		p.arrived(&item{req: &schemas.Request{CreatedAtMs: at.Add(-30 * time.Millisecond).UnixMilli()}, enqueued: at})
+	}
+	if p.upstream < 29*time.Millisecond || p.upstream > 31*time.Millisecond {
+		t.Errorf("upstream %v, want 30ms", p.upstream)
+	}
+	if got, want := p.budget(), 60*time.Millisecond; got < want-time.Millisecond || got > want+time.Millisecond {
+		t.Errorf("budget %v, want about %v (100ms less 10 downstream, 30 upstream)", got, want)
+	}
+	p.arrived(&item{req: &schemas.Request{}, enqueued: now}) // no created_at: not counted
+	if p.upstream < 29*time.Millisecond {
+		t.Errorf("a request without created_at moved the mean to %v", p.upstream)
+	}
 }

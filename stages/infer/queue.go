@@ -82,7 +82,7 @@ func (q *queue) push(it *item) bool {
 	}
 	q.items[(q.head+q.n)%len(q.items)] = it
 	q.n++
-	q.pol.arrived(it.enqueued)
+	q.pol.arrived(it)
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
