@@ -118,6 +118,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	im.BatchSize.WithLabelValues("resnet").Observe(5)
 	im.Calls.WithLabelValues("resnet", "ok").Add(2)
 	im.Outcomes.WithLabelValues("resnet", "SUCCEEDED").Add(7)
+	im.CostFixed.WithLabelValues("resnet", "_default").Set(0.0125)
+	im.CostPerItem.WithLabelValues("resnet", "_default").Set(0.00025)
 	src := &liveSource{results: em.Emitted.WithLabelValues("SUCCEEDED")}
 	src.results.Add(4241)
 
@@ -139,7 +141,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	dom := string(runChromium(t, bin, "--dump-dom", url))
 	calls := src.Calls()
 	for _, want := range []string{`data-stage="dedup"`, `data-stage="infer"`, "asyncinfer.requests.accepted/0 restoring paused: restore",
-		"instance browser-test", "1 of 2 ready", "restoring partitions asyncinfer.requests.accepted/0", ">SUCCEEDED<", ">FAILED<", ">17<", ">resnet<", ">3.50<"} {
+		"instance browser-test", "1 of 2 ready", "restoring partitions asyncinfer.requests.accepted/0", ">SUCCEEDED<", ">FAILED<", ">17<", ">resnet<", ">3.50<", ">12.500<", ">0.250<"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("rendered page lacks %q", want)
 		}

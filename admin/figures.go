@@ -16,6 +16,8 @@ const (
 	metricInferOutcomes = "asyncinfer_infer_outcomes_total"
 	metricResults       = "asyncinfer_results_emitted_total"
 	metricInflight      = "asyncinfer_inflight_records"
+	metricCostFixed     = "asyncinfer_model_cost_fixed_seconds"
+	metricCostPerItem   = "asyncinfer_model_cost_per_item_seconds"
 )
 
 // Figures are the numbers of /status.json taken from the metrics, so that the
@@ -33,6 +35,17 @@ type Figures struct {
 	Results []Count `json:"results"`
 	// Inflight is the runner's in-flight records, by stage.
 	Inflight []Count `json:"inflight"`
+	// Costs are the models' fitted call costs, t(b) = a + c·b, per model
+	// and version, once a call was measured.
+	Costs []CostFigure `json:"costs"`
+}
+
+// CostFigure is one model version's fitted call cost.
+type CostFigure struct {
+	Model   string  `json:"model"`
+	Version string  `json:"version"`
+	Fixed   float64 `json:"fixed_seconds"`    // a
+	PerItem float64 `json:"per_item_seconds"` // c
 }
 
 // BatchFigure summarizes one model's batch-size histogram.
@@ -49,7 +62,16 @@ type Count struct {
 }
 
 func figures(mfs []*dto.MetricFamily) Figures {
-	f := Figures{Batches: []BatchFigure{}}
+	f := Figures{Batches: []BatchFigure{}, Costs: []CostFigure{}}
+	costs := map[[2]string]*CostFigure{}
+	cost := func(m *dto.Metric) *CostFigure {
+		l := labels(m)
+		k := [2]string{l["model"], l["version"]}
+		if costs[k] == nil {
+			costs[k] = &CostFigure{Model: k[0], Version: k[1]}
+		}
+		return costs[k]
+	}
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case metricBatchSize:
@@ -69,8 +91,22 @@ func figures(mfs []*dto.MetricFamily) Figures {
 			f.Results = counts(mf)
 		case metricInflight:
 			f.Inflight = counts(mf)
+		case metricCostFixed:
+			for _, m := range mf.GetMetric() {
+				cost(m).Fixed = m.GetGauge().GetValue()
+			}
+		case metricCostPerItem:
+			for _, m := range mf.GetMetric() {
+				cost(m).PerItem = m.GetGauge().GetValue()
+			}
 		}
 	}
+	for _, c := range costs {
+		f.Costs = append(f.Costs, *c)
+	}
+	slices.SortFunc(f.Costs, func(a, b CostFigure) int {
+		return cmp.Or(cmp.Compare(a.Model, b.Model), cmp.Compare(a.Version, b.Version))
+	})
 	slices.SortFunc(f.Batches, func(a, b BatchFigure) int { return cmp.Compare(a.Model, b.Model) })
 	for _, c := range []*[]Count{&f.ModelCalls, &f.InferOutcomes, &f.Results, &f.Inflight} {
 		if *c == nil {

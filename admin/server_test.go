@@ -150,6 +150,10 @@ func TestStatusJSON(t *testing.T) {
 	em.Emitted.WithLabelValues("SUCCEEDED").Add(5)
 	em.Emitted.WithLabelValues("FAILED").Inc()
 	pm.Inflight.WithLabelValues("infer").Set(7)
+	im.CostFixed.WithLabelValues("m", "_default").Set(0.005)
+	im.CostPerItem.WithLabelValues("m", "_default").Set(0.00025)
+	im.CostPerItem.WithLabelValues("m", "v2").Set(0.0005)
+	im.CostFixed.WithLabelValues("m", "v2").Set(0.01)
 
 	updated := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	st := admin.Status{
@@ -193,6 +197,8 @@ func TestStatusJSON(t *testing.T) {
 		InferOutcomes: []admin.Count{{Labels: l("model", "m", "status", "SUCCEEDED"), Value: 6}},
 		Results:       []admin.Count{{Labels: l("status", "FAILED"), Value: 1}, {Labels: l("status", "SUCCEEDED"), Value: 5}},
 		Inflight:      []admin.Count{{Labels: l("stage", "infer"), Value: 7}},
+		Costs: []admin.CostFigure{{Model: "m", Version: "_default", Fixed: 0.005, PerItem: 0.00025},
+			{Model: "m", Version: "v2", Fixed: 0.01, PerItem: 0.0005}},
 	}
 	if !reflect.DeepEqual(got.Metrics, want) {
 		t.Errorf("metrics:\n got %+v\nwant %+v", got.Metrics, want)

@@ -109,20 +109,22 @@ type Emit struct {
 
 // Model is how one model is served.
 type Model struct {
-	Name             string        `yaml:"name" doc:"the model name requests carry"`
-	Backend          string        `yaml:"backend" doc:"model backend: sim (the simulated model) or oip (a server speaking the Open Inference Protocol v2: KServe, Triton, MLServer, Seldon; see oip)"`
-	MaxBatchItems    int           `yaml:"max_batch_items" doc:"most requests per model call"`
-	MaxBatchBytes    int           `yaml:"max_batch_bytes" doc:"most bytes of encoded requests per model call"`
-	MaxWait          time.Duration `yaml:"max_wait" doc:"longest wait for a fuller batch; 0: greedy (a free worker takes what is queued)"`
-	Timeout          time.Duration `yaml:"timeout" doc:"per model call"`
-	Concurrency      int           `yaml:"concurrency" doc:"parallel model calls (workers)"`
-	LatencyObjective time.Duration `yaml:"latency_objective" doc:"end-to-end objective: a request not inferred within it of its created_at is answered EXPIRED (reason objective_passed); 0: none"`
-	Deterministic    bool          `yaml:"deterministic" doc:"declares that the model gives the same output for the same input (informational for now: at-least-once repeats that slip past emit's window are identical only for such models)"`
-	MaxAttempts      int           `yaml:"max_attempts" doc:"consecutive transient failures before an item fails"`
-	BreakerThreshold int           `yaml:"breaker_threshold" doc:"consecutive transient failures that open the circuit (the input pauses)"`
-	BreakerCooldown  time.Duration `yaml:"breaker_cooldown" doc:"how long the circuit stays open before a probe"`
-	Sim              Sim           `yaml:"sim"`
-	OIP              OIP           `yaml:"oip,omitempty"`
+	Name              string        `yaml:"name" doc:"the model name requests carry"`
+	Backend           string        `yaml:"backend" doc:"model backend: sim (the simulated model) or oip (a server speaking the Open Inference Protocol v2: KServe, Triton, MLServer, Seldon; see oip)"`
+	MaxBatchItems     int           `yaml:"max_batch_items" doc:"most requests per model call"`
+	MaxBatchBytes     int           `yaml:"max_batch_bytes" doc:"most bytes of encoded requests per model call"`
+	MaxWait           time.Duration `yaml:"max_wait" doc:"batching window: longest wait for a fuller batch; 0: greedy (a free worker takes what is queued)"`
+	Batching          string        `yaml:"batching" doc:"how a free worker forms a batch: adaptive (from the model's measured cost t(b) = a + c*b and each request's deadline: batches as large as the deadlines allow, a wait only with several workers when too few are queued to keep up, and requests that cannot make it answered EXPIRED deadline_unreachable at once; needs latency_objective) or window (greedy, waiting up to max_wait); empty: adaptive when latency_objective is set and max_wait is 0, else window"`
+	DownstreamLatency time.Duration `yaml:"downstream_latency" doc:"estimated time from the model's answer to a result the client can read (the outcome produced, emit's hop, the reply topic's produce and the client's fetch): the adaptive batcher plans each request's batch to end this much before its deadline; 0: the default"`
+	Timeout           time.Duration `yaml:"timeout" doc:"per model call"`
+	Concurrency       int           `yaml:"concurrency" doc:"parallel model calls (workers)"`
+	LatencyObjective  time.Duration `yaml:"latency_objective" doc:"end-to-end objective: a request not inferred within it of its created_at is answered EXPIRED (reason objective_passed), and the model is batched to meet it (batching adaptive, unless max_wait is set); 0: none"`
+	Deterministic     bool          `yaml:"deterministic" doc:"declares that the model gives the same output for the same input (informational for now: at-least-once repeats that slip past emit's window are identical only for such models)"`
+	MaxAttempts       int           `yaml:"max_attempts" doc:"consecutive transient failures before an item fails"`
+	BreakerThreshold  int           `yaml:"breaker_threshold" doc:"consecutive transient failures that open the circuit (the input pauses)"`
+	BreakerCooldown   time.Duration `yaml:"breaker_cooldown" doc:"how long the circuit stays open before a probe"`
+	Sim               Sim           `yaml:"sim"`
+	OIP               OIP           `yaml:"oip,omitempty"`
 }
 
 // OIP is a model served by an Open Inference Protocol v2 server over HTTP
@@ -185,9 +187,11 @@ func ModelDefaults(m Model) Model {
 	// The serving limits' defaults are the infer stage's own.
 	d := infer.ModelConfig{MaxBatchItems: m.MaxBatchItems, MaxBatchBytes: m.MaxBatchBytes, Timeout: m.Timeout,
 		Concurrency: m.Concurrency, MaxAttempts: m.MaxAttempts, BreakerThreshold: m.BreakerThreshold,
-		BreakerCooldown: m.BreakerCooldown}.WithDefaults()
+		BreakerCooldown: m.BreakerCooldown, MaxWait: m.MaxWait, Objective: m.LatencyObjective,
+		Batching: infer.Batching(m.Batching), DownstreamLatency: m.DownstreamLatency}.WithDefaults()
 	m.MaxBatchItems, m.MaxBatchBytes, m.Timeout, m.Concurrency = d.MaxBatchItems, d.MaxBatchBytes, d.Timeout, d.Concurrency
 	m.MaxAttempts, m.BreakerThreshold, m.BreakerCooldown = d.MaxAttempts, d.BreakerThreshold, d.BreakerCooldown
+	m.Batching, m.DownstreamLatency = string(d.Batching), d.DownstreamLatency
 	if m.Backend == "oip" {
 		if m.OIP.ModelName == "" {
 			m.OIP.ModelName = m.Name
@@ -200,10 +204,15 @@ func ModelDefaults(m Model) Model {
 }
 
 // DefaultModel is served when the configuration names none: the simulated
-// model at 5 ms a call and 0.25 ms an item. A configured sim model costs
+// model at 5 ms a call and 0.25 ms an item, with a latency objective of
+// 100 ms, so that it is batched adaptively: its batches follow the offered
+// rate, and past what it can serve within the objective, the requests that
+// cannot make it are answered EXPIRED at once. Its batches may hold 256
+// requests (64 would cap it at 3,000 a second, at the edge of what the
+// demo offers). A configured sim model costs
 // what it says: fixed: 0 and per_item: 0 is a model that costs nothing (the
 // defaults once filled zeros in, while config print showed zeros).
-var DefaultModel = Model{Name: "sim", Deterministic: true,
+var DefaultModel = Model{Name: "sim", Deterministic: true, LatencyObjective: 100 * time.Millisecond, MaxBatchItems: 256,
 	Sim: Sim{Fixed: 5 * time.Millisecond, PerItem: 250 * time.Microsecond}}
 
 // Graph is the pipeline the configuration declares: its topics, stages and

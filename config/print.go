@@ -58,11 +58,12 @@ func Reference() string {
 		}
 		fmt.Fprintf(&b, "| `%s` | `%s` `--%s` | %s | %s |\n", s.Path, s.Env, s.Flag, val, doc)
 	}
-	b.WriteString("\nModels are a list, set in the file only (`models:`); when none is configured, one simulated model named `sim` is served, costing 5 ms a call and 0.25 ms an item. A configured sim model costs what it says (a `fixed` and `per_item` of 0 cost nothing). Each entry:\n\n")
+	b.WriteString("\nModels are a list, set in the file only (`models:`); when none is configured, one simulated model named `sim` is served, costing 5 ms a call and 0.25 ms an item, with a latency objective of 100 ms (so it is batched adaptively) and batches of up to 256. A configured sim model costs what it says (a `fixed` and `per_item` of 0 cost nothing). Each entry:\n\n")
 	b.WriteString("| setting | default | meaning |\n|---|---|---|\n")
 	m := ModelDefaults(Model{})
 	m.OIP = ModelDefaults(Model{Backend: "oip"}).OIP // the oip block's defaults, which apply with backend oip
 	m.OIP.ModelName = ""                             // its default is the model's name, as its doc says
+	m.Batching = ""                                  // its default depends on latency_objective, as its doc says
 	for _, s := range settings(reflect.ValueOf(&m).Elem(), "") {
 		val := s.format()
 		if val == "" || val == "0s" && s.Path != "max_wait" {

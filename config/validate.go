@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/asyncinfer/asyncinfer/stages/infer"
 )
 
 // Stage names a process may run.
@@ -155,7 +157,7 @@ func (m Model) validate(p string, bad func(path, format string, a ...any)) {
 	nonNeg("max_attempts", m.MaxAttempts)
 	nonNeg("breaker_threshold", m.BreakerThreshold)
 	for name, d := range map[string]time.Duration{"max_wait": m.MaxWait, "timeout": m.Timeout,
-		"latency_objective": m.LatencyObjective, "breaker_cooldown": m.BreakerCooldown,
+		"latency_objective": m.LatencyObjective, "breaker_cooldown": m.BreakerCooldown, "downstream_latency": m.DownstreamLatency,
 		"sim.fixed": m.Sim.Fixed, "sim.per_item": m.Sim.PerItem} {
 		if d < 0 {
 			bad(p+"."+name, "negative")
@@ -163,6 +165,21 @@ func (m Model) validate(p string, bad func(path, format string, a ...any)) {
 	}
 	if m.LatencyObjective > 0 && m.MaxWait >= m.LatencyObjective {
 		bad(p+".max_wait", "%v is not below latency_objective %v: every waiting batch would miss it", m.MaxWait, m.LatencyObjective)
+	}
+	switch infer.Batching(m.Batching) {
+	case infer.BatchingAuto, infer.BatchingWindow:
+	case infer.BatchingAdaptive:
+		switch {
+		case m.LatencyObjective <= 0:
+			bad(p+".batching", "adaptive needs a latency_objective: it batches to meet it")
+		case m.MaxWait > 0:
+			bad(p+".max_wait", "%v with batching adaptive: max_wait is the window's; adaptive decides its waits itself", m.MaxWait)
+		}
+	default:
+		bad(p+".batching", "%q: want adaptive or window (or nothing: adaptive with a latency_objective, else window)", m.Batching)
+	}
+	if d := ModelDefaults(m); d.Batching == string(infer.BatchingAdaptive) && d.DownstreamLatency >= m.LatencyObjective && m.LatencyObjective > 0 {
+		bad(p+".downstream_latency", "%v is not below latency_objective %v: no request could make it", d.DownstreamLatency, m.LatencyObjective)
 	}
 	if m.Sim.ErrorRate < 0 || m.Sim.ErrorRate > 1 || m.Sim.ErrorRate != m.Sim.ErrorRate {
 		bad(p+".sim.error_rate", "%v: want a fraction in [0, 1]", m.Sim.ErrorRate)

@@ -53,6 +53,7 @@ type demoModel struct {
 	errorRate   float64
 	outage      string
 	objective   time.Duration
+	batching    string
 }
 
 // demoDefaults are run's defaults except where a demo wants its own: a
@@ -83,10 +84,16 @@ environment variables and --config file ("asyncinfer config reference"). The
 
 The simulated model costs a + c*b for a batch of b (--model-cost a,c); the
 defaults (5ms + 0.25ms per item, 2,000 requests/s) keep it busy, so batching
-is visible: far fewer model calls than requests.`,
+is visible: far fewer model calls than requests. Its latency objective
+(--model-objective, 100ms) makes the batching adaptive: the batch size of
+each second follows the offered rate (--rate 500 vs --rate 3000), and past
+what the model can serve within the objective, requests that cannot make
+it are answered EXPIRED (deadline_unreachable) at once. --max-wait, or
+--batching window, batches as a fixed window instead.`,
 		Example: `  asyncinfer demo
   asyncinfer demo --requests 20000 --duplicates 0.1 --malformed 0.01 --report json
   asyncinfer demo --poison-items 0.001 --model-error-rate 0.02 --model-outage 2s@3s
+  asyncinfer demo --rate 3000 --batching window
   asyncinfer demo --exactly-once --partitions 8
   asyncinfer demo --data-dir /tmp/ai && asyncinfer verify --data-dir /tmp/ai`,
 		Args: cobra.NoArgs,
@@ -122,11 +129,12 @@ func (f *demoFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.model.cost, "model-cost", md.Sim.Fixed.String()+","+md.Sim.PerItem.String(), "simulated model cost a,c: a call of b items takes a + c*b")
 	fs.BoolVar(&f.model.spin, "model-spin", false, "burn CPU for the model cost instead of sleeping")
 	fs.IntVar(&f.model.maxBatch, "max-batch-items", md.MaxBatchItems, "most items per model call")
-	fs.DurationVar(&f.model.maxWait, "max-wait", 0, "longest wait for a fuller batch (0: greedy, take what is queued)")
+	fs.DurationVar(&f.model.maxWait, "max-wait", 0, "batching window: longest wait for a fuller batch (0: greedy, take what is queued); setting it makes the batching a window")
 	fs.IntVar(&f.model.concurrency, "model-concurrency", md.Concurrency, "parallel model calls (workers)")
 	fs.Float64Var(&f.model.errorRate, "model-error-rate", 0, "fraction of model calls that fail transiently")
 	fs.StringVar(&f.model.outage, "model-outage", "", "model outage D@T: unavailable for D, starting T after the start (e.g. 2s@5s)")
-	fs.DurationVar(&f.model.objective, "model-objective", 0, "the model's latency objective (0: none)")
+	fs.DurationVar(&f.model.objective, "model-objective", md.LatencyObjective, "the model's latency objective (0: none, and the batching a window)")
+	fs.StringVar(&f.model.batching, "batching", "", "how batches form: adaptive (at the latency objective) or window (greedy, or --max-wait); empty: adaptive with an objective and no --max-wait")
 	fs.StringVar(&f.format, "report", "text", "summary format: json or text")
 	fs.DurationVar(&f.stall, "stall-timeout", 30*time.Second, "give up waiting for answers after this long without progress")
 	fs.BoolVar(&f.quiet, "quiet", false, "no live progress")
@@ -184,6 +192,9 @@ func (f *demoFlags) config() (*config.Config, error) {
 	}
 	if changed("model-objective") {
 		m.LatencyObjective = f.model.objective
+	}
+	if changed("batching") {
+		m.Batching = f.model.batching
 	}
 	cfg.Models = append([]config.Model{m}, cfg.Models[min(1, len(cfg.Models)):]...)
 	if cfg.ExactlyOnce && cfg.InstanceID == "" {
@@ -248,6 +259,7 @@ func runDemo(ctx context.Context, cfg *config.Config, f *demoFlags, progress io.
 	defer tick.Stop()
 	generating := true
 	lastProgress, lastAnswered := time.Now(), 0
+	var lastCalls, lastItems int64
 wait:
 	for {
 		select {
@@ -267,11 +279,13 @@ wait:
 				w.byStatus[schemas.StatusFailed], w.byStatus[schemas.StatusExpired], w.byStatus[schemas.StatusRejected],
 				w.byStatus[schemas.StatusDuplicate])
 			w.mu.Unlock()
+			// The mean batch of the last second: it follows the offered rate.
 			calls, items := simCounts(p.sims)
 			mean := 0.0
-			if calls > 0 {
-				mean = float64(items) / float64(calls)
+			if calls > lastCalls {
+				mean = float64(items-lastItems) / float64(calls-lastCalls)
 			}
+			lastCalls, lastItems = calls, items
 			fmt.Fprintf(progress, "%5.1fs produced=%d answered=%d [%s] batch=%.1f lag %s\n",
 				time.Since(start).Seconds(), produced.Load(), answered, bs, mean, lagLine(ctx, adm, c.kopts, p.graph))
 			if answered != lastAnswered {

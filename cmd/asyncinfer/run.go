@@ -222,7 +222,8 @@ func models(cfg *config.Config) ([]infer.ModelConfig, []*sim.Model, error) {
 		}
 		out = append(out, infer.ModelConfig{
 			Name: m.Name, Backend: backend, MaxBatchItems: m.MaxBatchItems, MaxBatchBytes: m.MaxBatchBytes,
-			MaxWait: m.MaxWait, Timeout: m.Timeout, Concurrency: m.Concurrency, MaxAttempts: m.MaxAttempts,
+			MaxWait: m.MaxWait, Batching: infer.Batching(m.Batching), DownstreamLatency: m.DownstreamLatency,
+			Timeout: m.Timeout, Concurrency: m.Concurrency, MaxAttempts: m.MaxAttempts,
 			BreakerThreshold: m.BreakerThreshold, BreakerCooldown: m.BreakerCooldown,
 			Objective: m.LatencyObjective, Deterministic: m.Deterministic,
 		})

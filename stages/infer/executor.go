@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/asyncinfer/asyncinfer/connectors/backend"
@@ -22,6 +23,31 @@ type executor struct {
 	m      *Metrics
 	answer func(*item, *schemas.Result) // a terminal outcome for the item
 	drop   func(*item)                  // let go of a stale item
+	// What the calls teach: the model's cost (nil: not measured), its batch
+	// limit (nil: none learnt), how busy its workers are (nil: not counted).
+	costs *costs
+	limit *batchLimit
+	busy  *busyMeter
+}
+
+// ReasonDeadlineUnreachable is the reason of an EXPIRED answer to a request
+// the adaptive batcher dropped early: no batch could answer it within its
+// deadline (or the model's latency objective).
+const ReasonDeadlineUnreachable = "deadline_unreachable"
+
+// unreachable answers an item the batcher dropped early: one whose deadline
+// has passed already is expired as the executor expires it (the reason
+// says which deadline); the others with ReasonDeadlineUnreachable.
+func (e *executor) unreachable(it *item) {
+	if it.stale() {
+		e.drop(it)
+		return
+	}
+	if len(e.expire([]*item{it})) == 0 {
+		return
+	}
+	e.m.EarlyDrops.WithLabelValues(e.cfg.Name).Inc()
+	e.answer(it, &schemas.Result{Status: schemas.StatusExpired, Reason: ReasonDeadlineUnreachable, Attempt: it.attempt})
 }
 
 // retryBackoff spaces the retries of a transiently failing batch.
@@ -30,9 +56,15 @@ var retryBackoff = pipeline.Backoff{Initial: 10 * time.Millisecond, Max: time.Se
 // run calls the model for a batch until every item has an outcome, or the
 // stage is stopping (ctx done: the items stay unfinished and are consumed
 // again).
-func (e *executor) run(ctx context.Context, b []*item) {
+func (e *executor) run(ctx context.Context, b []*item) { e.runBatch(ctx, b, true) }
+
+// runBatch is run; measured says that the first call measures the model's
+// cost: the batch is one the batcher formed, not a part of a split one.
+// Retries never do.
+func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) {
 	name := e.cfg.Name
-	for len(b) > 0 {
+	for first := true; len(b) > 0; first = false {
+		measured = measured && first
 		b = e.live(b)
 		b = e.expire(b)
 		if len(b) == 0 {
@@ -55,8 +87,11 @@ func (e *executor) run(ctx context.Context, b []*item) {
 		cctx, cancelCall := e.whileLive(ctx, b)
 		cctx, cancelTimeout := context.WithTimeout(cctx, e.cfg.Timeout)
 		start := time.Now()
+		e.busy.add(start, 1)
 		outs, err := e.cfg.Backend.Infer(cctx, reqs)
-		took := time.Since(start)
+		end := time.Now()
+		e.busy.add(end, -1)
+		took := end.Sub(start)
 		cancelTimeout()
 		cancelCall()
 		e.m.CallSeconds.WithLabelValues(name).Observe(took.Seconds())
@@ -79,6 +114,7 @@ func (e *executor) run(ctx context.Context, b []*item) {
 		case err == nil:
 			e.m.Calls.WithLabelValues(name, "ok").Inc()
 			e.br.success(probe)
+			e.learn(b, measured, end, took)
 			for i, it := range b {
 				e.succeed(it, outs[i], len(b), start, took)
 			}
@@ -87,6 +123,7 @@ func (e *executor) run(ctx context.Context, b []*item) {
 			// The model answered; some items failed on their own.
 			e.m.Calls.WithLabelValues(name, "partial").Inc()
 			e.br.success(probe)
+			e.learn(b, measured, end, took) // the model ran the whole batch
 			var again []*item
 			for i, it := range b {
 				switch ierr := items[i]; {
@@ -109,7 +146,7 @@ func (e *executor) run(ctx context.Context, b []*item) {
 			}
 		case errors.Is(err, backend.ErrTooLarge):
 			e.m.Calls.WithLabelValues(name, "too_large").Inc()
-			b = e.permanent(ctx, b, err, probe, took)
+			b = e.tooLarge(ctx, b, err, probe, took)
 		case !pipeline.Retryable(err):
 			e.m.Calls.WithLabelValues(name, "permanent").Inc()
 			b = e.permanent(ctx, b, err, probe, took)
@@ -153,8 +190,53 @@ func (e *executor) permanent(ctx context.Context, b []*item, err error, probe bo
 		return nil
 	}
 	half := len(b) / 2
-	e.run(ctx, b[:half])
+	e.runBatch(ctx, b[:half], false)
 	return b[half:]
+}
+
+// learn takes what a successful call of b says: its cost (when measured),
+// and that the model takes batches of its size.
+func (e *executor) learn(b []*item, measured bool, end time.Time, took time.Duration) {
+	if e.limit != nil {
+		e.m.BatchLimit.WithLabelValues(e.cfg.Name).Set(float64(e.limit.succeeded(len(b))))
+	}
+	if !measured || e.costs == nil {
+		return
+	}
+	v := b[0].req.ModelVersion
+	for _, it := range b[1:] {
+		if it.req.ModelVersion != v {
+			return // several versions: several models' costs in one call
+		}
+	}
+	m, label := e.costs.of(versionLabel(v))
+	m.observe(end, len(b), took)
+	a, c, _, _ := m.estimate()
+	e.m.CostFixed.WithLabelValues(e.cfg.Name, label).Set(a)
+	e.m.CostPerItem.WithLabelValues(e.cfg.Name, label).Set(c)
+}
+
+// tooLarge handles a call refused for its size: the model's batch limit
+// falls to half of it, and the batch is run in parts of the limit (each
+// part on its own, the limit read again before each, since a part refused
+// lowers it further), so that the refusals it takes to find a size the
+// backend takes are a few, not one per half of every half. Without a
+// learnt limit, the batch is split in halves, as for a bad input. It
+// returns what is left to run.
+func (e *executor) tooLarge(ctx context.Context, b []*item, err error, probe bool, took time.Duration) []*item {
+	if e.limit == nil || len(b) == 1 {
+		return e.permanent(ctx, b, err, probe, took)
+	}
+	e.br.success(probe) // the model answered: it is up
+	for _, it := range b {
+		it.failures = 0
+	}
+	e.m.BatchLimit.WithLabelValues(e.cfg.Name).Set(float64(e.limit.tooLarge(len(b))))
+	for size := e.limit.get(); len(b) > size && ctx.Err() == nil; size = e.limit.get() {
+		e.runBatch(ctx, b[:size], false)
+		b = b[size:]
+	}
+	return b
 }
 
 func (e *executor) succeed(it *item, outs []schemas.Tensor, n int, start time.Time, took time.Duration) {
@@ -240,4 +322,35 @@ func containsChan(cs []<-chan struct{}, c <-chan struct{}) bool {
 		}
 	}
 	return false
+}
+
+// busyMeter adds up the time a model's workers spend in calls.
+type busyMeter struct {
+	mu     sync.Mutex
+	active int
+	since  time.Time
+	total  time.Duration
+}
+
+// add counts delta calls starting (1) or ending (-1) at now; nil is a
+// meter that counts nothing.
+func (m *busyMeter) add(now time.Time, delta int) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.active > 0 {
+		m.total += time.Duration(m.active) * now.Sub(m.since)
+	}
+	m.since = now
+	m.active += delta
+}
+
+// busy is the time spent in calls up to now, calls still running included.
+func (m *busyMeter) busy(now time.Time) time.Duration {
+	m.add(now, 0)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.total
 }

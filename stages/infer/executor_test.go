@@ -11,6 +11,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/asyncinfer/asyncinfer/connectors/backend"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
@@ -281,4 +283,111 @@ func TestExecutorCancelsACallWhenEveryItemGoesStale(t *testing.T) {
 			t.Errorf("answered %v, dropped %v; want none answered, both dropped", answered, dropped)
 		}
 	})
+}
+
+// What the calls teach: only a batch's first call, as the batcher formed it,
+// measures the model's cost (not a retry, not the halves of a split batch,
+// not a batch of several model versions); a too-large answer halves the
+// batch limit.
+func TestExecutorLearns(t *testing.T) {
+	tooLarge := func(_ int, ids []string) error {
+		if len(ids) > 2 {
+			return backend.TooLarge(errors.New("413"))
+		}
+		return nil
+	}
+	tests := []struct {
+		name        string
+		items       []string
+		versions    []string // per item; nil: none
+		script      func(call int, ids []string) error
+		wantSamples float64
+		wantLimit   int
+		wantCalls   [][]string
+	}{
+		{
+			name:        "a call that succeeds is measured",
+			items:       []string{"a", "b", "c", "d"},
+			script:      func(int, []string) error { return nil },
+			wantSamples: 1, wantLimit: 64,
+		},
+		{
+			name:  "a partial answer is measured: the model ran the batch",
+			items: []string{"a", "b"},
+			script: func(call int, _ []string) error {
+				if call == 0 {
+					return backend.NewItemErrors(2).Failed(1, errors.New("bad"))
+				}
+				return nil
+			},
+			wantSamples: 1, wantLimit: 64,
+		},
+		{
+			name:  "a retry is not",
+			items: []string{"a", "b"},
+			script: func(call int, _ []string) error {
+				if call == 0 {
+					return pipeline.Transient(errors.New("busy"))
+				}
+				return nil
+			},
+			wantSamples: 0, wantLimit: 64,
+		},
+		{
+			name:        "too large: the limit halves, the halves are not measured",
+			items:       []string{"a", "b", "c", "d"},
+			script:      tooLarge,
+			wantSamples: 0, wantLimit: 2,
+			wantCalls: [][]string{{"a", "b", "c", "d"}, {"a", "b"}, {"c", "d"}},
+		},
+		{
+			name:        "several versions in one batch are not measured",
+			items:       []string{"a", "b"},
+			versions:    []string{"1", "2"},
+			script:      func(int, []string) error { return nil },
+			wantSamples: 0, wantLimit: 64,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				model := &scripted{script: tc.script, cost: time.Millisecond}
+				cfg := ModelConfig{Name: "m", Backend: model}
+				cfg.setDefaults()
+				m, _ := NewMetrics(nil)
+				cs, limit := newCosts(), newBatchLimit(cfg.MaxBatchItems)
+				ex := &executor{cfg: cfg, br: newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown, nil, nil), m: m,
+					answer: func(*item, *schemas.Result) {}, drop: func(*item) {}, costs: cs, limit: limit}
+				var b []*item
+				for i, id := range tc.items {
+					req := &schemas.Request{RequestID: id}
+					if tc.versions != nil {
+						req.ModelVersion = tc.versions[i]
+					}
+					b = append(b, &item{req: req, enqueued: time.Now()})
+				}
+				ex.run(t.Context(), b)
+				samples := 0.0
+				for _, fm := range cs.byVersion {
+					samples += fm.s0
+				}
+				if samples != tc.wantSamples {
+					t.Errorf("%v cost samples, want %v", samples, tc.wantSamples)
+				}
+				if got := limit.get(); got != tc.wantLimit {
+					t.Errorf("limit %d, want %d", got, tc.wantLimit)
+				}
+				if tc.wantCalls != nil && !slices.EqualFunc(model.calls, tc.wantCalls, slices.Equal) {
+					t.Errorf("calls %v, want %v", model.calls, tc.wantCalls)
+				}
+				if tc.wantSamples > 0 {
+					a := testutil.ToFloat64(m.CostFixed.WithLabelValues("m", defaultVersion))
+					c := testutil.ToFloat64(m.CostPerItem.WithLabelValues("m", defaultVersion))
+					if a != 0 || c != time.Millisecond.Seconds()/float64(len(tc.items)) {
+						t.Errorf("gauges a=%v c=%v after one call of %d items in 1ms: want the line through the origin", a, c, len(tc.items))
+					}
+				}
+			})
+		})
+	}
 }

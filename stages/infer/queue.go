@@ -39,22 +39,32 @@ func (it *item) stale() bool {
 }
 
 // queue is the bounded in-memory queue of one model, in front of its
-// workers. It is FIFO; a worker takes a batch off its head. Items that went
-// stale while queued are handed to drop instead of to a worker.
+// workers. It is FIFO; a worker takes a batch off its head when its policy
+// says so. Items that went stale while queued are handed to drop instead of
+// to a worker; items the policy drops early are handed to expire, which
+// answers them.
 type queue struct {
-	mu    sync.Mutex
-	items []*item // ring buffer
-	head  int
-	n     int
-	ready chan struct{} // signalled (non-blocking) when items arrive
-	drop  func(*item)   // gets each stale item taken off the queue
+	mu     sync.Mutex
+	items  []*item // ring buffer
+	head   int
+	n      int
+	ready  chan struct{} // signalled (non-blocking) when items arrive
+	turn   chan struct{} // held by the one worker deciding what to take
+	pol    *policy
+	idle   int         // workers in take
+	drop   func(*item) // gets each stale item taken off the queue
+	expire func(*item) // gets each item the policy dropped early
 }
 
-func newQueue(capacity int, drop func(*item)) *queue {
+func newQueue(capacity int, pol *policy, drop, expire func(*item)) *queue {
 	if drop == nil {
 		drop = func(*item) {}
 	}
-	return &queue{items: make([]*item, capacity), ready: make(chan struct{}, 1), drop: drop}
+	if expire == nil {
+		expire = func(*item) {}
+	}
+	return &queue{items: make([]*item, capacity), ready: make(chan struct{}, 1), turn: make(chan struct{}, 1),
+		pol: pol, drop: drop, expire: expire}
 }
 
 // push appends it; false when the queue is full even after dropping the
@@ -72,6 +82,7 @@ func (q *queue) push(it *item) bool {
 	}
 	q.items[(q.head+q.n)%len(q.items)] = it
 	q.n++
+	q.pol.arrived(it)
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
@@ -112,55 +123,93 @@ func (q *queue) len() int {
 	return q.n
 }
 
-// take blocks until a batch is due and returns it: at most maxItems items
-// whose sizes add up to at most maxBytes (the first item always goes), taken
-// as soon as the queue holds maxItems, or when its oldest item has waited
-// maxWait. With maxWait 0 it is greedy: whatever is queued when a worker
-// asks. Stale items at the head are dropped, not taken. It returns nil when
-// ctx is done.
-func (q *queue) take(ctx context.Context, maxItems, maxBytes int, maxWait time.Duration) []*item {
+// oldest is how long the oldest queued item has waited (0: none queued).
+func (q *queue) oldest(now time.Time) time.Duration {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == 0 {
+		return 0
+	}
+	return max(0, now.Sub(q.items[q.head].enqueued))
+}
+
+func (q *queue) at(i int) *item { return q.items[(q.head+i)%len(q.items)] }
+
+// take blocks until the policy says a batch is due and returns it, with why
+// it left then. One worker at a time decides (the others wait their turn):
+// with several workers, each waits for a batch of its own instead of all
+// waiting for the same one. Stale items at the head are dropped, not taken;
+// items the policy drops early are expired. It returns nil when ctx is
+// done.
+func (q *queue) take(ctx context.Context) ([]*item, flushReason) {
+	q.mu.Lock()
+	q.idle++
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		q.idle--
+		q.mu.Unlock()
+	}()
+	select { // a worker waiting for a fuller batch need wait no more
+	case q.ready <- struct{}{}:
+	default:
+	}
+	select {
+	case q.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, 0
+	}
+	defer func() { <-q.turn }()
+	var waitingSince time.Time
 	for {
 		q.mu.Lock()
-		var dropped []*item
+		var stale, expired []*item
 		for q.n > 0 && q.items[q.head].stale() {
-			dropped = append(dropped, q.popLocked())
+			stale = append(stale, q.popLocked())
 		}
-		if q.n > 0 {
-			oldest := q.items[q.head]
-			wait := maxWait - time.Since(oldest.enqueued)
-			if q.n >= maxItems || wait <= 0 {
-				b := q.batchLocked(maxItems, maxBytes)
-				more := q.n > 0
-				q.mu.Unlock()
-				q.dropAll(dropped)
-				if more { // let another idle worker see what is left
-					select {
-					case q.ready <- struct{}{}:
-					default:
-					}
-				}
-				return b
+		now := time.Now()
+		d := q.pol.decide(now, q.n, q.at, waitingSince, q.idle)
+		for range d.drop {
+			if it := q.popLocked(); it.stale() {
+				stale = append(stale, it)
+			} else {
+				expired = append(expired, it)
 			}
-			q.mu.Unlock()
-			q.dropAll(dropped)
-			t := time.NewTimer(wait)
+		}
+		var b []*item
+		if d.take > 0 {
+			b = q.batchLocked(d.take, q.pol.maxBytes)
+		}
+		empty := q.n == 0
+		q.mu.Unlock()
+		q.dropAll(stale)
+		for _, it := range expired {
+			q.expire(it)
+		}
+		if b != nil {
+			return b, d.reason
+		}
+		if empty || d.wait <= 0 {
+			waitingSince = time.Time{}
 			select {
 			case <-ctx.Done():
-				t.Stop()
-				return nil
+				return nil, 0
 			case <-q.ready:
-			case <-t.C:
 			}
-			t.Stop()
 			continue
 		}
-		q.mu.Unlock()
-		q.dropAll(dropped)
+		if waitingSince.IsZero() {
+			waitingSince = now
+		}
+		t := time.NewTimer(d.wait)
 		select {
 		case <-ctx.Done():
-			return nil
+			t.Stop()
+			return nil, 0
 		case <-q.ready:
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 

@@ -27,11 +27,24 @@ func pushSizes(t *testing.T, q *queue, ss ...int) {
 	}
 }
 
+// windowQueue is a queue whose policy is the fixed window (greedy when
+// maxWait is 0).
+func windowQueue(capacity, maxItems, maxBytes int, maxWait time.Duration) *queue {
+	cfg := ModelConfig{MaxBatchItems: maxItems, MaxBatchBytes: maxBytes, MaxWait: maxWait, Batching: BatchingWindow, Concurrency: 1}
+	return newQueue(capacity, newPolicy(cfg, newBatchLimit(maxItems), newCosts()), nil, nil)
+}
+
+// takeBatch is take's batch.
+func takeBatch(ctx context.Context, q *queue) []*item {
+	b, _ := q.take(ctx)
+	return b
+}
+
 // takeAsync runs take in a goroutine of the bubble; the batch arrives on the
 // channel (nil when take gave up).
-func takeAsync(ctx context.Context, q *queue, maxItems, maxBytes int, maxWait time.Duration) <-chan []*item {
+func takeAsync(ctx context.Context, q *queue) <-chan []*item {
 	ch := make(chan []*item, 1)
-	go func() { ch <- q.take(ctx, maxItems, maxBytes, maxWait) }()
+	go func() { ch <- takeBatch(ctx, q) }()
 	return ch
 }
 
@@ -80,11 +93,11 @@ func TestQueueTakeQueued(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				q := newQueue(16, nil)
+				q := windowQueue(16, tc.maxItems, tc.maxBytes, tc.maxWait)
 				pushSizes(t, q, tc.queued...)
 				start := time.Now()
 				for i, want := range tc.want {
-					got := q.take(t.Context(), tc.maxItems, tc.maxBytes, tc.maxWait)
+					got := takeBatch(t.Context(), q)
 					if !slices.Equal(itemSizes(got), want) {
 						t.Fatalf("take %d = %v, want %v", i, itemSizes(got), want)
 					}
@@ -107,8 +120,8 @@ func TestQueueTakeQueued(t *testing.T) {
 
 func TestQueueGreedyBlocksUntilPush(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newQueue(4, nil)
-		ch := takeAsync(t.Context(), q, 4, 0, 0)
+		q := windowQueue(4, 4, 0, 0)
+		ch := takeAsync(t.Context(), q)
 		mustNotReturn(t, ch, "empty queue")
 		time.Sleep(time.Minute)
 		mustNotReturn(t, ch, "empty queue after a minute")
@@ -185,7 +198,7 @@ func TestQueueMaxWait(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				q := newQueue(16, nil)
+				q := windowQueue(16, 5, 0, maxWait)
 				if tc.before != nil {
 					tc.before(t, q)
 				}
@@ -193,7 +206,7 @@ func TestQueueMaxWait(t *testing.T) {
 				var end time.Time
 				ch := make(chan []*item, 1)
 				go func() {
-					b := q.take(t.Context(), 5, 0, maxWait)
+					b := takeBatch(t.Context(), q)
 					end = time.Now()
 					ch <- b
 				}()
@@ -214,9 +227,9 @@ func TestQueueMaxWait(t *testing.T) {
 
 func TestQueueMaxWaitNotEarly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newQueue(4, nil)
+		q := windowQueue(4, 4, 0, time.Second)
 		pushSizes(t, q, 1)
-		ch := takeAsync(t.Context(), q, 4, 0, time.Second)
+		ch := takeAsync(t.Context(), q)
 		mustNotReturn(t, ch, "at once")
 		time.Sleep(time.Second - time.Nanosecond)
 		mustNotReturn(t, ch, "just before maxWait")
@@ -229,7 +242,7 @@ func TestQueueMaxWaitNotEarly(t *testing.T) {
 
 func TestQueuePushFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newQueue(3, nil)
+		q := windowQueue(3, 2, 0, 0)
 		pushSizes(t, q, 1, 2, 3)
 		if q.push(&item{size: 4, enqueued: time.Now()}) {
 			t.Fatal("push on a full queue = true, want false")
@@ -238,14 +251,16 @@ func TestQueuePushFull(t *testing.T) {
 			t.Fatalf("len = %d, want 3", q.len())
 		}
 		// Free two slots, then wrap around the ring: FIFO order holds.
-		if got := itemSizes(q.take(t.Context(), 2, 0, 0)); !slices.Equal(got, []int{1, 2}) {
+		if got := itemSizes(takeBatch(t.Context(), q)); !slices.Equal(got, []int{1, 2}) {
 			t.Fatalf("take = %v, want [1 2]", got)
 		}
 		pushSizes(t, q, 4, 5)
 		if q.push(&item{size: 6, enqueued: time.Now()}) {
 			t.Fatal("push on a full (wrapped) queue = true, want false")
 		}
-		if got := itemSizes(q.take(t.Context(), 10, 0, 0)); !slices.Equal(got, []int{3, 4, 5}) {
+		q.pol.maxItems = 10
+		q.pol.limit = newBatchLimit(10)
+		if got := itemSizes(takeBatch(t.Context(), q)); !slices.Equal(got, []int{3, 4, 5}) {
 			t.Fatalf("take = %v, want [3 4 5]", got)
 		}
 		if q.len() != 0 {
@@ -255,7 +270,7 @@ func TestQueuePushFull(t *testing.T) {
 }
 
 func TestQueueZeroCapacity(t *testing.T) {
-	q := newQueue(0, nil)
+	q := windowQueue(0, 1, 0, 0)
 	if q.push(&item{size: 1}) {
 		t.Fatal("push on a zero-capacity queue = true, want false")
 	}
@@ -274,10 +289,10 @@ func TestQueueTakeCancelled(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				q := newQueue(4, nil)
+				q := windowQueue(4, 4, 0, tc.maxWait)
 				pushSizes(t, q, tc.queued...)
 				ctx, cancel := context.WithCancel(t.Context())
-				ch := takeAsync(ctx, q, 4, 0, tc.maxWait)
+				ch := takeAsync(ctx, q)
 				mustNotReturn(t, ch, "before cancel")
 				cancel()
 				if b := mustReturn(t, ch, "after cancel"); b != nil {
@@ -295,11 +310,11 @@ func TestQueueTakeCancelled(t *testing.T) {
 // reach every worker, although the signal holds a single token.
 func TestQueueWakesEveryIdleWorker(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		q := newQueue(8, nil)
+		q := windowQueue(8, 1, 0, 0)
 		const workers = 3
 		chs := make([]<-chan []*item, workers)
 		for i := range chs {
-			chs[i] = takeAsync(t.Context(), q, 1, 0, 0)
+			chs[i] = takeAsync(t.Context(), q)
 		}
 		synctest.Wait()
 		pushSizes(t, q, 1, 2, 3)
