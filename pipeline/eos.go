@@ -212,11 +212,22 @@ func (r *Runner) endUnit(ctx context.Context, u *unit) bool {
 // restarting) is waited for: the end is retried until it answers, so the
 // stage rides out a broker restart instead of exiting. Errors that retrying
 // cannot fix (authorization, fencing) are returned.
+//
+// One attempt is bounded by the session timeout. When it starts, the unit's
+// records are acknowledged (or, for an abort, dropped), so what is left is
+// a few round trips: the offsets, a heartbeat, EndTxn. The heartbeat is the
+// trap: franz-go's End waits for the group's heartbeat loop to confirm the
+// membership, and when the session died meanwhile (a broker restart, a
+// failed heartbeat) that loop has quit and the group's onLost waits for the
+// rebalance this runner blocks until the unit ends (franz-go #1053): End
+// waits for its whole deadline. Past the session timeout the broker has
+// expired the membership anyway, so the attempt is given up, and the
+// retry aborts.
 func (r *Runner) endTxn(ctx context.Context, commit bool) (bool, error) {
 	var committed bool
 	start := time.Now()
 	err := Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func() error {
-		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.txnTimeout+10*time.Second)
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.sessionTimeout)
 		defer cancel()
 		var err error
 		committed, err = r.sess.End(ectx, kgo.TransactionEndTry(commit))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -228,5 +229,73 @@ func leaveDeadTransaction(t *testing.T, e *kafkatest.Env, txnID, group, topic st
 	}
 	if err != nil {
 		t.Fatalf("txn offset commit: %v", err)
+	}
+}
+
+// A group session that dies while a unit is open (the broker restarted,
+// the heartbeat failed) must not keep the unit's end waiting beyond the
+// session timeout. franz-go's End confirms the membership with a heartbeat
+// that only the group's heartbeat loop answers; that loop has quit, and the
+// group's onLost waits for the rebalance the runner blocks until the unit
+// ends (franz-go #1053), so End waited for its whole deadline: the
+// transaction timeout plus 10 s (20 s idle after a clean broker restart on
+// Apache Kafka, 70 s here). An End that has not returned within the session
+// timeout waits for a session that is gone: it is given up and the
+// transaction aborted, the partitions are lost and assigned again, and the
+// record is consumed again and committed once.
+func TestEOSEndAfterTheGroupSessionDied(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{0})
+	var deliveries atomic.Int32
+	handed := make(chan struct{})
+	cp := newCopier(t, func(int64) bool {
+		if deliveries.Add(1) == 1 {
+			close(handed)
+			return true // the first delivery waits for release
+		}
+		return false
+	})
+	// The heartbeat after the record was handed out fails: the member's
+	// session is over as far as the client's group loop knows.
+	var failing atomic.Bool
+	hbFailed := make(chan struct{})
+	var once sync.Once
+	e.Cluster.ControlKey(int16(kmsg.Heartbeat), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		e.Cluster.KeepControl()
+		if !failing.Load() {
+			return nil, nil, false
+		}
+		failing.Store(false)
+		resp := req.ResponseKind().(*kmsg.HeartbeatResponse)
+		resp.ErrorCode = kerr.UnknownMemberID.Code
+		once.Do(func() { close(hbFailed) })
+		return resp, nil, true
+	})
+	const session = 6 * time.Second
+	r := newRunner(t, e, testStage(e, "eos", true), cp,
+		pipeline.InstanceID("x"), pipeline.ExactlyOnce(time.Minute), pipeline.SessionTimeout(session))
+	stop := run(t, r)
+	<-handed
+	failing.Store(true)
+	select {
+	case <-hbFailed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no heartbeat within 30 s")
+	}
+	released := time.Now()
+	close(cp.release)
+	kafkatest.Eventually(t, "the record committed", func() bool {
+		return len(e.ReadCommitted(t, e.Topics.Outcomes)) == 1
+	})
+	took := time.Since(released)
+	t.Logf("committed %v after the work finished", took)
+	if took > session+5*time.Second {
+		t.Errorf("the record was committed %v after its work finished, want within the session timeout (%v) and a rejoin", took, session)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(e.ReadCommitted(t, e.Topics.Outcomes)); got != 1 {
+		t.Errorf("%d committed outputs, want 1", got)
 	}
 }
