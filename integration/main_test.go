@@ -371,6 +371,7 @@ type testReport struct {
 	Repeated    int     `json:"repeated"`
 	Duration    float64 `json:"duration_seconds"`
 	Notes       string  `json:"notes,omitempty"`
+	Skipped     bool    `json:"skipped,omitempty"`
 	// Figures are what a test measured besides the counts (restart times,
 	// peaks of memory), by name with the unit in it.
 	Figures map[string]float64 `json:"figures,omitempty"`
@@ -393,6 +394,7 @@ func record(t *testing.T, tr *testReport) {
 	t.Cleanup(func() {
 		tr.Duration = time.Since(start).Seconds()
 		tr.Passed = !t.Failed()
+		tr.Skipped = t.Skipped()
 		if theReport != nil {
 			theReport.mu.Lock()
 			theReport.Tests = append(theReport.Tests, tr)

@@ -245,6 +245,7 @@ func (r *Runner) settleAbort(ctx context.Context, want map[string]map[int32]kgo.
 	}
 	adm := kadm.NewClient(r.cl)
 	var got kadm.OffsetResponses
+	var lastWarn time.Time
 	err := Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func() error {
 		var err error
 		got, err = adm.FetchOffsets(kadm.RequireStable(ctx), r.group)
@@ -256,7 +257,10 @@ func (r *Runner) settleAbort(ctx context.Context, want map[string]map[int32]kgo.
 		if authError(err) || errors.Is(err, kgo.ErrClientClosed) || ctx.Err() != nil {
 			return false
 		}
-		r.log.Warn("cannot read the group's offsets after a transaction that did not commit; retrying", "err", err)
+		if time.Since(lastWarn) > holdWarnEvery {
+			lastWarn = time.Now()
+			r.log.Warn("cannot read the group's offsets after a transaction that did not commit; retrying", "err", err)
+		}
 		return true
 	})
 	if err != nil {
