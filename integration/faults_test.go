@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -458,4 +459,127 @@ func (d *deployment) hangingTransactions(ctx context.Context, t *testing.T) []st
 		}
 	}
 	return out
+}
+
+// registryOutage is how long the registry stays down: longer than every
+// retry in the path (a decode's own timeout of 5 s and retry, the hold's
+// backoff up to 5 s; issue 10 saw dedup exit 36 s after a 5 s outage).
+const registryOutage = 20 * time.Second
+
+// The schema registry goes down (connections refused, open ones cut) for
+// longer than every retry, while requests written with a client's own
+// schema id (one the stages have not seen, so they must ask the registry)
+// arrive among the usual traffic; then it comes back. In both modes: the
+// partitions those requests are on wait (their stage says so on /readyz:
+// not ready, with the reason), nothing is dead-lettered for the outage, no
+// stage exits, and every request is answered once it is back.
+func TestRegistryOutage(t *testing.T) {
+	need(t)
+	for _, mode := range deliveryModes {
+		t.Run(mode.name, func(t *testing.T) {
+			tr := &testReport{}
+			record(t, tr)
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			d := newDeployment(t, 4, mode.yaml+flakyModel)
+			d.create(ctx, t)
+			procs := d.startAll(ctx, 0)
+			schemaID := d.registerSchema(ctx, t, "client-request", clientRequestSchema)
+			const n, k = 2000, 200 // load, and requests with the client's schema
+			loadDone := d.loadAsync(ctx, t, n, 100)
+			d.waitMidStream(ctx, t, n, procs)
+
+			env.reg.down()
+			down := time.Now()
+			t.Cleanup(func() { _ = env.reg.up() }) // for the next test, whatever happens
+			cl := producer(t)
+			run := fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff)
+			for i := range k {
+				id := fmt.Sprintf("client-%s-%d", run, i)
+				rec := &kgo.Record{Topic: d.prefix + "requests", Key: []byte("key-" + id),
+					Value: clientRequest(schemaID, id, "key-"+id, "sim", time.Now().UnixMilli())}
+				if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Dedup holds the partitions at the first of them, and says so.
+			dedup := procs["dedup"]
+			var reason string
+			for reason == "" {
+				code, body := readyz(*dedup.addr.Load())
+				if code == http.StatusServiceUnavailable && strings.Contains(body, "schema registry unreachable") {
+					reason = strings.TrimSpace(body)
+				}
+				select {
+				case <-dedup.exited:
+					t.Fatalf("dedup exited while the registry was down: %v", dedup.err)
+				case <-ctx.Done():
+					t.Fatal("dedup never said it waits for the registry")
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			noticed := time.Since(down)
+			t.Logf("dedup /readyz after %v: %s", noticed.Round(time.Millisecond), reason)
+			st, _ := dedup.status()
+			if st.Waiting == "" {
+				t.Error("dedup's /status.json says nothing of what it waits for")
+			}
+			held := 0
+			for _, p := range st.Partitions {
+				for _, r := range p.PausedBy {
+					if r == "registry" {
+						held++
+					}
+				}
+			}
+			time.Sleep(time.Until(down.Add(registryOutage))) // the outage's length, not a trigger
+			for _, p := range procs {
+				if !p.alive() {
+					t.Fatalf("%s exited while the registry was down: %v\n%s", p.name, p.err, tail(p.stderr.String(), 4000))
+				}
+			}
+			if err := env.reg.up(); err != nil {
+				t.Fatal(err)
+			}
+			back := time.Now()
+			for ready(*dedup.addr.Load()) != nil {
+				if time.Since(back) > time.Minute {
+					t.Fatal("dedup not ready a minute after the registry came back")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			readyAgain := time.Since(back)
+			<-loadDone
+			c := d.settle(ctx, n+k)
+			d.checkFault(ctx, t, c, tr, mode.yaml != "")
+			reasons := d.deadLetterReasons(ctx, t)
+			for r, k := range reasons {
+				if !strings.HasPrefix(r, "undecodable@") {
+					t.Errorf("%d dead letters %s: an outage must be waited out, not dead-lettered", k, r)
+				}
+			}
+			if u := reasons["undecodable@dedup"]; u > c.Malformed {
+				t.Errorf("%d dead letters undecodable@dedup for %d malformed records: the client's requests were dead-lettered", u, c.Malformed)
+			}
+			d.checkProcs(t, tr, rssBound)
+			tr.figure("readyz_not_ready_after_s", noticed.Seconds())
+			tr.figure("ready_again_after_back_s", readyAgain.Seconds())
+			tr.figure("partitions_held", float64(held))
+			tr.Notes = fmt.Sprintf("%s; the registry down %v mid-stream while %d requests with a client schema id the stages had not seen arrived; dedup's /readyz said %q %.1f s in (%d partitions held), ready again %.1f s after it came back; dead letters %v for %d malformed records",
+				mode.name, registryOutage, k, reason, noticed.Seconds(), held, readyAgain.Seconds(), reasons, c.Malformed)
+		})
+	}
+}
+
+// readyz returns the status code and body of an admin server's /readyz (0
+// when it does not answer).
+func readyz(addr string) (int, string) {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	_, _ = io.Copy(&b, resp.Body)
+	return resp.StatusCode, b.String()
 }
