@@ -87,8 +87,8 @@ func clientRequest(id int, requestID, key, model string, createdMs int64) []byte
 	for _, f := range []float32{1, 2, 3, 4} {
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
 	}
-	b = append(b, 0)  // end of the floats
-	b = append(b, 0)  // end of the tensors
+	b = append(b, 0) // end of the floats
+	b = append(b, 0) // end of the tensors
 	b = avroLong(b, createdMs)
 	return wire(id, b)
 }
