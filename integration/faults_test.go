@@ -12,10 +12,14 @@ package integration
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
+	mrand "math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,6 +27,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/asyncinfer/asyncinfer/pipeline"
+	"github.com/asyncinfer/asyncinfer/schemas"
 )
 
 // deliveryModes are the two modes every fault is tried in: the YAML that
@@ -53,11 +60,12 @@ const sessionTimeout = 10 * time.Second
 const rssBound = 256 * mib
 
 // checkFault asserts what every fault test asserts of verify's counts: the
-// suite's usual checks (checkCounts), and no identical repeat in
-// exactly-once mode.
-func (d *deployment) checkFault(ctx context.Context, t *testing.T, c counts, tr *testReport, eos bool) {
+// suite's usual checks (checkCounts; failing: FAILED answers the test asks
+// for besides the poison items), and no identical repeat in exactly-once
+// mode.
+func (d *deployment) checkFault(ctx context.Context, t *testing.T, c counts, tr *testReport, eos bool, failing int) {
 	t.Helper()
-	checkCounts(t, c, tr)
+	checkCountsFailing(t, c, tr, failing)
 	if eos && c.Repeated != 0 {
 		t.Errorf("repeated=%d in exactly-once mode, want 0", c.Repeated)
 		d.traceRepeats(ctx, t, 10)
@@ -317,7 +325,7 @@ func TestKillStageMidStream(t *testing.T) {
 			}
 			<-loadDone
 			c := d.settle(ctx, n)
-			d.checkFault(ctx, t, c, tr, mode.yaml != "")
+			d.checkFault(ctx, t, c, tr, mode.yaml != "", 0)
 			d.checkProcs(t, tr, rssBound)
 			tr.Notes = mode.name + "; SIGKILL of each stage's process in turn while it held work, restarted at once with the same instance id: " +
 				strings.Join(notes, "; ") + fmt.Sprintf("; bound: the session timeout, %v", sessionTimeout)
@@ -551,7 +559,7 @@ func TestRegistryOutage(t *testing.T) {
 			readyAgain := time.Since(back)
 			<-loadDone
 			c := d.settle(ctx, n+k)
-			d.checkFault(ctx, t, c, tr, mode.yaml != "")
+			d.checkFault(ctx, t, c, tr, mode.yaml != "", 0)
 			reasons := d.deadLetterReasons(ctx, t)
 			for r, k := range reasons {
 				if !strings.HasPrefix(r, "undecodable@") {
@@ -582,4 +590,204 @@ func readyz(addr string) (int, string) {
 	var b strings.Builder
 	_, _ = io.Copy(&b, resp.Body)
 	return resp.StatusCode, b.String()
+}
+
+// results reads the deployment's results, by request id.
+func (d *deployment) results(ctx context.Context, t *testing.T) map[string][]*schemas.Result {
+	t.Helper()
+	codec := d.codec(ctx, t)
+	out := map[string][]*schemas.Result{}
+	err := d.readTopics(ctx, func(r *kgo.Record) {
+		res, err := codec.DecodeResult(ctx, r.Value)
+		if err != nil {
+			t.Errorf("a result that does not decode: %v", err)
+			return
+		}
+		out[res.RequestID] = append(out[res.RequestID], res)
+	}, pipeline.NewTopics(d.prefix).Results)
+	if err != nil {
+		t.Fatalf("read the results: %v", err)
+	}
+	return out
+}
+
+// hostile is one hostile record and what must become of it.
+type hostile struct {
+	name      string
+	rec       *kgo.Record
+	requestID string // answered: the answer's request id ("": dead-lettered)
+	// codes are the answers allowed ("SUCCEEDED" or "FAILED/<code>"); for a
+	// dead letter, the reasons allowed.
+	want []string
+}
+
+// randomText is n random lowercase letters (incompressible enough that a
+// batch of it stays about its size).
+func randomText(rng *mrand.Rand, n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = 'a' + byte(rng.IntN(26))
+	}
+	return string(b)
+}
+
+// bigRequest is a valid request whose encoded value takes about size bytes
+// (its input a tensor of random floats).
+func bigRequest(t *testing.T, codec *schemas.Codec, topic, id string, size int, rng *mrand.Rand) []byte {
+	t.Helper()
+	req := &schemas.Request{RequestID: id, Model: "sim", CreatedAtMs: time.Now().UnixMilli(),
+		Inputs: []schemas.Tensor{{Name: "x", Datatype: "FP32", Shape: []int64{1, 0}}}}
+	enc := func(floats int) []byte {
+		raw := make([]byte, floats*4)
+		for i := 0; i < floats; i++ {
+			binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(rng.Float32()))
+		}
+		req.Inputs[0].Shape[1], req.Inputs[0].Raw = int64(floats), raw
+		v, err := codec.EncodeRequest(topic, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	v := enc(1000)
+	return enc(1000 + (size-len(v))/4)
+}
+
+// Hostile records among the usual traffic, in both modes: each is answered
+// or dead-lettered as it should be, the partition it is on moves on, no
+// stage exits, and no stage process's memory goes above rssBound.
+//   - a valid request compressed above max.message.bytes (2 MB decompressed
+//     in a batch of a few KB): FAILED REQUEST_TOO_LARGE;
+//   - memory bombs (a client schema with an array of records of empty maps):
+//     950 KB uncompressed (once ~415 MiB in dedup and infer), 6 MB and
+//     12 MB compressed (once `fatal error: out of memory` at 2.25 GiB):
+//     dead letters;
+//   - a 600 KB key with a 440 KB malformed value, just under the topic's
+//     limit, whose dead letter would have been larger than the producer's
+//     limit (once a crash loop of dedup): a dead letter that fits;
+//   - valid requests between the producer's default limit (1,000,012
+//     bytes) and the topic's (1,048,576): answered (once lost);
+//   - a valid request with a 400 KB request id and no idempotency key: its
+//     state entries (key, request id) take three times that: answered.
+func TestHostileRecords(t *testing.T) {
+	need(t)
+	for _, mode := range deliveryModes {
+		t.Run(mode.name, func(t *testing.T) {
+			tr := &testReport{}
+			record(t, tr)
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			d := newDeployment(t, 4, mode.yaml+flakyModel)
+			d.create(ctx, t)
+			procs := d.startAll(ctx, 0)
+			codec := d.codec(ctx, t)
+			topic := d.prefix + "requests"
+			bombID := d.registerSchema(ctx, t, "bomb", bombSchema)
+			rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 10))
+			run := fmt.Sprintf("%x", rng.Uint32())
+
+			var hs []hostile
+			answered := func(name string, size int, want ...string) {
+				id := fmt.Sprintf("%s-%s", name, run)
+				hs = append(hs, hostile{name: name, requestID: id, want: want,
+					rec: &kgo.Record{Topic: topic, Key: []byte(id), Value: bigRequest(t, codec, topic, id, size, rng)}})
+			}
+			// Compressible: the tensor of zeros.
+			zeros := &schemas.Request{RequestID: "compressed-" + run, Model: "sim", CreatedAtMs: time.Now().UnixMilli(),
+				Inputs: []schemas.Tensor{{Name: "x", Datatype: "FP32", Shape: []int64{1, 500_000}, Raw: make([]byte, 2_000_000)}}}
+			v, err := codec.EncodeRequest(topic, zeros)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs = append(hs, hostile{name: "compressed 2 MB request", requestID: zeros.RequestID, want: []string{"FAILED/REQUEST_TOO_LARGE"},
+				rec: &kgo.Record{Topic: topic, Key: []byte(zeros.RequestID), Value: v}})
+			for _, size := range []int{950_000, 6_000_000, 12_000_000} {
+				id := fmt.Sprintf("bomb-%d-%s", size, run)
+				hs = append(hs, hostile{name: fmt.Sprintf("bomb of %d bytes", size), want: []string{"undecodable", "too_large"},
+					rec: &kgo.Record{Topic: topic, Key: []byte(id), Value: bombRequest(bombID, id, size)}})
+			}
+			junk := make([]byte, 440_000)
+			for i := range junk {
+				junk[i] = byte(rng.IntN(256))
+			}
+			junk[0] = 0xff
+			hs = append(hs, hostile{name: "600 KB key, 440 KB malformed value", want: []string{"undecodable"},
+				rec: &kgo.Record{Topic: topic, Key: []byte(randomText(rng, 600_000)), Value: junk}})
+			for _, size := range []int{1_000_100, 1_030_000, 1_047_000, 1_048_300} {
+				answered(fmt.Sprintf("valid-%d", size), size, "SUCCEEDED", "FAILED/REQUEST_TOO_LARGE")
+			}
+			longID := "long-id-" + run + "-" + randomText(rng, 400_000)
+			req := &schemas.Request{RequestID: longID, Model: "sim", CreatedAtMs: time.Now().UnixMilli(),
+				Inputs: []schemas.Tensor{{Name: "x", Datatype: "FP32", Shape: []int64{1}, FP32: []float32{1}}}}
+			if v, err = codec.EncodeRequest(topic, req); err != nil {
+				t.Fatal(err)
+			}
+			hs = append(hs, hostile{name: "400 KB request id", requestID: longID, want: []string{"SUCCEEDED", "FAILED/REQUEST_TOO_LARGE"},
+				rec: &kgo.Record{Topic: topic, Key: []byte(longID), Value: v}})
+
+			const n = 1500
+			loadDone := d.loadAsync(ctx, t, n, 300)
+			d.waitMidStream(ctx, t, n, procs)
+			// Uncompressed, one record a batch, up to the topic's limit; and
+			// compressed, as a client with a large batch limit sends them.
+			plain := producer(t, kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerBatchMaxBytes(1<<20))
+			zstd := producer(t, kgo.ProducerBatchCompression(kgo.ZstdCompression()), kgo.ProducerBatchMaxBytes(16<<20))
+			for i := range hs {
+				cl := plain
+				if len(hs[i].rec.Value)+len(hs[i].rec.Key) > 1<<20 || hs[i].name == "compressed 2 MB request" {
+					cl = zstd
+				}
+				if err := cl.ProduceSync(ctx, hs[i].rec).FirstErr(); err != nil {
+					t.Fatalf("produce %s: %v", hs[i].name, err)
+				}
+			}
+			<-loadDone
+			c := d.settle(ctx, n+len(hs))
+			failing := 0 // those the test sends that may be answered FAILED
+			for _, h := range hs {
+				if h.requestID != "" && slices.ContainsFunc(h.want, func(w string) bool { return strings.HasPrefix(w, "FAILED") }) {
+					failing++
+				}
+			}
+			d.checkFault(ctx, t, c, tr, mode.yaml != "", failing)
+
+			results := d.results(ctx, t)
+			dls := map[string]*schemas.DeadLetter{}
+			for _, dl := range d.deadLetters(ctx, t) {
+				dls[fmt.Sprintf("%s/%d/%d", dl.SourceTopic, dl.SourcePartition, dl.SourceOffset)] = dl
+			}
+			var fates []string
+			for _, h := range hs {
+				at := fmt.Sprintf("%s/%d/%d", h.rec.Topic, h.rec.Partition, h.rec.Offset)
+				got := "nothing"
+				if h.requestID != "" {
+					rs := results[h.requestID]
+					if len(rs) > 0 {
+						got = string(rs[0].Status)
+						if rs[0].ErrorCode != "" {
+							got += "/" + rs[0].ErrorCode
+						}
+					}
+				} else if dl := dls[at]; dl != nil {
+					got = dl.Reason
+					if dl.Truncated {
+						got += fmt.Sprintf(" (truncated to %d of %d bytes)", len(dl.Payload), dl.PayloadSize)
+					}
+				}
+				fates = append(fates, fmt.Sprintf("%s → %s", h.name, got))
+				if !slices.Contains(h.want, strings.SplitN(got, " ", 2)[0]) {
+					t.Errorf("%s (%d+%d bytes at %s): %s, want one of %v", h.name, len(h.rec.Key), len(h.rec.Value), at, got, h.want)
+				}
+			}
+			t.Logf("fates: %s", strings.Join(fates, "; "))
+			reasons := d.deadLetterReasons(ctx, t)
+			for r, k := range reasons {
+				if strings.HasPrefix(r, "produce_failed") {
+					t.Errorf("%d dead letters %s: a record whose output did not fit must be answered, not dead-lettered as a failure", k, r)
+				}
+			}
+			d.checkProcs(t, tr, rssBound)
+			tr.Notes = fmt.Sprintf("%s; among %d requests of load: %s; dead letters %v", mode.name, n, strings.Join(fates, "; "), reasons)
+		})
+	}
 }

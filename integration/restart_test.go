@@ -175,7 +175,7 @@ func brokerOutage(t *testing.T, mode, modeYAML string, kill bool) {
 	tr.figure("load_done_after_back_s", loaded.Seconds())
 	tr.figure("settled_after_back_s", settled.Seconds())
 	t.Logf("back: load done after %v, settled after %v", loaded, settled)
-	d.checkFault(ctx, t, c, tr, modeYAML != "")
+	d.checkFault(ctx, t, c, tr, modeYAML != "", 0)
 	reasons := d.deadLetterReasons(ctx, t)
 	t.Logf("broker down %v (every stage noticed after %v); dead letters by reason: %v", outage, noticed, reasons)
 	for r, k := range reasons {
