@@ -16,7 +16,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
 )
 
@@ -116,10 +115,6 @@ func producer(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 	t.Cleanup(cl.Close)
 	return cl
 }
-
-// murmur2 is Kafka's default partitioner, as the pipeline asks clients to
-// use: the key's partition.
-func murmur2(key []byte, partitions int) int32 { return pipeline.KeyPartition(key, partitions) }
 
 // consistentRandom is librdkafka's default partitioner (consistent_random):
 // CRC-32 of the key, modulo the partitions; another partition than

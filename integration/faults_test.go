@@ -22,6 +22,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -788,6 +790,217 @@ func TestHostileRecords(t *testing.T) {
 			}
 			d.checkProcs(t, tr, rssBound)
 			tr.Notes = fmt.Sprintf("%s; among %d requests of load: %s; dead letters %v", mode.name, n, strings.Join(fates, "; "), reasons)
+		})
+	}
+}
+
+// A flood of requests for models nobody configured, 3,000 distinct names
+// and one of 100 KB, among the usual traffic, in both modes: every one is
+// answered FAILED UNKNOWN_MODEL, and infer's metrics stay small: unknown
+// models share one label value (issue 10: 3,003 series, /metrics from 13 KB
+// to 1.2 MB, a 100 KB name as a label value).
+func TestUnknownModelFlood(t *testing.T) {
+	need(t)
+	for _, mode := range deliveryModes {
+		t.Run(mode.name, func(t *testing.T) {
+			tr := &testReport{}
+			record(t, tr)
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			d := newDeployment(t, 4, mode.yaml+flakyModel)
+			d.create(ctx, t)
+			procs := d.startAll(ctx, 0)
+			infer := procs["infer"]
+			_, before, err := infer.metrics()
+			if err != nil {
+				t.Fatal(err)
+			}
+			codec := d.codec(ctx, t)
+			topic := d.prefix + "requests"
+			rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 11))
+			run := fmt.Sprintf("%x", rng.Uint32())
+			const n, names = 1000, 3000
+			loadDone := d.loadAsync(ctx, t, n, 500)
+			d.waitMidStream(ctx, t, n, procs)
+			cl := producer(t)
+			var ids []string
+			var wg sync.WaitGroup
+			var failed atomic.Value
+			for i := range names + 1 {
+				model := fmt.Sprintf("bogus-%s-%d", run, i)
+				if i == names {
+					model = "bogus-" + randomText(rng, 100_000)
+				}
+				req := &schemas.Request{RequestID: fmt.Sprintf("unknown-%s-%d", run, i), Model: model, CreatedAtMs: time.Now().UnixMilli(),
+					Inputs: []schemas.Tensor{{Name: "x", Datatype: "FP32", Shape: []int64{1}, FP32: []float32{1}}}}
+				v, err := codec.EncodeRequest(topic, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, req.RequestID)
+				wg.Add(1)
+				cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(req.Key()), Value: v}, func(_ *kgo.Record, err error) {
+					defer wg.Done()
+					if err != nil {
+						failed.CompareAndSwap(nil, err)
+					}
+				})
+			}
+			wg.Wait()
+			if err, _ := failed.Load().(error); err != nil {
+				t.Fatal(err)
+			}
+			<-loadDone
+			c := d.settle(ctx, n+len(ids))
+			d.checkFault(ctx, t, c, tr, mode.yaml != "", len(ids))
+			results := d.results(ctx, t)
+			unknown := 0
+			for _, id := range ids {
+				if rs := results[id]; len(rs) > 0 && rs[0].Status == schemas.StatusFailed && rs[0].ErrorCode == "UNKNOWN_MODEL" {
+					unknown++
+				}
+			}
+			if unknown != len(ids) {
+				t.Errorf("%d of %d requests for unknown models answered FAILED UNKNOWN_MODEL", unknown, len(ids))
+			}
+			ms, size, err := infer.metrics()
+			if err != nil {
+				t.Fatal(err)
+			}
+			outcomes := series(ms, "asyncinfer_infer_outcomes_total")
+			longest := 0
+			for s := range ms {
+				longest = max(longest, len(s))
+			}
+			t.Logf("infer: %d series of asyncinfer_infer_outcomes_total, /metrics %d bytes (%d before the flood), longest series name %d bytes",
+				outcomes, size, before, longest)
+			// One configured model and the shared label of unknown ones,
+			// times the five statuses.
+			if outcomes > 10 {
+				t.Errorf("%d series of asyncinfer_infer_outcomes_total, want at most 10: model names a client invents must not become label values", outcomes)
+			}
+			if size > 2*before+64<<10 || longest > 1024 {
+				t.Errorf("/metrics grew from %d to %d bytes, longest series %d bytes: the flood leaked into the metrics", before, size, longest)
+			}
+			d.checkProcs(t, tr, rssBound)
+			tr.figure("outcome_series", float64(outcomes))
+			tr.figure("metrics_bytes_before", float64(before))
+			tr.figure("metrics_bytes_after", float64(size))
+			tr.Notes = fmt.Sprintf("%s; %d requests for %d distinct unknown models (one name of 100 KB) among %d of load: %d answered FAILED UNKNOWN_MODEL; infer's /metrics %d → %d bytes, %d outcome series",
+				mode.name, len(ids), len(ids), n, unknown, before, size, outcomes)
+		})
+	}
+}
+
+// Two producers on the same idempotency keys, one with Kafka's murmur2
+// partitioner (as the pipeline asks), the other with librdkafka's default
+// (consistent_random: CRC-32 of the key) or a random one, in both modes:
+// every repeat is answered DUPLICATE of the one answered first (dedup
+// re-routes requests on the wrong partition for their key to the right
+// one), and dedup counts and says that a producer ignores the rule.
+func TestForeignPartitioner(t *testing.T) {
+	need(t)
+	for _, mode := range deliveryModes {
+		t.Run(mode.name, func(t *testing.T) {
+			tr := &testReport{}
+			record(t, tr)
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			const partitions = 4
+			d := newDeployment(t, partitions, mode.yaml+flakyModel)
+			d.create(ctx, t)
+			procs := d.startAll(ctx, 0)
+			codec := d.codec(ctx, t)
+			topic := d.prefix + "requests"
+			rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 12))
+			run := fmt.Sprintf("%x", rng.Uint32())
+			random := kgo.BasicConsistentPartitioner(func(string) func(*kgo.Record, int) int {
+				return func(_ *kgo.Record, n int) int { return mrand.IntN(n) } // the client's goroutine: not rng
+			})
+			kafka := producer(t)                                              // murmur2, the default
+			foreign := producer(t, kgo.RecordPartitioner(consistentRandom())) // librdkafka's default
+			scatter := producer(t, kgo.RecordPartitioner(random))
+			const n, keys = 1000, 300
+			loadDone := d.loadAsync(ctx, t, n, 500)
+			d.waitMidStream(ctx, t, n, procs)
+			type pair struct{ key, a, b string }
+			var pairs []pair
+			var wg sync.WaitGroup
+			var failed atomic.Value
+			send := func(cl *kgo.Client, id, key string) {
+				req := &schemas.Request{RequestID: id, IdempotencyKey: key, Model: "sim", CreatedAtMs: time.Now().UnixMilli(),
+					Inputs: []schemas.Tensor{{Name: "x", Datatype: "FP32", Shape: []int64{1}, FP32: []float32{1}}}}
+				v, err := codec.EncodeRequest(topic, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wg.Add(1)
+				cl.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: v}, func(r *kgo.Record, err error) {
+					defer wg.Done()
+					if err != nil {
+						failed.CompareAndSwap(nil, err)
+					}
+				})
+			}
+			for i := range keys {
+				p := pair{key: fmt.Sprintf("shared-%s-%d", run, i), a: fmt.Sprintf("a-%s-%d", run, i), b: fmt.Sprintf("b-%s-%d", run, i)}
+				pairs = append(pairs, p)
+				other := foreign
+				if i%3 == 0 {
+					other = scatter
+				}
+				// Either may come first; both are in flight together.
+				if rng.IntN(2) == 0 {
+					send(kafka, p.a, p.key)
+					send(other, p.b, p.key)
+				} else {
+					send(other, p.b, p.key)
+					send(kafka, p.a, p.key)
+				}
+			}
+			wg.Wait()
+			if err, _ := failed.Load().(error); err != nil {
+				t.Fatal(err)
+			}
+			<-loadDone
+			c := d.settle(ctx, n+2*keys)
+			d.checkFault(ctx, t, c, tr, mode.yaml != "", 0)
+			results := d.results(ctx, t)
+			bad := 0
+			for _, p := range pairs {
+				ra, rb := results[p.a], results[p.b]
+				if len(ra) == 0 || len(rb) == 0 {
+					continue // lost: counted by verify
+				}
+				a, b := ra[0], rb[0]
+				ok := (a.Status == schemas.StatusDuplicate && a.OriginalRequestID == p.b && b.Status != schemas.StatusDuplicate) ||
+					(b.Status == schemas.StatusDuplicate && b.OriginalRequestID == p.a && a.Status != schemas.StatusDuplicate)
+				if !ok {
+					if bad++; bad <= 5 {
+						t.Errorf("key %s: %s answered %s (original %q), %s answered %s (original %q); want one DUPLICATE of the other",
+							p.key, p.a, a.Status, a.OriginalRequestID, p.b, b.Status, b.OriginalRequestID)
+					}
+				}
+			}
+			ms, _, err := procs["dedup"].metrics()
+			if err != nil {
+				t.Fatal(err)
+			}
+			violations := sum(ms, "asyncinfer_dedup_partitioning_violations_total")
+			rerouted := sum(ms, "asyncinfer_dedup_decisions_total", `decision="rerouted"`)
+			st, _ := procs["dedup"].status()
+			if violations == 0 || rerouted == 0 {
+				t.Errorf("dedup counted %v requests on the wrong partition, re-routed %v: want both > 0", violations, rerouted)
+			}
+			if len(st.Notices) == 0 {
+				t.Error("dedup's /status.json carries no notice that a producer ignores the partitioning rule")
+			}
+			d.checkProcs(t, tr, rssBound)
+			tr.figure("pairs_not_duplicate", float64(bad))
+			tr.figure("partitioning_violations", violations)
+			tr.figure("rerouted", rerouted)
+			tr.Notes = fmt.Sprintf("%s; %d idempotency keys each sent by a murmur2 producer and by a consistent_random (CRC-32; one in three: random) one, together, among %d of load: %d pairs not answered one DUPLICATE of the other; dedup counted %.0f misplaced, re-routed %.0f; notice %q",
+				mode.name, keys, n, bad, violations, rerouted, strings.Join(st.Notices, " "))
 		})
 	}
 }
