@@ -14,12 +14,14 @@
 // podman and builds the image where no engine exists (deploy/kafka).
 //
 // The schema registry is franz-go's srfake served over HTTP by the test
-// process: no Confluent-compatible registry can run here (its images and
+// process, on a listener a test can close and open again (a registry
+// outage): no Confluent-compatible registry can run here (its images and
 // packages are outside the registries this machine reaches).
 //
 // The suite writes integration-report.json (ASYNCINFER_INTEGRATION_REPORT
 // overrides the path): the broker's version and cluster id as it reported
-// them, whether it ran, and per test the counts verify measured.
+// them, whether it ran, and per test the counts verify measured, with what
+// the test measured besides (figures: restart times, peaks of memory).
 package integration
 
 import (
