@@ -251,8 +251,14 @@ func (p *proc) waitConsuming(ctx context.Context, t *testing.T, within time.Dura
 			}
 			if ms, _, err := p.metrics(); err == nil && sum(ms, "asyncinfer_records_consumed_total") > 0 {
 				rt.consuming = time.Since(p.started)
-				if rt.ready == 0 && ready(*a) == nil {
-					rt.ready = time.Since(p.started)
+				// Ready may come after: a partition consumes while another
+				// still restores its state.
+				for rt.ready == 0 && time.Since(p.started) < within {
+					if ready(*a) == nil {
+						rt.ready = time.Since(p.started)
+					} else {
+						time.Sleep(20 * time.Millisecond)
+					}
 				}
 				return rt
 			}
@@ -323,6 +329,9 @@ func TestKillStageMidStream(t *testing.T) {
 					t.Errorf("%s: not consuming %v after its restart (session timeout %v)", st, 6*sessionTimeout, sessionTimeout)
 				case rt.consuming > sessionTimeout:
 					t.Errorf("%s: consuming %v after its restart, want within the session timeout (%v)", st, rt.consuming, sessionTimeout)
+				}
+				if rt.ready == 0 || rt.ready > sessionTimeout {
+					t.Errorf("%s: /readyz not ready within the session timeout (%v) of its restart", st, sessionTimeout)
 				}
 			}
 			<-loadDone
