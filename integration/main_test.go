@@ -14,12 +14,14 @@
 // podman and builds the image where no engine exists (deploy/kafka).
 //
 // The schema registry is franz-go's srfake served over HTTP by the test
-// process: no Confluent-compatible registry can run here (its images and
+// process, on a listener a test can close and open again (a registry
+// outage): no Confluent-compatible registry can run here (its images and
 // packages are outside the registries this machine reaches).
 //
 // The suite writes integration-report.json (ASYNCINFER_INTEGRATION_REPORT
 // overrides the path): the broker's version and cluster id as it reported
-// them, whether it ran, and per test the counts verify measured.
+// them, whether it ran, and per test the counts verify measured, with what
+// the test measured besides (figures: restart times, peaks of memory).
 package integration
 
 import (
@@ -57,6 +59,7 @@ var env struct {
 	brokers  []string
 	sasl     string // the SASL_PLAINTEXT listener (container only; "" otherwise)
 	registry string // srfake's URL
+	reg      *registry
 	bin      string // the asyncinfer binary
 	broker   *broker
 	skip     string // why the suite skips; "" when it runs
@@ -107,9 +110,13 @@ func run(m *testing.M) int {
 	rep.Ran, rep.Broker = true, b
 	fmt.Printf("integration: Apache Kafka %s, cluster id %s, at %s (%s)\n", b.Version, b.ClusterID, b.Brokers, b.Source)
 
-	reg := srfake.New()
-	defer reg.Close()
-	env.registry = reg.URL()
+	reg, err := startRegistry()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration: registry:", err)
+		return 1
+	}
+	defer reg.close()
+	env.reg, env.registry = reg, reg.url()
 
 	dir, err := os.MkdirTemp("", "asyncinfer-integration")
 	if err != nil {
@@ -128,6 +135,67 @@ func run(m *testing.M) int {
 	defer stopMLServer()
 	return m.Run()
 }
+
+// registry is srfake served on a listener of ours, so that a test can take
+// it down (connections refused, open ones cut) and bring it back on the same
+// address.
+type registry struct {
+	fake *srfake.Registry
+	addr string
+	mu   sync.Mutex
+	srv  *http.Server // nil while down
+}
+
+func startRegistry() (*registry, error) {
+	r := &registry{fake: srfake.NewRegistry()}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r.addr = ln.Addr().String()
+	r.serve(ln)
+	return r, nil
+}
+
+func (r *registry) url() string { return "http://" + r.addr }
+
+func (r *registry) serve(ln net.Listener) {
+	r.srv = &http.Server{Handler: r.fake.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := r.srv
+	go func() { _ = srv.Serve(ln) }()
+}
+
+// down closes the listener and every open connection: from now on the
+// registry refuses connections, as one that crashed does.
+func (r *registry) down() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.srv != nil {
+		_ = r.srv.Close()
+		r.srv = nil
+	}
+}
+
+// up serves the registry again on its address.
+func (r *registry) up() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.srv != nil {
+		return nil
+	}
+	var ln net.Listener
+	var err error
+	for range 50 { // the port is ours; a moment for the old socket to go
+		if ln, err = net.Listen("tcp", r.addr); err == nil {
+			r.serve(ln)
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("serve the registry on %s again: %w", r.addr, err)
+}
+
+func (r *registry) close() { r.down() }
 
 // need skips the test when the suite has no broker.
 func need(t *testing.T) {
@@ -306,6 +374,18 @@ type testReport struct {
 	Repeated    int     `json:"repeated"`
 	Duration    float64 `json:"duration_seconds"`
 	Notes       string  `json:"notes,omitempty"`
+	Skipped     bool    `json:"skipped,omitempty"`
+	// Figures are what a test measured besides the counts (restart times,
+	// peaks of memory), by name with the unit in it.
+	Figures map[string]float64 `json:"figures,omitempty"`
+}
+
+// figure records a measurement.
+func (tr *testReport) figure(name string, v float64) {
+	if tr.Figures == nil {
+		tr.Figures = map[string]float64{}
+	}
+	tr.Figures[name] = v
 }
 
 var theReport *report
@@ -317,6 +397,7 @@ func record(t *testing.T, tr *testReport) {
 	t.Cleanup(func() {
 		tr.Duration = time.Since(start).Seconds()
 		tr.Passed = !t.Failed()
+		tr.Skipped = t.Skipped()
 		if theReport != nil {
 			theReport.mu.Lock()
 			theReport.Tests = append(theReport.Tests, tr)

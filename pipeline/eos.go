@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -178,7 +179,19 @@ func (r *Runner) endUnit(ctx context.Context, u *unit) bool {
 			}
 		}
 	}
-	committed, err := r.endTxn(ctx, commit)
+	var want map[string]map[int32]kgo.EpochOffset // what the commit commits
+	if commit {
+		want = offsetsOf(r.cl.UncommittedOffsets(), u.parts)
+	}
+	committed, unsure, err := r.endTxn(ctx, commit)
+	if err == nil && !committed {
+		if !r.settleAbort(ctx, want, unsure, &committed) {
+			err = ctx.Err()
+			if err == nil {
+				err = context.Canceled // the runner failed meanwhile
+			}
+		}
+	}
 	for _, sw := range works {
 		if committed {
 			sw.c.apply()
@@ -208,18 +221,128 @@ func (r *Runner) endUnit(ctx context.Context, u *unit) bool {
 	return true
 }
 
+// settleAbort makes a transaction that did not commit final at the broker,
+// and the consumer's position agree with it; it reports false when the
+// runner stops meanwhile.
+//
+// Re-initializing the producer id (at the same epoch) fences whatever of
+// ours is still open: an abort that could not reach the broker (it was
+// down) returns as if done, and leaves the transaction open there with its
+// offsets pending, so the group's offsets stay unstable, and the consumer
+// that fetches them waits, until the broker times it out (30 to 60 s seen
+// after a broker restart). It also waits for a transaction being completed.
+//
+// unsure says a commit was attempted and its answer lost (the broker went
+// down meanwhile): it may have committed. Once the producer id is
+// re-initialized, the group's committed offsets say what happened: the
+// unit's offsets if it committed (committed is then set), the ones before
+// it if not. franz-go rewinds the consumer to the offsets it last saw
+// committed, which is wrong in the first case, so the consumer is set to
+// what the broker says.
+func (r *Runner) settleAbort(ctx context.Context, want map[string]map[int32]kgo.EpochOffset, unsure bool, committed *bool) bool {
+	if !r.initProducer(ctx) {
+		return false
+	}
+	adm := kadm.NewClient(r.cl)
+	var got kadm.OffsetResponses
+	var lastWarn time.Time
+	err := Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func() error {
+		var err error
+		got, err = adm.FetchOffsets(kadm.RequireStable(ctx), r.group)
+		if err == nil {
+			err = got.Error()
+		}
+		return err
+	}, func(err error) bool {
+		if authError(err) || errors.Is(err, kgo.ErrClientClosed) || ctx.Err() != nil {
+			return false
+		}
+		if time.Since(lastWarn) > holdWarnEvery {
+			lastWarn = time.Now()
+			r.log.Warn("cannot read the group's offsets after a transaction that did not commit; retrying", "err", err)
+		}
+		return true
+	})
+	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, kgo.ErrClientClosed) {
+			r.Fail(fmt.Errorf("pipeline: %s: read the group's offsets: %w%s", r.stage, err, r.authHint(err)))
+		}
+		return false
+	}
+	all := len(want) > 0
+	for t, ps := range want {
+		for p, w := range ps {
+			if o, ok := got.Lookup(t, p); !ok || o.At != w.Offset {
+				all = false
+			}
+		}
+	}
+	if unsure && all {
+		*committed = true
+		r.log.Warn("a transaction whose answer was lost had committed; its work stands")
+	}
+	// Every partition, not only the unit's: franz-go rewinds them all to
+	// what it last saw committed, and after a commit it did not see that
+	// is behind.
+	at := map[string]map[int32]kgo.EpochOffset{}
+	got.Each(func(o kadm.OffsetResponse) {
+		if o.Err != nil || o.At < 0 || o.Topic != r.spec.Input {
+			return
+		}
+		if at[o.Topic] == nil {
+			at[o.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		at[o.Topic][o.Partition] = kgo.EpochOffset{Epoch: o.LeaderEpoch, Offset: o.At}
+	})
+	r.cl.SetOffsets(at)
+	return true
+}
+
+// offsetsOf keeps the offsets of the given partitions.
+func offsetsOf(offs map[string]map[int32]kgo.EpochOffset, parts map[tp]bool) map[string]map[int32]kgo.EpochOffset {
+	out := map[string]map[int32]kgo.EpochOffset{}
+	for t, ps := range offs {
+		for p, o := range ps {
+			if !parts[tp{t, p}] {
+				continue
+			}
+			if out[t] == nil {
+				out[t] = map[int32]kgo.EpochOffset{}
+			}
+			out[t][p] = o
+		}
+	}
+	return out
+}
+
 // endTxn ends the transaction. A broker that cannot be reached (shut down,
 // restarting) is waited for: the end is retried until it answers, so the
 // stage rides out a broker restart instead of exiting. Errors that retrying
 // cannot fix (authorization, fencing) are returned.
-func (r *Runner) endTxn(ctx context.Context, commit bool) (bool, error) {
-	var committed bool
+//
+// One attempt is bounded by the session timeout. When it starts, the unit's
+// records are acknowledged (or, for an abort, dropped), so what is left is
+// a few round trips: the offsets, a heartbeat, EndTxn. The heartbeat is the
+// trap: franz-go's End waits for the group's heartbeat loop to confirm the
+// membership, and when the session died meanwhile (a broker restart, a
+// failed heartbeat) that loop has quit and the group's onLost waits for the
+// rebalance this runner blocks until the unit ends (franz-go #1053): End
+// waits for its whole deadline. Past the session timeout the broker has
+// expired the membership anyway, so the attempt is given up, and the
+// retry aborts.
+//
+// unsure reports that an attempt to commit failed without an answer (the
+// broker may have committed it) and a retry aborted.
+func (r *Runner) endTxn(ctx context.Context, commit bool) (committed, unsure bool, err error) {
 	start := time.Now()
-	err := Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func() error {
-		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.txnTimeout+10*time.Second)
+	err = Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func() error {
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.sessionTimeout)
 		defer cancel()
 		var err error
 		committed, err = r.sess.End(ectx, kgo.TransactionEndTry(commit))
+		if err != nil && commit {
+			unsure = true
+		}
 		return err
 	}, func(err error) bool {
 		if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || authError(err) || r.killed.Load() {
@@ -233,7 +356,7 @@ func (r *Runner) endTxn(ctx context.Context, commit bool) (bool, error) {
 		commit = false
 		return true
 	})
-	return committed, err
+	return committed, unsure, err
 }
 
 // finishEOS produces a work's records and changelog inside the current

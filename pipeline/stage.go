@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -187,18 +189,42 @@ func contains(ss []string, s string) bool {
 	return false
 }
 
+// MaxStateRef is the longest key or request id a stage's state keeps as it
+// is (StateRef).
+const MaxStateRef = 1 << 10
+
+// StateRef is the form in which a stage's state keeps a key or a request
+// id: itself up to MaxStateRef bytes, else "sha256:" and the hex of its
+// SHA-256. A client chooses both, up to the size of a message; kept whole,
+// an entry (the key twice, the request id once) would not fit the changelog
+// for ids above a third of the topic's limit, and writing it would fail
+// after the outputs were written (a 400 KB request id was dead-lettered
+// produce_failed at least once, and lost exactly once). Get and Remember
+// apply it; a stage that compares an entry's request id with a request's
+// compares their refs, and an entry's request id is the original's ref.
+func StateRef(s string) string {
+	if len(s) <= MaxStateRef {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
 // Get returns the live state entry for key on the record's partition:
-// staged by work in flight, or committed.
+// staged by work in flight, or committed. Its key and request id are refs
+// (StateRef).
 func (c *Context) Get(key string) (schemas.StateEntry, bool) {
 	if c.r.win == nil {
 		return schemas.StateEntry{}, false
 	}
-	return c.r.win.Get(c.rec.Partition, key)
+	return c.r.win.Get(c.rec.Partition, StateRef(key))
 }
 
 // Remember stages a state entry for key: it is visible to Get at once, and
 // written to the changelog with the outputs; it takes effect when they are
-// durable, and is dropped without a trace if they are not.
+// durable, and is dropped without a trace if they are not. The key and the
+// request id are kept as their refs (StateRef), so that the entry fits the
+// changelog whatever their size.
 func (c *Context) Remember(key, requestID string, status schemas.Status) {
 	if c.Ended() {
 		return
@@ -207,7 +233,7 @@ func (c *Context) Remember(key, requestID string, status schemas.Status) {
 		c.r.log.Error("Remember on a stage without a changelog", "stage", c.r.stage)
 		return
 	}
-	e := c.r.win.Entry(key, requestID, status)
+	e := c.r.win.Entry(StateRef(key), StateRef(requestID), status)
 	c.r.win.Stage(c.rec.Partition, e)
 	c.changes = append(c.changes, e)
 }

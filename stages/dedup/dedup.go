@@ -154,13 +154,15 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		// between. Decide here rather than go round again.
 	}
 	if e, ok := c.Get(key); ok {
-		if e.RequestID == h.RequestID {
+		if e.RequestID == pipeline.StateRef(h.RequestID) {
 			// Its outputs exist (write order): a re-delivery after a crash.
 			s.m.Decisions.WithLabelValues("redelivery").Inc()
 			finish(c)
 			return
 		}
 		s.m.Decisions.WithLabelValues("duplicate").Inc()
+		// The original's request id as the state keeps it: its SHA-256
+		// when it is longer than pipeline.MaxStateRef.
 		s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusDuplicate, Reason: "idempotency_key_seen",
 			OriginalRequestID: e.RequestID, OriginalStatus: e.Status})
 		finish(c)

@@ -336,3 +336,42 @@ func TestCompressedOversize(t *testing.T) {
 		t.Errorf("dead letter reason %q, want %s", reason, pipeline.ReasonTooLarge)
 	}
 }
+
+// Long request ids and idempotency keys are remembered: a request whose id
+// is 400 KB (no idempotency key: the id is the key) was forwarded, but its
+// state entry (the key twice, the id once: 1.2 MB) did not fit the
+// changelog, so the input was dead-lettered produce_failed after its output
+// was written (lost, in exactly-once mode). The state keeps long ids as
+// their SHA-256: the entry fits, a re-delivery is dropped silently, and a
+// second request with the same key is DUPLICATE.
+func TestLongIDsAreRemembered(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	long := strings.Repeat("i", 400_000)
+	first := kafkatest.Request(long, "", "m")
+	again := kafkatest.Request("again", long, "m") // the same key, another request id
+	e.Produce(t, first, first, again)
+	m := start(t, e)
+	kafkatest.Eventually(t, "all three handled", func() bool {
+		c := e.Committed(t, group, e.Topics.Requests)
+		return len(c) > 0 && c[0] == 3
+	})
+	m.stop()
+	if n := len(e.ReadCommitted(t, e.Topics.DLQ)); n != 0 {
+		t.Errorf("%d dead letters, want none", n)
+	}
+	if n := len(e.ReadCommitted(t, e.Topics.Accepted)); n != 1 {
+		t.Errorf("%d accepted, want the first only", n)
+	}
+	if got := decisions(m.m, "redelivery"); got != 1 {
+		t.Errorf("%d re-deliveries dropped, want 1", got)
+	}
+	dup := e.Results(t, e.Topics.Outcomes)["again"]
+	if len(dup) != 1 || dup[0].Status != schemas.StatusDuplicate || dup[0].OriginalRequestID != pipeline.StateRef(long) {
+		t.Errorf("again: %+v, want DUPLICATE of %s", dup, pipeline.StateRef(long))
+	}
+	for _, r := range e.ReadCommitted(t, e.Topics.DedupState) {
+		if n := pipeline.BatchSize(r); n > 4096 {
+			t.Errorf("a state entry of %d bytes", n)
+		}
+	}
+}

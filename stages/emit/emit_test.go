@@ -2,6 +2,7 @@ package emit_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -90,5 +91,46 @@ func TestEmitOncePerRequestID(t *testing.T) {
 	}
 	if got := len(e.ReadAll(t, e.Topics.Requests)); got != 0 {
 		t.Errorf("a result was written to the requests topic (%d records)", got)
+	}
+}
+
+// An outcome with a 400 KB request id is emitted once: its emitted-ids
+// entry (the id twice as key and once more) did not fit the changelog, and
+// its input was dead-lettered produce_failed after the result was written
+// (in exactly-once mode: the result never came). The state keeps long ids
+// as their SHA-256 (pipeline.StateRef), so the entry fits and a repeat of
+// the outcome is dropped.
+func TestEmitLongRequestID(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	long := &schemas.Result{RequestID: strings.Repeat("i", 400_000), Status: schemas.StatusSucceeded, Model: "m"}
+	produceOutcome(t, e, long)
+	produceOutcome(t, e, long) // repeat
+	m, err := emit.NewMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := pipeline.New(e.Stage(t, "emit"), emit.Decoder(e.Codec), emit.New(emit.Config{Results: e.Topics.Results}, e.Codec, m), e.Opts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	kafkatest.Eventually(t, "both outcomes handled", func() bool {
+		c := e.Committed(t, "asyncinfer.emit", e.Topics.Outcomes)
+		return len(c) > 0 && c[0] == 2
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.Results(t, e.Topics.Results)[long.RequestID]); n != 1 {
+		t.Errorf("%d results, want 1", n)
+	}
+	if n := len(e.ReadCommitted(t, e.Topics.DLQ)); n != 0 {
+		t.Errorf("%d dead letters, want none", n)
+	}
+	if got := testutil.ToFloat64(m.Repeats); got != 1 {
+		t.Errorf("repeats dropped %v, want 1", got)
 	}
 }
