@@ -93,7 +93,7 @@ func (u *unit) end() (complete bool, works []settled, err error) {
 func (r *Runner) eosLoop(ctx context.Context) {
 	// Whatever ends the loop, rebalances (and so Close's revoke) must not
 	// stay blocked by the last poll.
-	defer r.sess.AllowRebalance()
+	defer func() { r.session().AllowRebalance() }() // the session of the moment (renew replaces it)
 	max := r.cfg.maxInflight
 	for ctx.Err() == nil {
 		// Work of an aborted unit the stage still holds (queued for a model)
@@ -101,16 +101,24 @@ func (r *Runner) eosLoop(ctx context.Context) {
 		if !r.tr.wait(ctx.Done(), func() bool { return r.tr.liveLocked() < max }) {
 			return
 		}
-		fs := r.sess.PollRecords(ctx, max-r.tr.liveCount())
+		fs := r.session().PollRecords(ctx, max-r.tr.liveCount())
 		if fs.IsClientClosed() {
 			return
 		}
 		r.fetchErrors(fs)
 		if fs.NumRecords() == 0 {
-			r.sess.AllowRebalance()
+			r.session().AllowRebalance()
 			continue
 		}
-		if err := r.sess.Begin(); err != nil {
+		if err := r.session().Begin(); err != nil {
+			if fenced(err) {
+				// What was polled is dropped with the old client: the
+				// new one starts from the group's committed offsets.
+				if !r.renew(ctx, err) {
+					return
+				}
+				continue
+			}
 			r.Fail(fmt.Errorf("pipeline: %s: begin transaction: %w%s", r.stage, err, r.authHint(err)))
 			return
 		}
@@ -135,7 +143,7 @@ func (r *Runner) eosLoop(ctx context.Context) {
 		if !r.endUnit(ctx, u) {
 			return
 		}
-		r.sess.AllowRebalance()
+		r.session().AllowRebalance()
 	}
 }
 
@@ -173,7 +181,7 @@ func (r *Runner) endUnit(ctx context.Context, u *unit) bool {
 			// An outage is waited out: only an error no retry cures (the
 			// record refused for what it is) makes the next attempt
 			// dead-letter the input.
-			if sw.err != nil && !retriableKafkaErr(sw.err) {
+			if sw.err != nil && !retriableKafkaErr(sw.err) && !producerStateErr(sw.err) {
 				r.noteFailure(sw.c)
 			}
 		}
@@ -202,6 +210,9 @@ func (r *Runner) endUnit(ctx context.Context, u *unit) bool {
 		if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
 			return false
 		}
+		if fenced(err) {
+			return r.renew(ctx, err)
+		}
 		r.Fail(fmt.Errorf("pipeline: %s: end transaction: %w%s", r.stage, err, r.authHint(err)))
 		return false
 	}
@@ -219,10 +230,10 @@ func (r *Runner) endTxn(ctx context.Context, commit bool) (bool, error) {
 		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.txnTimeout+10*time.Second)
 		defer cancel()
 		var err error
-		committed, err = r.sess.End(ectx, kgo.TransactionEndTry(commit))
+		committed, err = r.session().End(ectx, kgo.TransactionEndTry(commit))
 		return err
 	}, func(err error) bool {
-		if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || authError(err) || r.killed.Load() {
+		if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || authError(err) || fenced(err) || r.killed.Load() {
 			return false
 		}
 		if time.Since(start) > 5*time.Second {
