@@ -83,7 +83,15 @@ type counts struct {
 	Repeated            int  `json:"repeated"`
 	Unrequested         int  `json:"unrequested"`
 	Settled             bool `json:"settled"`
-	Results             struct {
+	// LatencyMs are the percentiles of each request id's first answer, from
+	// its created_at to emit.
+	LatencyMs struct {
+		P50 float64 `json:"p50"`
+		P95 float64 `json:"p95"`
+		P99 float64 `json:"p99"`
+		Max float64 `json:"max"`
+	} `json:"latency_ms"`
+	Results struct {
 		Succeeded int `json:"succeeded"`
 		Failed    int `json:"failed"`
 		Expired   int `json:"expired"`

@@ -94,7 +94,7 @@ func (u *unit) end() (complete bool, works []settled, err error) {
 func (r *Runner) eosLoop(ctx context.Context) {
 	// Whatever ends the loop, rebalances (and so Close's revoke) must not
 	// stay blocked by the last poll.
-	defer r.sess.AllowRebalance()
+	defer func() { r.session().AllowRebalance() }() // the session of the moment (renew replaces it)
 	max := r.cfg.maxInflight
 	for ctx.Err() == nil {
 		// Work of an aborted unit the stage still holds (queued for a model)
@@ -102,16 +102,24 @@ func (r *Runner) eosLoop(ctx context.Context) {
 		if !r.tr.wait(ctx.Done(), func() bool { return r.tr.liveLocked() < max }) {
 			return
 		}
-		fs := r.sess.PollRecords(ctx, max-r.tr.liveCount())
+		fs := r.session().PollRecords(ctx, max-r.tr.liveCount())
 		if fs.IsClientClosed() {
 			return
 		}
 		r.fetchErrors(fs)
 		if fs.NumRecords() == 0 {
-			r.sess.AllowRebalance()
+			r.session().AllowRebalance()
 			continue
 		}
-		if err := r.sess.Begin(); err != nil {
+		if err := r.session().Begin(); err != nil {
+			if fenced(err) {
+				// What was polled is dropped with the old client: the
+				// new one starts from the group's committed offsets.
+				if !r.renew(ctx, err) {
+					return
+				}
+				continue
+			}
 			r.Fail(fmt.Errorf("pipeline: %s: begin transaction: %w%s", r.stage, err, r.authHint(err)))
 			return
 		}
@@ -136,7 +144,7 @@ func (r *Runner) eosLoop(ctx context.Context) {
 		if !r.endUnit(ctx, u) {
 			return
 		}
-		r.sess.AllowRebalance()
+		r.session().AllowRebalance()
 	}
 }
 
@@ -174,14 +182,14 @@ func (r *Runner) endUnit(ctx context.Context, u *unit) bool {
 			// An outage is waited out: only an error no retry cures (the
 			// record refused for what it is) makes the next attempt
 			// dead-letter the input.
-			if sw.err != nil && !retriableKafkaErr(sw.err) {
+			if sw.err != nil && !retriableKafkaErr(sw.err) && !producerStateErr(sw.err) {
 				r.noteFailure(sw.c)
 			}
 		}
 	}
 	var want map[string]map[int32]kgo.EpochOffset // what the commit commits
 	if commit {
-		want = offsetsOf(r.cl.UncommittedOffsets(), u.parts)
+		want = offsetsOf(r.client().UncommittedOffsets(), u.parts)
 	}
 	committed, unsure, err := r.endTxn(ctx, commit)
 	if err == nil && !committed {
@@ -215,6 +223,9 @@ func (r *Runner) endUnit(ctx context.Context, u *unit) bool {
 		if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
 			return false
 		}
+		if fenced(err) {
+			return r.renew(ctx, err)
+		}
 		r.Fail(fmt.Errorf("pipeline: %s: end transaction: %w%s", r.stage, err, r.authHint(err)))
 		return false
 	}
@@ -243,7 +254,7 @@ func (r *Runner) settleAbort(ctx context.Context, want map[string]map[int32]kgo.
 	if !r.initProducer(ctx) {
 		return false
 	}
-	adm := kadm.NewClient(r.cl)
+	adm := kadm.NewClient(r.client())
 	var got kadm.OffsetResponses
 	var lastWarn time.Time
 	err := Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func() error {
@@ -294,7 +305,7 @@ func (r *Runner) settleAbort(ctx context.Context, want map[string]map[int32]kgo.
 		}
 		at[o.Topic][o.Partition] = kgo.EpochOffset{Epoch: o.LeaderEpoch, Offset: o.At}
 	})
-	r.cl.SetOffsets(at)
+	r.client().SetOffsets(at)
 	return true
 }
 
@@ -339,13 +350,13 @@ func (r *Runner) endTxn(ctx context.Context, commit bool) (committed, unsure boo
 		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.sessionTimeout)
 		defer cancel()
 		var err error
-		committed, err = r.sess.End(ectx, kgo.TransactionEndTry(commit))
+		committed, err = r.session().End(ectx, kgo.TransactionEndTry(commit))
 		if err != nil && commit {
 			unsure = true
 		}
 		return err
 	}, func(err error) bool {
-		if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || authError(err) || r.killed.Load() {
+		if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || authError(err) || fenced(err) || r.killed.Load() {
 			return false
 		}
 		if time.Since(start) > 5*time.Second {

@@ -90,7 +90,7 @@ func (r *Runner) hold(rec *kgo.Record, err error) {
 	r.holds.m[t] = h
 	r.holds.mu.Unlock()
 	r.pause.Pause(PauseRegistry, rec.Topic, rec.Partition)
-	r.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{rec.Topic: {rec.Partition: {Epoch: rec.LeaderEpoch, Offset: rec.Offset}}})
+	r.client().SetOffsets(map[string]map[int32]kgo.EpochOffset{rec.Topic: {rec.Partition: {Epoch: rec.LeaderEpoch, Offset: rec.Offset}}})
 	r.m.Held.WithLabelValues(r.stage).Inc()
 	r.log.Warn("cannot decode: the schema registry is unreachable; the partition waits and decoding is retried",
 		"topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)

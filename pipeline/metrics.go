@@ -19,6 +19,8 @@ type Metrics struct {
 	Inflight      *prometheus.GaugeVec
 	Commits       *prometheus.CounterVec
 	Aborts        *prometheus.CounterVec
+	Renewals      *prometheus.CounterVec
+	Fenced        *prometheus.CounterVec
 	CommitErrors  *prometheus.CounterVec
 	Paused        *prometheus.GaugeVec
 	Restores      *prometheus.HistogramVec
@@ -48,6 +50,10 @@ func newMetrics() *Metrics {
 			Help: "Successful offset commits."}, []string{"stage"}),
 		Aborts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "transaction_aborts_total",
 			Help: "Transactions aborted (exactly-once mode): their records are consumed again."}, []string{"stage"}),
+		Renewals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "producer_renewals_total",
+			Help: "Times the transactional producer was found fenced and made anew (exactly-once mode): the instance stopped responding long enough for its partitions to move."}, []string{"stage"}),
+		Fenced: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "transactions_fenced_total",
+			Help: "Open transactions of departed instances of the stage (frozen, partitioned away) this instance aborted by fencing them, instead of waiting for the broker's timeout (exactly-once mode)."}, []string{"stage"}),
 		CommitErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "offset_commit_errors_total",
 			Help: "Failed offset commits (retried at the next interval)."}, []string{"stage"}),
 		Paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "paused_partitions",
@@ -65,7 +71,7 @@ func newMetrics() *Metrics {
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := newMetrics()
 	if err := Register(reg, m.Consumed, m.Produced, m.ProduceErrors, m.DeadLetters, m.Undecodable, m.Stale, m.Held,
-		m.Inflight, m.Commits, m.Aborts, m.CommitErrors, m.Paused, m.Restores, m.StateKeys); err != nil {
+		m.Inflight, m.Commits, m.Aborts, m.Renewals, m.Fenced, m.CommitErrors, m.Paused, m.Restores, m.StateKeys); err != nil {
 		return nil, err
 	}
 	return m, nil

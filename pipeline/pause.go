@@ -196,6 +196,14 @@ func (p *Pauses) assign(ts []tp) {
 	p.reportLocked()
 }
 
+// setClient points the registry at a new client (a renewed producer's):
+// what it pauses is applied there as partitions are assigned to it.
+func (p *Pauses) setClient(cl fetchPauser) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cl = cl
+}
+
 // unassign forgets revoked partitions, and their local reasons with them: a
 // new owner decides afresh. The client forgets nothing by itself, so they
 // are resumed there to start clean when they come back.

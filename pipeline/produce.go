@@ -53,9 +53,9 @@ func (c *Context) produce(p producePhase, rs []*kgo.Record, try bool) {
 	w.left.Store(int32(len(rs)))
 	for _, rec := range rs {
 		if try {
-			c.r.cl.TryProduce(c.r.workCtx, rec, w.promise)
+			c.r.client().TryProduce(c.r.workCtx, rec, w.promise)
 		} else {
-			c.r.cl.Produce(c.r.workCtx, rec, w.promise)
+			c.r.client().Produce(c.r.workCtx, rec, w.promise)
 		}
 	}
 }
@@ -69,7 +69,7 @@ func (c *Context) onProduced(rec *kgo.Record, err error) {
 		r.goroutines.Add(1)
 		go func() {
 			defer r.goroutines.Done()
-			r.cl.Produce(r.workCtx, rec, w.promise)
+			r.client().Produce(r.workCtx, rec, w.promise)
 		}()
 		return
 	}

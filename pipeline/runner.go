@@ -32,13 +32,27 @@ type Runner struct {
 	edges     map[string]edge
 	changelog string  // "" when the stage keeps no state
 	win       *Window // nil when the stage keeps no state
-	cl        *kgo.Client
-	sess      *kgo.GroupTransactSession // exactly-once mode only
-	tr        *tracker
-	pause     *Pauses
-	holds     *holds
-	log       *slog.Logger
-	m         *Metrics
+	// The client, and in exactly-once mode the session that wraps it: both
+	// are replaced when a fenced producer is renewed (renew.go), so they are
+	// read through client() and session().
+	clp   atomic.Pointer[kgo.Client]
+	sessp atomic.Pointer[kgo.GroupTransactSession]
+	kopts []kgo.Opt // what the client was made with, to make it again
+	txnID string    // exactly-once mode: this instance's transactional id
+	// renewals counts nested renewals (renew.go): a producer fenced again
+	// as it is renewed is not renewed without end.
+	renewals int
+	// fenceKick asks the fence loop to look for departed peers' open
+	// transactions now (exactly-once mode; fence.go).
+	fenceKick chan struct{}
+	// clMu orders replacing the client against closing it.
+	clMu     sync.Mutex
+	clClosed bool
+	tr       *tracker
+	pause    *Pauses
+	holds    *holds
+	log      *slog.Logger
+	m        *Metrics
 
 	// inputPartitions is the input topic's partition count, 0 until known.
 	inputPartitions atomic.Int32
@@ -85,19 +99,20 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 		return nil, err
 	}
 	r := &Runner{
-		cfg:     c,
-		spec:    st,
-		stage:   st.Name,
-		group:   st.Group,
-		h:       h,
-		decode:  decode,
-		process: process,
-		edges:   make(map[string]edge, len(st.Outputs)),
-		tr:      newTracker(),
-		log:     c.logger.With("stage", st.Name, "group", st.Group),
-		m:       c.metrics,
-		fatal:   make(chan struct{}),
-		ready:   make(chan struct{}),
+		cfg:       c,
+		spec:      st,
+		stage:     st.Name,
+		group:     st.Group,
+		h:         h,
+		decode:    decode,
+		process:   process,
+		edges:     make(map[string]edge, len(st.Outputs)),
+		tr:        newTracker(),
+		log:       c.logger.With("stage", st.Name, "group", st.Group),
+		m:         c.metrics,
+		fatal:     make(chan struct{}),
+		ready:     make(chan struct{}),
+		fenceKick: make(chan struct{}, 1),
 	}
 	manual := map[string]bool{}
 	for _, e := range st.Outputs {
@@ -155,8 +170,9 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 			id = randomID()
 			r.log.Warn("exactly-once without an instance id: the transactional id is random, so a restarted process cannot fence its predecessor; give --instance-id")
 		}
+		r.txnID = st.TransactionalID(id)
 		kopts = append(kopts,
-			kgo.TransactionalID(st.TransactionalID(id)),
+			kgo.TransactionalID(r.txnID),
 			// The broker aborts a transaction left open (its instance
 			// frozen, partitioned away) after this: derived from the bound
 			// the runner puts on a unit, so a stuck unit holds the
@@ -175,15 +191,17 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 		if err != nil {
 			return nil, fmt.Errorf("pipeline: %s: new transactional client: %w", st.Name, err)
 		}
-		r.sess, r.cl = sess, sess.Client()
+		r.sessp.Store(sess)
+		r.clp.Store(sess.Client())
 	} else {
 		cl, err := kgo.NewClient(kopts...)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline: %s: new client: %w", st.Name, err)
 		}
-		r.cl = cl
+		r.clp.Store(cl)
 	}
-	r.pause = newPauses(r.cl)
+	r.kopts = kopts
+	r.pause = newPauses(r.client())
 	r.pause.onChange = func(reason string, n int) { r.m.Paused.WithLabelValues(st.Name, reason).Set(float64(n)) }
 	if b, ok := h.(Binder); ok {
 		b.Bind(r)
@@ -196,16 +214,26 @@ func (r *Runner) codec() *schemas.Codec { return r.cfg.codec }
 
 func (r *Runner) closeClient() {
 	r.closeOnce.Do(func() {
-		if r.sess != nil {
-			r.sess.Close()
+		r.clMu.Lock()
+		r.clClosed = true
+		r.clMu.Unlock()
+		if s := r.session(); s != nil {
+			s.Close()
 			return
 		}
-		r.cl.Close()
+		r.client().Close()
 	})
 }
 
-// Client is the runner's Kafka client.
-func (r *Runner) Client() *kgo.Client { return r.cl }
+// client is the runner's Kafka client (in exactly-once mode, its session's).
+func (r *Runner) client() *kgo.Client { return r.clp.Load() }
+
+// session is the exactly-once session (nil in at-least-once mode).
+func (r *Runner) session() *kgo.GroupTransactSession { return r.sessp.Load() }
+
+// Client is the runner's Kafka client. In exactly-once mode it is replaced
+// when a fenced producer is renewed: do not keep it.
+func (r *Runner) Client() *kgo.Client { return r.client() }
 
 // Pauses is the runner's pause registry.
 func (r *Runner) Pauses() *Pauses { return r.pause }
@@ -282,8 +310,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		}()
 	}
 	r.Go(r.learnPartitions)
+	if r.cfg.eos {
+		r.Go(r.fenceLoop)
+	}
 	commitDone := make(chan struct{})
-	if r.sess != nil {
+	if r.cfg.eos {
 		close(commitDone) // offsets are committed inside each transaction
 		if r.initProducer(loopCtx) {
 			r.eosLoop(loopCtx)
@@ -350,15 +381,18 @@ func BrokerTransactionTimeout(unit time.Duration) time.Duration {
 // waited for; an authorization error stops the stage with what to grant.
 func (r *Runner) initProducer(ctx context.Context) bool {
 	err := Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func() error {
-		_, _, err := r.cl.ProducerID(ctx)
+		_, _, err := r.client().ProducerID(ctx)
 		return err
 	}, func(err error) bool {
-		if authError(err) || errors.Is(err, kerr.InvalidTransactionTimeout) || errors.Is(err, kgo.ErrClientClosed) || ctx.Err() != nil {
+		if authError(err) || errors.Is(err, kerr.InvalidTransactionTimeout) || errors.Is(err, kgo.ErrClientClosed) || fenced(err) || ctx.Err() != nil {
 			return false
 		}
 		r.log.Warn("cannot initialize the transactional producer; retrying", "err", err)
 		return true
 	})
+	if fenced(err) && ctx.Err() == nil {
+		return r.renew(ctx, err)
+	}
 	if err != nil {
 		if errors.Is(err, kerr.InvalidTransactionTimeout) {
 			err = fmt.Errorf("%w: runner.transaction_timeout %v makes the broker's transaction timeout %v, above the broker's transaction.max.timeout.ms: lower runner.transaction_timeout or raise transaction.max.timeout.ms",
@@ -376,7 +410,7 @@ func (r *Runner) initProducer(ctx context.Context) bool {
 // learnPartitions finds the input topic's partition count, which a stage
 // needs to tell where a key belongs.
 func (r *Runner) learnPartitions(ctx context.Context) {
-	adm := kadm.NewClient(r.cl)
+	adm := kadm.NewClient(r.client())
 	_ = Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, func() error {
 		td, err := adm.ListTopics(ctx, r.spec.Input)
 		if err != nil {
@@ -392,7 +426,7 @@ func (r *Runner) learnPartitions(ctx context.Context) {
 }
 
 func (r *Runner) pollLoop(ctx context.Context) {
-	defer r.cl.AllowRebalance()
+	defer r.client().AllowRebalance()
 	max := r.cfg.maxInflight
 	for ctx.Err() == nil {
 		n := r.tr.liveCount()
@@ -407,13 +441,13 @@ func (r *Runner) pollLoop(ctx context.Context) {
 			r.pause.ResumeAll(PauseInflight)
 			continue
 		}
-		fs := r.cl.PollRecords(ctx, max-n)
+		fs := r.client().PollRecords(ctx, max-n)
 		if fs.IsClientClosed() {
 			return
 		}
 		r.fetchErrors(fs)
 		r.handOut(fs, nil)
-		r.cl.AllowRebalance()
+		r.client().AllowRebalance()
 	}
 }
 
@@ -509,6 +543,10 @@ func (r *Runner) fetchErrors(fs kgo.Fetches) {
 			r.Fail(fmt.Errorf("%s: not allowed to consume (%s/%d): %w%s", r.group, t, p, err, r.authHint(err)))
 			return
 		}
+		if errors.Is(err, kerr.FencedInstanceID) {
+			r.Fail(fmt.Errorf("%s: another process runs with instance id %q and the group took it in this one's place: give every process its own --instance-id", r.group, r.cfg.instanceID))
+			return
+		}
 		if t == "" {
 			// A connection or group error, not a partition's.
 			r.log.Warn("kafka unreachable or refusing; retrying", "err", err)
@@ -545,7 +583,7 @@ func (r *Runner) commit(ctx context.Context, only map[tp]bool) {
 		}
 		offs[p.topic][p.partition] = kgo.EpochOffset{Epoch: m.epoch, Offset: m.offset}
 	}
-	r.cl.CommitOffsetsSync(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+	r.client().CommitOffsetsSync(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
 			if !errors.Is(err, context.Canceled) {
 				r.m.CommitErrors.WithLabelValues(r.stage).Inc()
@@ -578,7 +616,7 @@ func (r *Runner) drain() {
 		}
 		timer.Stop()
 	}
-	if r.sess != nil {
+	if r.cfg.eos {
 		return // exactly-once: the last unit ended (and committed) in the loop
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -617,6 +655,9 @@ func (r *Runner) onAssigned(ctx context.Context, _ *kgo.Client, assigned map[str
 	}
 	if len(ts) > 0 {
 		r.log.Info("partitions assigned", "partitions", len(ts))
+		if r.cfg.eos {
+			r.kickFence() // they may come from a departed peer with a transaction open
+		}
 	}
 }
 
@@ -637,7 +678,7 @@ func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 		timer := time.AfterFunc(r.cfg.drainTimeout, func() { close(stop) })
 		r.tr.wait(stop, func() bool { return r.tr.inflightLocked(only) == 0 })
 		timer.Stop()
-		if r.sess == nil { // exactly-once: nothing is in flight between units
+		if !r.cfg.eos { // exactly-once: nothing is in flight between units
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			r.commit(cctx, only)
 			cancel()
@@ -680,7 +721,7 @@ func (r *Runner) finish(c *Context) {
 		r.release(c)
 		return
 	}
-	if r.sess != nil {
+	if r.cfg.eos {
 		r.finishEOS(c, out)
 		return
 	}
@@ -733,7 +774,7 @@ func (r *Runner) produceAll(rs []*kgo.Record, done func(error)) {
 	)
 	left.Store(int64(len(rs)))
 	for _, rec := range rs {
-		r.cl.Produce(r.workCtx, rec, func(rec *kgo.Record, err error) {
+		r.client().Produce(r.workCtx, rec, func(rec *kgo.Record, err error) {
 			if err != nil {
 				r.m.ProduceErrors.WithLabelValues(r.stage).Inc()
 				mu.Lock()

@@ -84,7 +84,7 @@ func (r *Runner) Status() Status {
 	s.Inflight = r.tr.inflight(nil)
 	s.Joined = r.joined.Load()
 	s.Ready = stable && s.Joined && r.runState.Load() == runRunning && !r.stopping() &&
-		(r.sess == nil || r.producerReady.Load())
+		(!r.cfg.eos || r.producerReady.Load())
 	for _, p := range s.Partitions {
 		if p.Restoring {
 			s.Ready = false
