@@ -16,7 +16,6 @@ const steadyModel = `models:
     sim: {fixed: 2ms, per_item: 100us}
 `
 
-
 // freezeRun runs two instances of every stage, produces at rate for
 // before+freeze+after, and, mid-stream, freezes (SIGSTOP) one instance of
 // dedup and one of infer, each owning partitions, for freeze, then thaws
