@@ -58,15 +58,22 @@ apt_install() {
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # free_port prints a port on 127.0.0.1 that nothing listens on, from a random
-# start, so that concurrent runs seldom pick the same one.
+# start, so that concurrent runs seldom pick the same one. It picks below the
+# kernel's ephemeral range: a port inside it can be taken between this check
+# and the server's bind by the local end of any outgoing connection (a test
+# suite opens hundreds to its broker), and the server then fails to bind.
 free_port() {
-	local p=$((20000 + RANDOM % 30000)) i
+	local lo=32768 span p i
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+	((lo > 12000)) || lo=32768
+	span=$((lo - 10000))
+	p=$((10000 + RANDOM % span))
 	for ((i = 0; i < 200; i++)); do
 		port_open "$p" || {
 			echo "$p"
 			return 0
 		}
-		p=$((p + 1))
+		p=$((10000 + (p - 10000 + 1) % span))
 	done
 	die "no free port found on 127.0.0.1"
 }

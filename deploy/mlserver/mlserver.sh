@@ -120,7 +120,7 @@ JSON
 }
 
 start() {
-	local pid http grpc url
+	local pid url attempt
 	have curl || apt_install curl
 	if pid=$(running); then
 		url=$(cat "$run/url")
@@ -129,10 +129,31 @@ start() {
 		return
 	fi
 	setup >/dev/null
+	# A port picked free can still be lost before MLServer binds it (another
+	# process's bind, or an outgoing connection's local end): launch reports
+	# that as status 2, and free ports are picked again, three times at most.
+	for attempt in 1 2 3; do
+		if url=$(launch); then
+			echo "$url"
+			return
+		else
+			[ $? -eq 2 ] && [ "$attempt" -lt 3 ] || exit 1
+		fi
+		log "a port was taken while MLServer started; picking others"
+	done
+}
+
+# launch starts MLServer once and prints its URL when the models are ready;
+# it exits 2 when MLServer could not bind a port picked free.
+launch() {
+	local pid http grpc url
 	http=${ASYNCINFER_MLSERVER_HTTP_PORT:-8080}
 	[ "$http" = free ] && http=$(free_port)
 	grpc=${ASYNCINFER_MLSERVER_GRPC_PORT:-8083}
-	[ "$grpc" = free ] && grpc=$(free_port)
+	if [ "$grpc" = free ]; then
+		grpc=$(free_port)
+		while [ "$grpc" = "$http" ]; do grpc=$(free_port); done
+	fi
 	port_open "$http" && die "127.0.0.1:$http is already taken by another process (set ASYNCINFER_MLSERVER_HTTP_PORT)"
 	port_open "$grpc" && die "127.0.0.1:$grpc is already taken by another process (set ASYNCINFER_MLSERVER_GRPC_PORT)"
 	url=http://127.0.0.1:$http
@@ -170,6 +191,11 @@ JSON
 			rm -f "$pidfile"
 			local why
 			why=$(grep -E 'Error|error|Exception' "$logfile" | tail -n 1)
+			if grep -qiE 'failed to bind|address already in use' "$logfile" &&
+				[ "${ASYNCINFER_MLSERVER_HTTP_PORT:-}" = free ] && [ "${ASYNCINFER_MLSERVER_GRPC_PORT:-}" = free ]; then
+				log "MLServer exited during start: ${why:-see the log} (log: $logfile)"
+				exit 2
+			fi
 			die "MLServer exited during start: ${why:-see the log} (log: $logfile)"
 		fi
 		((SECONDS < deadline)) || die "MLServer was not ready on $url within ${timeout}s (pid $pid, log: $logfile)"
