@@ -26,16 +26,18 @@ package integration
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -335,7 +337,11 @@ func (b *broker) stop() {
 }
 
 // freePorts reserves n free ports on 127.0.0.1 and releases them for the
-// broker to take.
+// broker to take. They are picked below the kernel's ephemeral range: the
+// broker's ports are bound again after each restart, while clients keep
+// connecting, and a port inside the range can meanwhile be the local end of
+// an outgoing connection (or of a client's connection to itself while nothing
+// listens there).
 func freePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
@@ -343,14 +349,26 @@ func freePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 12000 {
+				lo = v
+			}
+		}
+	}
 	var out []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(out) < n && tries < 1000; tries++ {
+		p := 10000 + rand.IntN(lo-10000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
-			return nil, err
+			continue
 		}
 		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
+		out = append(out, p)
+	}
+	if len(out) < n {
+		return nil, fmt.Errorf("no %d free ports below %d on 127.0.0.1", n, lo)
 	}
 	return out, nil
 }
@@ -439,6 +457,6 @@ func ready(addr string) error {
 // report's cluster id is the broker's answer, not a constant.
 func clusterID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	_, _ = crand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
