@@ -178,3 +178,24 @@ func (e *env) deleteTopics(ctx context.Context, names, groups []string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// waitStable waits (up to within) until every group is Stable or Empty:
+// not in the middle of a rebalance.
+func (e *env) waitStable(ctx context.Context, groups []string, within time.Duration) {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		described, err := e.adm.DescribeGroups(dctx, groups...)
+		cancel()
+		settled := err == nil
+		for _, g := range described {
+			if g.Err != nil || (g.State != "Stable" && g.State != "Empty" && g.State != "Dead") {
+				settled = false
+			}
+		}
+		if settled {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -168,6 +168,7 @@ type reader struct {
 
 	mu          sync.Mutex
 	seen        []int64 // unix ns of the first result; 0: none yet
+	produced    []int64 // unix ns of its record's timestamp (when the last hop produced it, ms precision)
 	status      []uint8
 	count       int
 	repeats     int
@@ -183,7 +184,8 @@ func newReader(kopts []kgo.Opt, topic, tag string, n int) (*reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &reader{cl: cl, tag: tag, seen: make([]int64, n), status: make([]uint8, n), ready: make(chan struct{})}, nil
+	return &reader{cl: cl, tag: tag, seen: make([]int64, n), produced: make([]int64, n), status: make([]uint8, n),
+		ready: make(chan struct{})}, nil
 }
 
 // run reads until ctx ends. ready closes once a poll has gone out: the
@@ -215,6 +217,7 @@ func (r *reader) run(ctx context.Context) {
 			}
 			h, found := header(rec.Headers, emit.HeaderStatus)
 			r.seen[id], r.status[id] = now.UnixNano(), statusOf(h, found)
+			r.produced[id] = rec.Timestamp.UnixNano()
 			r.count++
 			r.last = now
 		})

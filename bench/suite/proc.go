@@ -137,7 +137,7 @@ func (p *proc) stop(within time.Duration) error {
 	case <-time.After(within):
 		_ = p.cmd.Process.Kill()
 		<-p.done
-		return fmt.Errorf("%s did not stop within %v: killed", p.name, within)
+		return fmt.Errorf("%s did not stop within %v: killed; its last lines:\n%s", p.name, within, lastLines(p.out.String(), 40))
 	}
 }
 
