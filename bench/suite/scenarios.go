@@ -183,7 +183,9 @@ func (s *suite) s2(ctx context.Context, sc *Scenario) error {
 	return nil
 }
 
-type point struct{ rate, p99 float64 }
+// point is one probe: its rate, p99 (ms; +Inf when more than 1% missed
+// L outright), and the fraction of requests that missed L.
+type point struct{ rate, p99, miss float64 }
 
 func (s *suite) search(ctx context.Context, sc *Scenario, p policy, rep int, seed uint64, guess float64,
 	probes int) (capEst, error) {
@@ -204,11 +206,16 @@ func (s *suite) search(ctx context.Context, sc *Scenario, p policy, rep int, see
 			return capEst{}, err
 		}
 		sc.add(p.role, r)
-		p99 := float64(r.Latency.P99)
+		p99, miss := float64(r.Latency.P99), 1-float64(r.Latency.InSLO)
 		if math.IsNaN(p99) || !r.Complete {
 			p99 = math.Inf(1)
 		}
-		pts = append(pts, point{rate, p99})
+		if math.IsNaN(miss) || !r.Complete {
+			miss = 1
+		}
+		// A fraction below one request is as good as none: the log below
+		// needs a floor.
+		pts = append(pts, point{rate, p99, math.Max(miss, 0.5/float64(max(1, r.Latency.N)))})
 		lo, hi := bracket(pts, L)
 		switch {
 		case lo == nil:
@@ -255,13 +262,22 @@ func minRate(pts []point) float64 {
 	return m
 }
 
-// crossing is where log p99 crosses log L between two probes (the
-// geometric mean when the failing one has no p99: unanswered requests).
+// crossing is where p99 crosses L between two probes: where log p99
+// crosses log L when both p99 are known, else where the log of the
+// fraction that missed L crosses log 1% (p99 ≤ L means at most 1% miss,
+// and that fraction is known when p99 is not); the geometric mean of the
+// two rates when neither says more.
 func crossing(lo, hi point, L float64) float64 {
-	if math.IsInf(hi.p99, 1) || lo.p99 <= 0 {
+	f := math.NaN()
+	switch {
+	case !math.IsInf(hi.p99, 1) && lo.p99 > 0:
+		f = (math.Log(L) - math.Log(lo.p99)) / (math.Log(hi.p99) - math.Log(lo.p99))
+	case lo.miss > 0 && hi.miss > lo.miss && hi.miss < 1:
+		f = (math.Log(0.01) - math.Log(lo.miss)) / (math.Log(hi.miss) - math.Log(lo.miss))
+	}
+	if math.IsNaN(f) || f < 0 || f > 1 {
 		return math.Sqrt(lo.rate * hi.rate)
 	}
-	f := (math.Log(L) - math.Log(lo.p99)) / (math.Log(hi.p99) - math.Log(lo.p99))
 	return lo.rate + f*(hi.rate-lo.rate)
 }
 
