@@ -257,15 +257,18 @@ func (r *reader) answered() (int, time.Time) {
 // liveP99 is the p99 (ms) so far of the requests scheduled before now:
 // answered ones by their latency, the others by how long they have waited.
 func (r *reader) liveP99(sched []int64, now time.Time) float64 {
+	// A copy under the lock, the work outside it: the reader must not wait
+	// for the progress line, or the progress line would add latency.
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	seen := slices.Clone(r.seen)
+	r.mu.Unlock()
 	nowNs := now.UnixNano()
 	var lat []float64
 	for i, s := range sched {
 		if s == 0 || s > nowNs {
 			continue
 		}
-		end := r.seen[i]
+		end := seen[i]
 		if end == 0 {
 			end = nowNs
 		}

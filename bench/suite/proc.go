@@ -21,13 +21,12 @@ import (
 // dev-broker). Each runs the same binary as the benchmark, so what is
 // measured is what is shipped.
 type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	out    *tail // stdout and stderr, the last 64 KiB
-	done   chan struct{}
-	err    error // after done
-	admin  string
-	stderr string
+	name  string
+	cmd   *exec.Cmd
+	out   *tail // stdout and stderr, the last 64 KiB
+	done  chan struct{}
+	err   error // after done
+	admin string
 }
 
 // tail keeps the last bytes written to it.
@@ -73,7 +72,11 @@ func (p *proc) pid() int { return p.cmd.Process.Pid }
 
 // exited says why the process ended, with the end of its output.
 func (p *proc) exited() error {
-	return fmt.Errorf("%s exited (%v):\n%s", p.name, p.err, lastLines(p.out.String(), 15))
+	err := p.err
+	if err == nil {
+		err = errors.New("status 0")
+	}
+	return fmt.Errorf("%s exited (%w):\n%s", p.name, err, lastLines(p.out.String(), 15))
 }
 
 var adminRE = regexp.MustCompile(`admin http://([^/\s]+)/`)
