@@ -24,7 +24,7 @@ func (s *suite) buildCharts(rep *Report, o Oracle) map[string][]byte {
 					pts = append(pts, [2]float64{float64(r.Offered), float64(r.Latency.P99)})
 				}
 				sort.Slice(pts, func(i, j int) bool { return pts[i][0] < pts[j][0] })
-				c.series = append(c.series, series{name: cfg.Name, pts: pts, marks: true})
+				c.series = append(c.series, series{name: cfg.Name, pts: pts, marks: true, noLine: true})
 			}
 			dur := s.p.warmup + s.p.probe
 			seed := s.seed("S2", 1)
@@ -46,7 +46,7 @@ func (s *suite) buildCharts(rep *Report, o Oracle) map[string][]byte {
 				ylabel: "items per model call"}
 			p99 := chart{title: "S3: p99 of the requests created in each second (first repetition)",
 				xlabel: "seconds from the start", ylabel: "p99 latency, ms (log)", logY: true, hlines: []hline{{L, "objective L"}},
-				yMax: 100000}
+				yMax: 1000}
 			for _, cfg := range sc.Configs {
 				if len(cfg.Runs) == 0 {
 					continue

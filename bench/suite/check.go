@@ -53,10 +53,12 @@ func checks(rep *Report, opt Options) []Check {
 			len(bad) == 0 && runs > 0, strings.Join(bad, " | "))
 		switch id {
 		case "S2":
+			// Computed, not good: on a loaded machine the hops alone can
+			// take L, and then no policy meets it (0).
 			o, _ := sc.Figures["oracle_rps"].(map[string]Spread)
 			ok := len(o) == 2
 			for _, s := range o {
-				ok = ok && s.Median.known() && float64(s.Median) > 0
+				ok = ok && s.Median.known() && float64(s.Median) >= 0
 			}
 			add("S2 oracle computed", ok, "")
 		case "S4":

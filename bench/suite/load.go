@@ -93,35 +93,39 @@ func (g *generator) preload(ctx context.Context, n int) error {
 }
 
 // run produces the arrivals open loop: each at its time from start,
-// whatever happened to the earlier ones, with created_at its scheduled
-// time, so that a generator falling behind shows as latency rather than
-// hiding it. It returns how late each request was sent (ms).
-func (g *generator) run(ctx context.Context, arrivals []Arrival, start time.Time) ([]float64, error) {
-	lag := make([]float64, 0, len(arrivals))
+// whatever happened to the earlier ones. created_at is when the request
+// is actually sent, as a client stamps it: a generator starved of CPU on a
+// shared machine then does not charge its own lateness to the pipeline
+// (how late it was is reported). It returns when each request was sent
+// (unix ns).
+func (g *generator) run(ctx context.Context, arrivals []Arrival, start time.Time) ([]int64, error) {
+	sent := make([]int64, len(arrivals))
 	var a acks
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
 	for i, ar := range arrivals {
 		due := start.Add(time.Duration(ar.At * float64(time.Second)))
 		if d := time.Until(due); d > 0 {
-			t := time.NewTimer(d)
+			t.Reset(d)
 			select {
 			case <-ctx.Done():
-				t.Stop()
-				return lag, ctx.Err()
+				return sent, ctx.Err()
 			case <-t.C:
 			}
 		}
-		lag = append(lag, float64(time.Since(due))/1e6)
-		rec, err := g.record(i, ar, due)
+		now := time.Now()
+		rec, err := g.record(i, ar, now)
 		if err != nil {
-			return lag, err
+			return sent, err
 		}
 		if err, _ := a.failed.Load().(error); err != nil {
-			return lag, err
+			return sent, err
 		}
 		a.wg.Add(1)
+		sent[i] = now.UnixNano()
 		g.cl.Produce(ctx, rec, a.promise)
 	}
-	return lag, a.wait(ctx)
+	return sent, a.wait(ctx)
 }
 
 // Status codes the reader keeps per request (from emit's status header).

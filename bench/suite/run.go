@@ -62,7 +62,7 @@ type RunResult struct {
 	Unrequested int            `json:"unrequested"`
 	Complete    bool           `json:"complete"`
 	Statuses    map[string]int `json:"statuses"`
-	// Latency: created_at (the scheduled arrival) to the first result a
+	// Latency: created_at (when the request was sent) to the first result a
 	// read_committed reader sees, of the requests after the warm-up.
 	Latency Latency       `json:"latency"`
 	Phases  []PhaseResult `json:"phases,omitempty"`
@@ -346,11 +346,11 @@ func (e *env) run(ctx context.Context, rs runSpec) (*RunResult, error) {
 		}
 	}
 	genErr := make(chan error, 1)
-	var lags []float64
+	var sent []int64
 	if rs.sched != nil {
 		go func() {
 			var err error
-			lags, err = gen.run(ctx, arrivals, start)
+			sent, err = gen.run(ctx, arrivals, start)
 			genErr <- err
 		}()
 	} else {
@@ -461,13 +461,13 @@ wait:
 	r.LoadAvg[1] = Num(loadAvg())
 	stopReader()
 	<-readerDone
-	r.analyze(rs, members, rd, sched, start, lags, broker0, broker1, brokerSamples)
+	r.analyze(rs, members, rd, sched, sent, start, broker0, broker1, brokerSamples)
 	r.Seconds = Num(time.Since(r.Started).Seconds())
 	return r, nil
 }
 
 // analyze turns what the run collected into its figures.
-func (r *RunResult) analyze(rs runSpec, members []*member, rd *reader, sched []int64, start time.Time, lags []float64,
+func (r *RunResult) analyze(rs runSpec, members []*member, rd *reader, sched, sent []int64, start time.Time,
 	broker0, broker1 counters, brokerSamples []counters) {
 	n := r.Requests
 	r.Answered, r.Repeats, r.Unrequested = rd.count, rd.repeats, rd.unrequested
@@ -484,10 +484,16 @@ func (r *RunResult) analyze(rs runSpec, members []*member, rd *reader, sched []i
 	// late" is a miss however fast the answer (reference §1.1: drops count
 	// as misses), or shedding everything would look fast.
 	latOf := func(i int) float64 {
-		if rd.seen[i] == 0 || !ok(i) {
+		if rd.seen[i] == 0 || !ok(i) || sent[i] == 0 {
 			return math.Inf(1)
 		}
-		return float64(rd.seen[i]-sched[i]) / 1e6
+		return float64(rd.seen[i]-sent[i]) / 1e6
+	}
+	var lags []float64
+	for i, s := range sent {
+		if s != 0 {
+			lags = append(lags, float64(s-sched[i])/1e6)
+		}
 	}
 	if sched != nil {
 		var lat []float64
