@@ -187,6 +187,9 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	fmt.Fprintf(opt.Progress, "bench: broker %s, registry %s, %d repetition(s)%s\n", e.brokerName, e.registry, opt.Reps,
 		map[bool]string{true: ", quick", false: ""}[opt.Quick])
 	s := &suite{env: e, opt: opt, p: params(opt.Quick)}
+	if err := s.warmUp(ctx); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
 	for _, id := range scenarioIDs {
 		if !slices.Contains(opt.Scenarios, id) {
 			continue
@@ -227,6 +230,27 @@ type suite struct {
 	env *env
 	opt Options
 	p   scale
+}
+
+// warmUp runs the pipeline and the raw chain once, unmeasured, before
+// anything is: a fresh broker creates its internal topics
+// (__consumer_offsets) on first use, and a JVM broker compiles its hot
+// paths during its first minute; neither belongs to the first scenario's
+// first run.
+func (s *suite) warmUp(ctx context.Context) error {
+	fmt.Fprintln(s.opt.Progress, "== warm-up (not measured)")
+	n := 20_000
+	if s.opt.Quick {
+		n = 2_000
+	}
+	m := modelSpec{MaxBatch: maxBatch}
+	for _, raw := range []int{0, 3} {
+		if _, err := s.env.run(ctx, runSpec{label: "warm-up", config: "warm-up", raw: raw, model: m,
+			partitions: partitions, preload: n}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // scenario runs one scenario, and times it; a failed run ends the
