@@ -237,10 +237,30 @@ func (s *suite) judgeS1(sc *Scenario) {
 	}
 	cc, ca := stages(cand)
 	rc, ra := stages(raw)
-	sc.Measured = fmt.Sprintf("%s results/s against %s (%s×; one hop %s/s); CPU per request of the stage processes %s µs against the raw hops' %s (%s×), broker %s against %s; allocations per request: %s (raw: %s)",
+	peak := func(c *ConfigResult) float64 {
+		m := nan
+		if c == nil {
+			return m
+		}
+		for _, p := range procNames(c) {
+			if v := med(c, "peak_rss_mb:"+p); !math.IsNaN(v) && (math.IsNaN(m) || v > m) {
+				m = v
+			}
+		}
+		return m
+	}
+	cs, rs := sc.config("candidate at 1,000/s"), sc.config("raw chain at 1,000/s")
+	sc.Figures["stage_cpu_ratio"] = Num(cc / rc)
+	sc.Figures["broker_cpu_ratio"] = Num(med(cand, "cpu_us_per_request:broker") / med(raw, "cpu_us_per_request:broker"))
+	sc.Figures["peak_rss_ratio"] = Num(peak(cand) / peak(raw))
+	sc.Figures["hops_only_p99_ratio"] = Num(med(cs, "latency_p99_ms") / med(rs, "latency_p99_ms"))
+	sc.Measured = fmt.Sprintf("%s results/s against %s (%s×; one hop %s/s). CPU µs per request, the stage processes together: %s against the raw hops' %s (%s×); broker %s against %s. Allocations per request: %s (raw: %s). Peak RSS under the backlog, largest process: %s MB against a raw hop's %s MB. Hops only at 1,000/s: p50 %s / p99 %s ms against %s / %s ms (p99 %s×)",
 		fmtNum(med(cand, "throughput_rps")), fmtNum(med(raw, "throughput_rps")), fmtRatio(r), fmtNum(med(one, "throughput_rps")),
 		fmtNum(cc), fmtNum(rc), fmtRatio(cc/rc), fmtNum(med(cand, "cpu_us_per_request:broker")),
-		fmtNum(med(raw, "cpu_us_per_request:broker")), strings.Join(ca, ", "), strings.Join(ra, ", "))
+		fmtNum(med(raw, "cpu_us_per_request:broker")), strings.Join(ca, ", "), strings.Join(ra, ", "),
+		fmtNum(peak(cand)), fmtNum(peak(raw)), fmtNum(med(cs, "latency_p50_ms")), fmtNum(med(cs, "latency_p99_ms")),
+		fmtNum(med(rs, "latency_p50_ms")), fmtNum(med(rs, "latency_p99_ms")),
+		fmtRatio(med(cs, "latency_p99_ms")/med(rs, "latency_p99_ms")))
 	if !math.IsNaN(r) {
 		sc.Met = met(r >= 0.85)
 		if r < 0.85 {

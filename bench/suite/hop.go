@@ -48,6 +48,10 @@ func RunHop(ctx context.Context, c HopConfig, log io.Writer) error {
 		return errors.New("hop: brokers, from, to and group are required")
 	}
 	var ready atomic.Bool
+	// The runner's counter of records handed to a stage, under the same
+	// name: the benchmark divides a process's CPU and allocations by it.
+	consumed := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "asyncinfer", Name: "records_consumed_total",
+		Help: "Records the hop consumed.", ConstLabels: prometheus.Labels{"stage": "hop"}})
 	var mu sync.Mutex
 	acked := map[int32]int64{} // partition of From -> next offset to commit
 	opts := []kgo.Opt{
@@ -79,6 +83,9 @@ func RunHop(ctx context.Context, c HopConfig, log io.Writer) error {
 			return err
 		}
 		if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+			return err
+		}
+		if err := reg.Register(consumed); err != nil {
 			return err
 		}
 		mux := http.NewServeMux()
@@ -135,6 +142,7 @@ func RunHop(ctx context.Context, c HopConfig, log io.Writer) error {
 			break
 		}
 		fs.EachRecord(func(r *kgo.Record) {
+			consumed.Inc()
 			p, next := r.Partition, r.Offset+1
 			cl.Produce(ctx, &kgo.Record{Topic: c.To, Key: r.Key, Value: r.Value}, func(_ *kgo.Record, err error) {
 				if err != nil {

@@ -103,6 +103,9 @@ func TestHopForwards(t *testing.T) {
 	if v := page.sum("go_memstats_mallocs_total"); !(v > 0) {
 		t.Errorf("go_memstats_mallocs_total %v: the allocation count S1 needs is missing", v)
 	}
+	if v := page.sum("asyncinfer_records_consumed_total"); v != n {
+		t.Errorf("asyncinfer_records_consumed_total %v, want %d: S1 divides by it", v, n)
+	}
 
 	stop()
 	if err := <-done; err != nil {

@@ -90,7 +90,7 @@ func (p *proc) waitAdmin(ctx context.Context, within time.Duration) (string, err
 			p.admin = m[1]
 			return p.admin, nil
 		}
-		if err := p.pause(ctx, deadline, 20*time.Millisecond); err != nil {
+		if err := p.pause(ctx, deadline, 2*time.Millisecond); err != nil {
 			return "", fmt.Errorf("%s: no admin address: %w", p.name, err)
 		}
 	}

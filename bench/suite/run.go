@@ -142,12 +142,17 @@ type member struct {
 	p          *proc
 	c0, c1     counters
 	samples    []counters
+	peakRSS    float64
 }
 
 // pipelineYAML is the configuration every process of a pipeline
-// deployment reads.
+// deployment reads. The candidate sets no max_wait and no batching policy
+// of its own: it is whatever the pipeline does by default for a model with
+// a latency objective (greedy today; the adaptive batcher once it is the
+// default), so the same harness measures before and after.
 func (e *env) pipelineYAML(prefix string, partitions int, m modelSpec) string {
-	return fmt.Sprintf(`kafka: {brokers: [%s]}
+	var b strings.Builder
+	fmt.Fprintf(&b, `kafka: {brokers: [%s]}
 registry: {url: %q}
 topics: {prefix: %q, partitions: %d, replication_factor: %d}
 log_level: warn
@@ -156,11 +161,15 @@ runner: {producer_linger: 0s}
 models:
   - name: sim
     max_batch_items: %d
-    max_wait: %s
-    latency_objective: %s
-    sim: {fixed: %s, per_item: %s, spin: %t}
-`, strings.Join(e.brokers, ", "), e.registry, prefix, partitions, e.rf, m.MaxBatch, m.MaxWait, m.Objective,
-		m.Fixed, m.PerItem, m.Spin)
+`, strings.Join(e.brokers, ", "), e.registry, prefix, partitions, e.rf, m.MaxBatch)
+	if m.MaxWait > 0 {
+		fmt.Fprintf(&b, "    max_wait: %s\n", m.MaxWait)
+	}
+	if m.Objective > 0 {
+		fmt.Fprintf(&b, "    latency_objective: %s\n", m.Objective)
+	}
+	fmt.Fprintf(&b, "    sim: {fixed: %s, per_item: %s, spin: %t}\n", m.Fixed, m.PerItem, m.Spin)
+	return b.String()
 }
 
 // run deploys, loads, measures and tears down one run.
@@ -366,6 +375,27 @@ func (e *env) run(ctx context.Context, rs runSpec) (*RunResult, error) {
 			}
 		}()
 	}
+	// Peak RSS of every process, from /proc every 100 ms (a backlog's peak
+	// lasts less than the once-a-second series would see).
+	peakStop := make(chan struct{})
+	peakDone := make(chan struct{})
+	peaks := make([]float64, len(members)+1) // the broker last
+	go func() {
+		defer close(peakDone)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			for i, m := range members {
+				peaks[i] = math.Max(peaks[i], rssBytes(m.p.pid()))
+			}
+			peaks[len(members)] = math.Max(peaks[len(members)], rssBytes(e.brokerPID))
+			select {
+			case <-peakStop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	var sampleMu sync.Mutex
 	sampleStop := make(chan struct{})
 	sampleDone := make(chan struct{})
@@ -450,6 +480,12 @@ wait:
 	}
 	close(sampleStop)
 	<-sampleDone
+	close(peakStop)
+	<-peakDone
+	for i, m := range members {
+		m.peakRSS = peaks[i]
+	}
+	brokerPeak := peaks[len(members)]
 	for _, m := range members {
 		m.c1 = read(ctx, m.p.pid(), m.p.admin)
 	}
@@ -461,14 +497,14 @@ wait:
 	r.LoadAvg[1] = Num(loadAvg())
 	stopReader()
 	<-readerDone
-	r.analyze(rs, members, rd, sched, sent, start, broker0, broker1, brokerSamples)
+	r.analyze(rs, members, rd, sched, sent, start, broker0, broker1, brokerSamples, brokerPeak)
 	r.Seconds = Num(time.Since(r.Started).Seconds())
 	return r, nil
 }
 
 // analyze turns what the run collected into its figures.
 func (r *RunResult) analyze(rs runSpec, members []*member, rd *reader, sched, sent []int64, start time.Time,
-	broker0, broker1 counters, brokerSamples []counters) {
+	broker0, broker1 counters, brokerSamples []counters, brokerPeak float64) {
 	n := r.Requests
 	r.Answered, r.Repeats, r.Unrequested = rd.count, rd.repeats, rd.unrequested
 	r.Complete = rd.count >= n && r.Error == ""
@@ -553,10 +589,18 @@ func (r *RunResult) analyze(rs runSpec, members []*member, rd *reader, sched, se
 	var calls, items, secs float64
 	for _, m := range members {
 		pr := ProcResult{Name: m.name, PID: m.p.pid(), CPUSeconds: Num(m.c1.cpu - m.c0.cpu),
-			AllocsPerRequest: Num(nan), PeakRSSMB: Num(math.Max(m.c0.rss, m.c1.rss) / 1e6), PeakHeapMB: Num(nan)}
-		pr.CPUMicrosPerReq = Num(float64(pr.CPUSeconds) * 1e6 / float64(max(1, n)))
+			AllocsPerRequest: Num(nan), PeakRSSMB: Num(math.Max(m.peakRSS, math.Max(m.c0.rss, m.c1.rss)) / 1e6), PeakHeapMB: Num(nan)}
+		// Per request: per record the process consumed between the two
+		// reads. The first read races the process's first fetch (it is
+		// taken when its admin server answers, and consuming starts soon
+		// after): what it consumed before is left out of both sides.
+		per := float64(max(1, n))
+		if d := m.c1.consumed - m.c0.consumed; d > 0 {
+			per = d
+		}
+		pr.CPUMicrosPerReq = Num(float64(pr.CPUSeconds) * 1e6 / per)
 		if !math.IsNaN(m.c0.mallocs) && !math.IsNaN(m.c1.mallocs) {
-			pr.AllocsPerRequest = Num((m.c1.mallocs - m.c0.mallocs) / float64(max(1, n)))
+			pr.AllocsPerRequest = Num((m.c1.mallocs - m.c0.mallocs) / per)
 		}
 		heap := math.Max(m.c0.heap, m.c1.heap)
 		for _, s := range m.samples {
@@ -575,7 +619,7 @@ func (r *RunResult) analyze(rs runSpec, members []*member, rd *reader, sched, se
 	}
 	if !math.IsNaN(broker0.cpu) && !math.IsNaN(broker1.cpu) {
 		b := &ProcResult{Name: "broker", CPUSeconds: Num(broker1.cpu - broker0.cpu), AllocsPerRequest: Num(nan),
-			PeakRSSMB: Num(math.Max(broker0.rss, broker1.rss) / 1e6), PeakHeapMB: Num(nan)}
+			PeakRSSMB: Num(math.Max(brokerPeak, math.Max(broker0.rss, broker1.rss)) / 1e6), PeakHeapMB: Num(nan)}
 		for _, s := range brokerSamples {
 			b.PeakRSSMB = Num(math.Max(float64(b.PeakRSSMB), s.rss/1e6))
 		}

@@ -44,9 +44,11 @@ var titles = map[string]string{
 // the quick one (the harness's correctness only, minutes).
 type scale struct {
 	s1Requests        int
+	s1Steady          float64 // S1: seconds at 1,000/s (the hops only)
 	probe, warmup     float64 // S2: seconds per probe, and its warm-up before them
 	probesFirst       int     // S2: probes of a configuration's first search
 	probesLater       int     // and of the later ones, which start from the first's estimate
+	probesExtra       int     // more, while no probe passed or none failed
 	hopProbe          float64 // S2: the raw chain at X*, the oracle's hops
 	burst, rampPhase  float64 // S3
 	over, recover     float64 // S4
@@ -57,10 +59,10 @@ type scale struct {
 
 func params(quick bool) scale {
 	if quick {
-		return scale{s1Requests: 3000, probe: 2, warmup: 0.5, probesFirst: 2, probesLater: 2, hopProbe: 2,
+		return scale{s1Requests: 3000, s1Steady: 2, probe: 2, warmup: 0.5, probesFirst: 2, probesLater: 2, probesExtra: 0, hopProbe: 2,
 			burst: 2, rampPhase: 1, over: 2, recover: 2, s5Seconds: 2, s6Seconds: 3, s6Warm: 0.5, s7Requests: 1000}
 	}
-	return scale{s1Requests: 100_000, probe: 15, warmup: 1, probesFirst: 4, probesLater: 3, hopProbe: 10,
+	return scale{s1Requests: 100_000, s1Steady: 10, probe: 15, warmup: 1, probesFirst: 4, probesLater: 3, probesExtra: 3, hopProbe: 10,
 		burst: 10, rampPhase: 6, over: 20, recover: 10, s5Seconds: 10, s6Seconds: 20, s6Warm: 1, s7Requests: 20_000}
 }
 
@@ -109,22 +111,32 @@ func poisson(name string, rate, seconds float64) Phase {
 
 // S1: the pipeline's tax. A preloaded backlog through the pipeline with a
 // model that costs nothing, against the same backlog through three raw
-// consume-produce hops (and one, for context).
+// consume-produce hops (and one, for context); and, for the hot path's
+// latency, both at a steady 1,000 requests/s (the hops only: the model
+// costs nothing).
 func (s *suite) s1(ctx context.Context, sc *Scenario) error {
 	sc.Target = "results/s ≥ 0.85× the raw chain's (no-op model, backlog preloaded)"
 	type cfg struct {
 		name, role string
 		raw        int
+		rate       float64 // 0: the preloaded backlog
 	}
-	cfgs := []cfg{{"candidate", "candidate", 0}, {"raw chain (3 hops)", "baseline", 3}, {"one hop", "context", 1}}
+	cfgs := []cfg{{"candidate", "candidate", 0, 0}, {"raw chain (3 hops)", "baseline", 3, 0}, {"one hop", "context", 1, 0},
+		{"candidate at 1,000/s", "candidate", 0, 1000}, {"raw chain at 1,000/s", "baseline", 3, 1000}}
 	for _, c := range cfgs {
 		sc.required = append(sc.required, c.name)
 	}
 	for rep := 1; rep <= s.opt.Reps; rep++ {
 		for _, c := range rotate(cfgs, rep) {
-			r, err := s.env.run(ctx, runSpec{label: fmt.Sprintf("S1 · %s · rep %d/%d", c.name, rep, s.opt.Reps),
-				config: c.name, rep: rep, raw: c.raw, model: modelSpec{MaxBatch: maxBatch}, partitions: partitions,
-				preload: s.p.s1Requests})
+			rs := runSpec{label: fmt.Sprintf("S1 · %s · rep %d/%d", c.name, rep, s.opt.Reps), config: c.name, rep: rep,
+				raw: c.raw, model: modelSpec{MaxBatch: maxBatch}, partitions: partitions}
+			if c.rate > 0 {
+				rs.warmup = s.p.warmup
+				rs.sched = &Schedule{Phases: []Phase{poisson("1,000/s", c.rate, s.p.warmup+s.p.s1Steady)}, Seed: s.seed("S1", rep)}
+			} else {
+				rs.preload = s.p.s1Requests
+			}
+			r, err := s.env.run(ctx, rs)
 			if err != nil {
 				return err
 			}
@@ -196,9 +208,19 @@ func (s *suite) search(ctx context.Context, sc *Scenario, p policy, rep int, see
 	}
 	var pts []point
 	rate := guess
-	for i := 1; i <= probes; i++ {
+	// Without a bracket after the planned probes (the guess far off: a
+	// loaded machine, another broker), a few more in steps twice as large,
+	// rather than an estimate that is only a bound.
+	extra := s.p.probesExtra
+	for i := 1; i <= probes+extra; i++ {
+		if lo, hi := bracket(pts, L); i > probes && lo != nil && hi != nil {
+			break
+		}
+		if i == probes+1 {
+			step *= step
+		}
 		r, err := s.env.run(ctx, runSpec{
-			label:  fmt.Sprintf("S2 · %s · rep %d/%d · probe %d/%d at %.0f/s", p.name, rep, s.opt.Reps, i, probes, rate),
+			label:  fmt.Sprintf("S2 · %s · rep %d/%d · probe %d at %.0f/s", p.name, rep, s.opt.Reps, i, rate),
 			config: p.name, rep: rep, probe: i, model: p.model, partitions: partitions, warmup: s.p.warmup,
 			objective: objective.Seconds(),
 			sched:     &Schedule{Phases: []Phase{poisson("probe", rate, s.p.warmup+s.p.probe)}, Seed: seed}})

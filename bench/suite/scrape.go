@@ -106,6 +106,7 @@ type counters struct {
 	calls       float64 // asyncinfer_batch_size_count: model calls
 	items       float64 // asyncinfer_batch_size_sum: items in them
 	callSeconds float64 // asyncinfer_model_call_seconds_sum
+	consumed    float64 // asyncinfer_records_consumed_total: the records handed to the stage (or hop)
 	statuses    map[string]float64
 }
 
@@ -113,7 +114,7 @@ type counters struct {
 // has an admin server.
 func read(ctx context.Context, pid int, admin string) counters {
 	c := counters{at: time.Now(), cpu: cpuSeconds(pid), rss: rssBytes(pid), heap: nan, mallocs: nan, calls: nan,
-		items: nan, callSeconds: nan}
+		items: nan, callSeconds: nan, consumed: nan}
 	if admin == "" {
 		return c
 	}
@@ -134,6 +135,7 @@ func read(ctx context.Context, pid int, admin string) counters {
 	c.calls = zero(m.sum("asyncinfer_batch_size_count"))
 	c.items = zero(m.sum("asyncinfer_batch_size_sum"))
 	c.callSeconds = zero(m.sum("asyncinfer_model_call_seconds_sum"))
+	c.consumed = zero(m.sum("asyncinfer_records_consumed_total"))
 	c.statuses = map[string]float64{}
 	for _, st := range []string{"SUCCEEDED", "FAILED", "EXPIRED", "REJECTED", "DUPLICATE"} {
 		if v := m.sum("asyncinfer_infer_outcomes_total", `status="`+st+`"`); !math.IsNaN(v) {
