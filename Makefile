@@ -5,7 +5,7 @@ PKGS    := ./...
 # The demo make run shows: a little of every kind of trouble, all answered.
 DEMO_FLAGS ?= --duplicates 0.05 --malformed 0.005 --poison-items 0.001 --model-error-rate 0.01
 
-.PHONY: all run test build lint deps clean
+.PHONY: all run test build lint deps clean bench-quick
 
 include deploy/kafka.mk
 include deploy/mlserver.mk
@@ -27,13 +27,24 @@ run: build
 ## (integration/: it sets up podman and a locally built Apache Kafka image
 ## where no Docker engine exists); artifacts (the status page's screenshot)
 ## land in test-output/, the suite's report in integration-report.json
-test: deps lint
+test: deps lint bench-quick
 	@deploy/test-deps.sh
 	@mkdir -p test-output
 	@env_lines="$$(deploy/integration-env.sh)" && eval "$$env_lines" && \
 	  echo "$(GO) test -race -count=1 -timeout 25m -artifacts -outputdir $(CURDIR)/test-output $(PKGS)" && \
 	  $(GO) test -race -count=1 -timeout 25m -artifacts -outputdir $(CURDIR)/test-output $(PKGS)
 	@echo "--- integration-report.json (the real-Kafka suite)"; cat integration-report.json
+
+## bench-quick: asyncinfer bench --quick, every scenario small beside its
+## baselines (stages, raw hops and the embedded broker in processes of
+## their own): fails when the harness breaks (a scenario or baseline
+## missing, a request unanswered, counts that disagree), never on
+## performance; the report lands in test-output/bench-quick/
+bench-quick: build
+	@mkdir -p test-output/bench-quick
+	@echo "./$(BIN) bench --quick --out test-output/bench-quick (progress in test-output/bench-quick/progress.log)"
+	@./$(BIN) bench --quick --out test-output/bench-quick 2>test-output/bench-quick/progress.log || \
+	  { tail -n 30 test-output/bench-quick/progress.log; exit 1; }
 
 ## lint: gofmt, go vet, golangci-lint (.golangci.yml: the package layering
 ## as depguard rules, errorlint, staticcheck, nolintlint)

@@ -38,6 +38,6 @@ broker and prints what happened to every request.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDemoCmd(), newRunCmd(), newVerifyCmd(), newDevBrokerCmd(), newConfigCmd(), newTopicsCmd(), newLagCmd(), newProduceCmd(), newResultsCmd(), newLoadCmd())
+	root.AddCommand(newDemoCmd(), newRunCmd(), newVerifyCmd(), newDevBrokerCmd(), newConfigCmd(), newTopicsCmd(), newLagCmd(), newProduceCmd(), newResultsCmd(), newLoadCmd(), newBenchCmd())
 	return root
 }
