@@ -70,6 +70,11 @@ func (c *cfg) validate(st topics.Stage) error {
 	if st.Input == "" {
 		errs = append(errs, errors.New("no input topic"))
 	}
+	for _, in := range st.Lanes {
+		if in == "" {
+			errs = append(errs, errors.New("an empty lane topic"))
+		}
+	}
 	if len(c.connOpts) == 0 {
 		errs = append(errs, errors.New("no connection options (seed brokers)"))
 	}

@@ -118,7 +118,10 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
 	kopts := append(append([]kgo.Opt(nil), c.connOpts...),
 		kgo.ConsumerGroup(st.Group),
-		kgo.ConsumeTopics(st.Input),
+		// Every input (a stage with priority lanes reads one topic per
+		// lane, in one group): the tracker, the pauses and the commits are
+		// per partition of any topic already.
+		kgo.ConsumeTopics(st.Inputs()...),
 		kgo.DisableAutoCommit(),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -374,7 +377,8 @@ func (r *Runner) initProducer(ctx context.Context) bool {
 }
 
 // learnPartitions finds the input topic's partition count, which a stage
-// needs to tell where a key belongs.
+// needs to tell where a key belongs (the Input of a stage with lanes: all
+// its lanes are keyed alike).
 func (r *Runner) learnPartitions(ctx context.Context) {
 	adm := kadm.NewClient(r.cl)
 	_ = Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, func() error {
