@@ -38,7 +38,7 @@ func TestSchemaContract(t *testing.T) {
 		"asyncinfer.Result.request_id": true, "asyncinfer.Result.status": true,
 		"asyncinfer.DeadLetter.reason": true,
 		"asyncinfer.StateEntry.key":    true, "asyncinfer.StateEntry.request_id": true,
-		"asyncinfer.Pressure.source":   true, "asyncinfer.Pressure.model": true,
+		"asyncinfer.Pressure.source": true, "asyncinfer.Pressure.model": true,
 	}
 	snake := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 
