@@ -6,6 +6,8 @@ package stack
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -149,6 +151,13 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 	if dl > 0 {
 		common = append(common, pipeline.MaxDeadLetterBytes(dl))
 	}
+	// The process's name in the pressure topic's keys: its instance id, else
+	// one of its own (a restart then publishes under a new key; the old one
+	// goes stale, then ages out).
+	instance := o.InstanceID
+	if instance == "" {
+		instance = randomID()
+	}
 	set := &Set{}
 	for _, name := range names {
 		st, ok := o.Graph.Stage(name)
@@ -175,7 +184,9 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 			set.Dedup = dedup.New(dedup.Config{CopyFailedToDLQ: o.CopyFailedToDLQ}, o.Metrics.Dedup)
 			r, err = pipeline.New(st, dedup.Decoder(codec), set.Dedup, opts...)
 		case topics.Infer:
-			set.Infer, err = infer.New(infer.Config{Models: o.Models, QueueCap: o.MaxInflight, CopyFailedToDLQ: o.CopyFailedToDLQ}, o.Metrics.Infer)
+			set.Infer, err = infer.New(infer.Config{Models: o.Models, QueueCap: o.MaxInflight, CopyFailedToDLQ: o.CopyFailedToDLQ,
+				Lanes: o.Graph.Lanes, Pressure: &infer.PressureConfig{Conn: o.Conn, Codec: codec, Topic: o.Graph.Topics.Pressure,
+					Instance: instance, Logger: o.Logger.With("stage", name)}}, o.Metrics.Infer)
 			if err == nil {
 				r, err = pipeline.New(st, infer.Decoder(codec), set.Infer, opts...)
 			}
@@ -225,4 +236,10 @@ func (s *Set) Run(ctx context.Context) error {
 func KafkaClientMetrics(reg prometheus.Registerer, stage string) *kprom.Metrics {
 	return kprom.NewMetrics("asyncinfer", kprom.Subsystem("kafka"), kprom.Registerer(reg),
 		kprom.WithStaticLabel(prometheus.Labels{"stage": stage}))
+}
+
+func randomID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
