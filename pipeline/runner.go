@@ -229,6 +229,9 @@ func (r *Runner) Window() *Window { return r.win }
 // InputPartitions is the input topic's partition count, 0 until known.
 func (r *Runner) InputPartitions() int { return int(r.inputPartitions.Load()) }
 
+// Input is the stage's input topic (the one InputPartitions counts).
+func (r *Runner) Input() string { return r.spec.Input }
+
 // Go runs fn in a goroutine owned by the runner: it gets the work context and
 // the runner waits for it before Run returns.
 func (r *Runner) Go(fn func(ctx context.Context)) {

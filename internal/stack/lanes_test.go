@@ -14,6 +14,7 @@ import (
 	"github.com/asyncinfer/asyncinfer/connectors/sim"
 	"github.com/asyncinfer/asyncinfer/internal/kafkatest"
 	"github.com/asyncinfer/asyncinfer/pipeline"
+	"github.com/asyncinfer/asyncinfer/pressure"
 	"github.com/asyncinfer/asyncinfer/schemas"
 	"github.com/asyncinfer/asyncinfer/stages/infer"
 	"github.com/asyncinfer/asyncinfer/topics"
@@ -150,10 +151,10 @@ func TestInferPublishesServingState(t *testing.T) {
 	}
 	m := startStage(t, e, topics.Infer, model, Options{InstanceID: "i0",
 		Models: []infer.ModelConfig{{Name: "m", Backend: model, Objective: time.Second}}})
-	key := func(lane string) string { return infer.ServingKey("i0", "m", lane) }
+	key := func(lane string) string { return pressure.ServingKey("i0", "m", lane) }
 	kafkatest.Eventually(t, "the state before any call", func() bool {
 		p := latestPressure(t, e)[key("normal")]
-		return p != nil && p.Status == "UNKNOWN"
+		return p != nil && p.Status == pressure.StatusUnknown
 	})
 	var reqs []*schemas.Request
 	for i := range 50 {
@@ -165,7 +166,7 @@ func TestInferPublishesServingState(t *testing.T) {
 	kafkatest.Eventually(t, "the measured state of every lane", func() bool {
 		got = latestPressure(t, e)
 		for _, l := range e.Graph.Lanes {
-			if p := got[key(l.Name)]; p == nil || p.Status != "OK" {
+			if p := got[key(l.Name)]; p == nil || p.Status != pressure.StatusOK {
 				return false
 			}
 		}

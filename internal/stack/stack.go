@@ -45,7 +45,16 @@ type Options struct {
 	ExactlyOnce bool
 	TxnTimeout  time.Duration
 	Models      []infer.ModelConfig
-	Metrics     *Metrics // nil: unregistered
+	// Admission is how dedup admits each model (none listed: every model
+	// is admitted without a look).
+	Admission []dedup.ModelAdmission
+	// WaitFractions are the lanes' admission thresholds by lane name
+	// (dedup.Lane.WaitFraction; missing: 1).
+	WaitFractions map[string]float64
+	// Downstream is the lag watcher's view for dedup's admission (nil:
+	// none).
+	Downstream dedup.Downstream
+	Metrics    *Metrics // nil: unregistered
 	// KafkaMetrics, when set, gets each stage's franz-go client metrics
 	// (kprom: connections, bytes, batches, buffered records, request
 	// latency), as asyncinfer_kafka_* labelled by stage.
@@ -181,8 +190,16 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 		)
 		switch name {
 		case topics.Dedup:
-			set.Dedup = dedup.New(dedup.Config{CopyFailedToDLQ: o.CopyFailedToDLQ}, o.Metrics.Dedup)
-			r, err = pipeline.New(st, dedup.Decoder(codec), set.Dedup, opts...)
+			var lanes []dedup.Lane
+			for _, l := range o.Graph.Lanes {
+				lanes = append(lanes, dedup.Lane{Lane: l, WaitFraction: o.WaitFractions[l.Name]})
+			}
+			set.Dedup, err = dedup.New(dedup.Config{CopyFailedToDLQ: o.CopyFailedToDLQ, Lanes: lanes, Admission: o.Admission,
+				Downstream: o.Downstream, Pressure: &dedup.PressureConfig{Conn: o.Conn, Codec: codec, Topic: o.Graph.Topics.Pressure,
+					Instance: instance, Logger: o.Logger.With("stage", name)}}, o.Metrics.Dedup)
+			if err == nil {
+				r, err = pipeline.New(st, dedup.Decoder(codec), set.Dedup, opts...)
+			}
 		case topics.Infer:
 			set.Infer, err = infer.New(infer.Config{Models: o.Models, QueueCap: o.MaxInflight, CopyFailedToDLQ: o.CopyFailedToDLQ,
 				Lanes: o.Graph.Lanes, Pressure: &infer.PressureConfig{Conn: o.Conn, Codec: codec, Topic: o.Graph.Topics.Pressure,

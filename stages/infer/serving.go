@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/asyncinfer/asyncinfer/pressure"
 	"github.com/asyncinfer/asyncinfer/schemas"
 )
 
@@ -45,11 +46,6 @@ func (p *PressureConfig) setDefaults() {
 	}
 }
 
-// ServingKey is the key of a serving record on the pressure topic.
-func ServingKey(instance, model, lane string) string {
-	return schemas.PressureServing + "/" + instance + "/" + model + "/" + lane
-}
-
 // arrivalWeight is the weight of each interval's arrivals in the share of
 // a lane's Kafka backlog a model is charged with.
 const arrivalWeight = 0.2
@@ -70,7 +66,7 @@ type serving struct {
 func (s *Stage) servingState(sv *served, lane int, kafka []int64, shares []float64, now time.Time) *schemas.Pressure {
 	l := s.lanes[lane]
 	p := &schemas.Pressure{Source: schemas.PressureServing, Model: sv.cfg.Name, Lane: l.Name, MinPriority: l.MinPriority,
-		AtMs: now.UnixMilli(), Status: "OK"}
+		AtMs: now.UnixMilli(), Status: pressure.StatusOK}
 	target, a, c, fitted := sv.q.target(sv.costs)
 	sv.target.Store(int64(target))
 	queued := sv.q.lanes(nil)
@@ -86,9 +82,9 @@ func (s *Stage) servingState(sv *served, lane int, kafka []int64, shares []float
 	down, retry := sv.ex.br.down()
 	switch {
 	case down:
-		p.Status, p.RetryAfterMs = "UNAVAILABLE", max(1, retry.Milliseconds())
+		p.Status, p.RetryAfterMs = pressure.StatusUnavailable, max(1, retry.Milliseconds())
 	case !fitted:
-		p.Status = "UNKNOWN"
+		p.Status = pressure.StatusUnknown
 	default:
 		p.FixedMs, p.PerItemMs = a*1000, c*1000
 		if t := a + c*float64(target); t > 0 {
@@ -128,7 +124,7 @@ func (sv *serving) tick(ctx context.Context, now time.Time) {
 			if l == 0 {
 				sv.s.m.Capacity.WithLabelValues(name).Set(p.CapacityPerSecond)
 			}
-			key := ServingKey(sv.cfg.Instance, name, p.Lane)
+			key := pressure.ServingKey(sv.cfg.Instance, name, p.Lane)
 			if !heartbeat && !changed(sv.last[key], p) {
 				continue
 			}

@@ -1,0 +1,250 @@
+package dedup
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/asyncinfer/asyncinfer/pressure"
+	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/topics"
+)
+
+const ms = time.Millisecond
+
+var t0 = time.UnixMilli(1_700_000_000_000)
+
+var testLanes = []Lane{
+	{Lane: topics.Lane{Name: "high", MinPriority: 1}},
+	{Lane: topics.Lane{Name: "normal", MinPriority: 0}},
+	{Lane: topics.Lane{Name: "low", MinPriority: math.MinInt32}, WaitFraction: 0.5},
+}
+
+// serving records of one process measured at `at`: 1,000 requests a second
+// at a = 5ms, c = 0.25ms, a target batch of 100, backlog per lane.
+func servingAt(at time.Time, backlog ...int64) []*schemas.Pressure {
+	var out []*schemas.Pressure
+	for i, l := range testLanes {
+		out = append(out, &schemas.Pressure{Source: schemas.PressureServing, Model: "m", Lane: l.Name, Instance: "i",
+			Status: pressure.StatusOK, AtMs: at.UnixMilli(), IntervalMs: 1000, CapacityPerSecond: 1000,
+			FixedMs: 5, PerItemMs: 0.25, Batch: 100, Backlog: backlog[i]})
+	}
+	return out
+}
+
+func newModel(mode string, objective time.Duration) *modelState {
+	return &modelState{cfg: ModelAdmission{Name: "m", Mode: mode, Objective: objective, Downstream: 10 * ms, PauseAbove: objective},
+		ahead: make([]float64, 3), lanes: make([]laneState, 3)}
+}
+
+// A request's predicted wait is the work ahead of it (its lane and the
+// lanes above, less what the model served since the measure, plus what
+// this process admitted since, scaled by its share) at the model's
+// capacity, then its own batch, then the hops after the model.
+func TestPredict(t *testing.T) {
+	m := newModel(AdmissionReject, 100*ms)
+	m.serve(servingAt(t0, 10, 40, 150), testLanes)
+	for _, tc := range []struct {
+		name  string
+		lane  int
+		after time.Duration
+		share float64
+		admit [3]int // admitted per lane at t0 + 1ms, before the prediction
+		want  time.Duration
+	}{
+		// 50 ahead: 50ms of work, a batch of 51 (5 + 12.75ms), 10ms after.
+		{"normal at the measure", 1, 0, 1, [3]int{}, 50*ms + 17750*time.Microsecond + 10*ms},
+		{"high sees its lane only", 0, 0, 1, [3]int{}, 10*ms + 7750*time.Microsecond + 10*ms},
+		{"low sees everything", 2, 0, 1, [3]int{}, 200*ms + 30*ms + 10*ms},
+		// 30ms later 20 are ahead.
+		{"served since", 1, 30 * ms, 1, [3]int{}, 20*ms + 10250*time.Microsecond + 10*ms},
+		{"drained to nothing", 1, time.Second, 1, [3]int{}, 5250*time.Microsecond + 10*ms},
+		// 10 admitted here since, this process a quarter of the
+		// partitions: 40 more everywhere, ahead of a normal request
+		// (a low request admitted does not count for it).
+		{"admitted since, by share", 1, 2 * ms, 0.25, [3]int{4, 6, 7}, 88*ms + 5*ms + 89*250*time.Microsecond + 10*ms},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m.adm = admissions{}
+			for l, n := range tc.admit {
+				for range n {
+					m.adm.add(t0.Add(ms), l, 3)
+				}
+			}
+			p := m.predict(tc.lane, t0.Add(tc.after), tc.share)
+			if !p.known || absDur(p.wait-tc.want) > time.Microsecond {
+				t.Fatalf("wait %v (known %v), want %v", p.wait, p.known, tc.want)
+			}
+		})
+	}
+}
+
+func absDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+func request(created time.Time, deadline time.Duration) *schemas.RequestHead {
+	h := &schemas.RequestHead{RequestID: "r", Model: "m", CreatedAtMs: created.UnixMilli()}
+	if deadline > 0 {
+		h.DeadlineMs = created.Add(deadline).UnixMilli()
+	}
+	return h
+}
+
+// Reject mode rejects a request only when its predicted wait exceeds what
+// is left of its deadline (times its lane's fraction); one without a
+// deadline, or with nothing to predict from, is admitted.
+func TestDecide(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		mode     string
+		serving  []*schemas.Pressure // nil: none
+		lane     int
+		req      *schemas.RequestHead
+		inferLag time.Duration
+		emitLag  time.Duration
+		admit    bool
+		retry    time.Duration
+	}{
+		{"idle: admitted", AdmissionReject, servingAt(t0, 0, 0, 0), 1, request(t0, 0), 0, 0, true, 0},
+		{"keeping up: admitted", AdmissionReject, servingAt(t0, 0, 40, 0), 1, request(t0, 0), 0, 0, true, 0},
+		// 80 ahead: 80 + 21.25 + 10ms > 100ms.
+		{"cannot make the objective", AdmissionReject, servingAt(t0, 0, 80, 0), 1, request(t0, 0), 0, 0, false, 80 * ms},
+		{"a later deadline than the objective does not help", AdmissionReject, servingAt(t0, 0, 80, 0), 1, request(t0, time.Hour), 0, 0, false, 80 * ms},
+		{"an earlier deadline than the objective", AdmissionReject, servingAt(t0, 0, 30, 0), 1, request(t0, 40*ms), 0, 0, false, 30 * ms},
+		{"already waited in Kafka", AdmissionReject, servingAt(t0.Add(50*ms), 0, 30, 0), 1, request(t0, 0), 0, 0, false, 30 * ms},
+		{"the high lane jumps the queue", AdmissionReject, servingAt(t0, 20, 80, 0), 0, request(t0, 0), 0, 0, true, 0},
+		// 60 ahead of low: 60 + 20 + 10 = 90ms, over half its 100ms.
+		{"low sheds at its fraction", AdmissionReject, servingAt(t0, 0, 30, 30), 2, request(t0, 0), 0, 0, false, 60 * ms},
+		{"emit behind", AdmissionReject, servingAt(t0, 0, 40, 0), 1, request(t0, 0), 0, 50 * ms, false, 40 * ms},
+		{"no serving record: admitted", AdmissionReject, nil, 1, request(t0, 0), 0, 0, true, 0},
+		{"no serving record, infer far behind", AdmissionReject, nil, 1, request(t0, 0), 5 * time.Second, 0, false, 5 * time.Second},
+		{"every circuit open", AdmissionReject, []*schemas.Pressure{{Source: schemas.PressureServing, Model: "m", Lane: "normal",
+			Instance: "i", Status: pressure.StatusUnavailable, AtMs: t0.UnixMilli(), RetryAfterMs: 300}}, 1, request(t0, 0), 0, 0, false, 300 * ms},
+		{"no deadline, no objective", AdmissionReject, servingAt(t0, 0, 5000, 0), 1, &schemas.RequestHead{RequestID: "r", Model: "m"}, 0, 0, true, 0},
+		{"pause mode never rejects", AdmissionPause, servingAt(t0, 0, 5000, 0), 1, request(t0, 0), 0, 0, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newModel(tc.mode, 100*ms)
+			m.serve(tc.serving, testLanes)
+			now := time.UnixMilli(0)
+			if len(tc.serving) > 0 {
+				now = time.UnixMilli(tc.serving[0].AtMs)
+			} else {
+				now = t0
+			}
+			v := m.decide(tc.req, tc.lane, testLanes[tc.lane], now, 1, tc.inferLag, tc.emitLag)
+			if v.admit != tc.admit || absDur(v.retryAfter-tc.retry) > time.Millisecond {
+				t.Fatalf("admit %v retry after %v (wait %v, budget %v); want admit %v retry after %v",
+					v.admit, v.retryAfter, v.wait, v.budget, tc.admit, tc.retry)
+			}
+		})
+	}
+}
+
+// While a lane sheds, the bar is lower by Hysteresis, until a second
+// passes without a rejection: a request at 95% of its budget is rejected
+// right after a rejection, admitted before the first and after the quiet
+// second.
+func TestDecideHysteresis(t *testing.T) {
+	m := newModel(AdmissionReject, 100*ms)
+	// 63 ahead of normal: 63 + (5 + 16) + 10 = 94ms of a 100ms budget.
+	m.serve(servingAt(t0, 0, 63, 0), testLanes)
+	near := request(t0, 0)
+	if v := m.decide(near, 1, testLanes[1], t0, 1, 0, 0); !v.admit {
+		t.Fatalf("before any rejection: rejected at wait %v of %v", v.wait, v.budget)
+	}
+	m.serve(servingAt(t0, 0, 63, 0), testLanes) // the admission above did not happen, for the test's sake
+	m.adm = admissions{}
+	if v := m.decide(request(t0.Add(-20*ms), 0), 1, testLanes[1], t0, 1, 0, 0); v.admit {
+		t.Fatal("a request 20ms old was admitted")
+	}
+	if v := m.decide(near, 1, testLanes[1], t0, 1, 0, 0); v.admit {
+		t.Fatalf("right after a rejection: admitted at wait %v of %v (the bar is %v lower)", v.wait, v.budget, Hysteresis)
+	}
+	later := t0.Add(quietToRecover + ms)
+	m.serve(servingAt(later, 0, 63, 0), testLanes)
+	if v := m.decide(request(later, 0), 1, testLanes[1], later, 1, 0, 0); !v.admit {
+		t.Fatalf("after a quiet second: rejected at wait %v of %v", v.wait, v.budget)
+	}
+}
+
+// Offered twice the model's capacity with no newer serving record, reject
+// mode admits what the capacity serves within the objective, not more:
+// the first burst fills the budget, then one request per millisecond of
+// capacity; a request is rejected only when its predicted wait is beyond
+// its budget (less the hysteresis, once shedding).
+func TestDecideAdmitsTheCapacity(t *testing.T) {
+	m := newModel(AdmissionReject, 100*ms)
+	m.serve(servingAt(t0, 0, 0, 0), testLanes)
+	admitted, rejected := 0, 0
+	for i := range 4000 { // 2 seconds at 2,000 a second
+		now := t0.Add(time.Duration(i) * 500 * time.Microsecond)
+		v := m.decide(request(now, 0), 1, testLanes[1], now, 1, 0, 0)
+		if v.admit {
+			admitted++
+			continue
+		}
+		rejected++
+		if v.wait <= time.Duration(float64(v.budget)*(1-Hysteresis)) {
+			t.Fatalf("request %d rejected with wait %v within its budget %v (less the hysteresis)", i, v.wait, v.budget)
+		}
+	}
+	// 2s at 1,000/s, and the first 65 or so: the work the budget holds.
+	if admitted < 2000 || admitted > 2100 {
+		t.Errorf("admitted %d of 4000 at twice the capacity, want about 2,065", admitted)
+	}
+	if testing.Verbose() {
+		t.Logf("admitted %d, rejected %d", admitted, rejected)
+	}
+	if m.lanes[1].admitted != admitted || m.lanes[1].rejected != rejected {
+		t.Errorf("counted %d admitted, %d rejected", m.lanes[1].admitted, m.lanes[1].rejected)
+	}
+}
+
+func TestShedFraction(t *testing.T) {
+	for _, tc := range []struct {
+		was                float64
+		admitted, rejected int
+		shedding           bool
+		want               float64
+	}{
+		{0, 100, 100, true, 0.5},   // half rejected, nobody shed yet
+		{0.5, 100, 0, true, 0.5},   // clients shed the excess: kept while shedding
+		{0.5, 100, 0, false, 0.25}, // no longer shedding: halves
+		{0.5, 50, 50, true, 0.75},  // clients shed half, dedup half of the rest
+		{0.015, 10, 0, false, 0},   // below 1%: none
+		{0.9, 0, 10, true, 1},      // everything rejected
+	} {
+		if got := shedFraction(tc.was, tc.admitted, tc.rejected, tc.shedding); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("shedFraction(%v, %d, %d, %v) = %v, want %v", tc.was, tc.admitted, tc.rejected, tc.shedding, got, tc.want)
+		}
+	}
+}
+
+// The published view: OK idle; SHEDDING with a retry-after once it
+// rejects; BUSY when an admitted request would wait more than half the
+// objective; UNKNOWN with nothing to predict from.
+func TestView(t *testing.T) {
+	m := newModel(AdmissionReject, 100*ms)
+	if v := m.view(1, t0, 1, 0, false); v.status != pressure.StatusUnknown {
+		t.Errorf("no serving record: %s", v.status)
+	}
+	m.serve(servingAt(t0, 0, 0, 0), testLanes)
+	if v := m.view(1, t0, 1, 0, false); v.status != pressure.StatusOK || v.wait != 5250*time.Microsecond+10*ms {
+		t.Errorf("idle: %+v", v)
+	}
+	m.serve(servingAt(t0, 0, 40, 0), testLanes)
+	if v := m.view(1, t0, 1, 0, false); v.status != pressure.StatusBusy {
+		t.Errorf("60ms of a 100ms objective: %+v", v)
+	}
+	m.serve(servingAt(t0, 0, 90, 0), testLanes)
+	m.decide(request(t0, 0), 1, testLanes[1], t0, 1, 0, 0)
+	v := m.view(1, t0, 1, 0, true)
+	if v.status != pressure.StatusShedding || v.retryAfter != 90*ms || v.shed != 1 {
+		t.Errorf("after a rejection: %+v", v)
+	}
+}
