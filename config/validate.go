@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/asyncinfer/asyncinfer/stages/infer"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
 // Stage names a process may run.
@@ -117,6 +118,14 @@ func (c *Config) Validate() error {
 			bad("emit.reply_topics", "%q starts with the pipeline's prefix %q: reply topics may not be internal topics", r, t.Prefix)
 		}
 	}
+	if err := topics.ValidateLanes(c.TopicLanes()); err != nil {
+		bad("lanes", "%v", err)
+	}
+	for i, l := range c.Lanes {
+		if l.WaitFraction < 0 || l.WaitFraction > 1 || l.WaitFraction != l.WaitFraction {
+			bad(fmt.Sprintf("lanes[%d].wait_fraction", i), "%v: want a fraction in (0, 1] (0: 1)", l.WaitFraction)
+		}
+	}
 	names := map[string]bool{}
 	for i, m := range c.Models {
 		p := fmt.Sprintf("models[%d]", i)
@@ -180,6 +189,16 @@ func (m Model) validate(p string, bad func(path, format string, a ...any)) {
 	}
 	if d := ModelDefaults(m); d.Batching == string(infer.BatchingAdaptive) && d.DownstreamLatency >= m.LatencyObjective && m.LatencyObjective > 0 {
 		bad(p+".downstream_latency", "%v is not below latency_objective %v: no request could make it", d.DownstreamLatency, m.LatencyObjective)
+	}
+	switch m.Admission {
+	case "", "reject", "pause", "off":
+	default:
+		bad(p+".admission", "%q: want reject, pause or off (or nothing: reject with a latency_objective, else off)", m.Admission)
+	}
+	if m.PauseAbove < 0 {
+		bad(p+".pause_above", "negative")
+	} else if m.PauseAbove > 0 && m.Admission != "pause" {
+		bad(p+".pause_above", "set but admission is not pause")
 	}
 	if m.Sim.ErrorRate < 0 || m.Sim.ErrorRate > 1 || m.Sim.ErrorRate != m.Sim.ErrorRate {
 		bad(p+".sim.error_rate", "%v: want a fraction in [0, 1]", m.Sim.ErrorRate)

@@ -112,6 +112,12 @@ func (g Graph) ACLs(exactlyOnce bool) map[string][]ACL {
 		}
 		acls := slices.Concat(topic(kmsg.ACLOperationRead, reads...), topic(kmsg.ACLOperationWrite, writes...),
 			topic(kmsg.ACLOperationDescribeConfigs, all...))
+		for _, name := range s.Watches {
+			if w, ok := g.Stage(name); ok {
+				acls = append(acls, topic(kmsg.ACLOperationRead, w.Inputs()...)...)
+				acls = append(acls, ACL{Resource: kmsg.ACLResourceTypeGroup, Name: w.Group, Operation: kmsg.ACLOperationDescribe})
+			}
+		}
 		if exactlyOnce {
 			for _, op := range []kmsg.ACLOperation{kmsg.ACLOperationWrite, kmsg.ACLOperationDescribe} {
 				acls = append(acls, ACL{Resource: kmsg.ACLResourceTypeTransactionalId, Name: s.TransactionalIDPrefix(),

@@ -86,6 +86,11 @@ type Stage struct {
 	// (undecodable input), and operators' copies of FAILED answers.
 	DeadLetters string
 	Sides       []Side
+	// Watches are the stages whose lag the stage's processes measure (on
+	// the partition numbers they own): dedup's admission watches the stages
+	// after it. They need to describe those groups and read their inputs
+	// (a record's timestamp is its age).
+	Watches []string
 }
 
 // Inputs are the topics the stage's group consumes: its lanes, highest
@@ -208,8 +213,9 @@ func NewGraph(o GraphOptions) (Graph, error) {
 				},
 				Changelog: &Changelog{Topic: t.DedupState, TTL: o.DedupWindow, MaxKeys: o.MaxKeys},
 				// Admission reads the infer processes' serving records and
-				// publishes its verdict.
-				Sides: pressure(true, true),
+				// publishes its verdict, and watches the lag after it.
+				Sides:   pressure(true, true),
+				Watches: []string{Infer, Emit},
 			},
 			{
 				Name: Infer, Group: o.Prefix + Infer, Input: t.Accepted, InputKind: schemas.KindRequest,

@@ -224,14 +224,23 @@ func TestACLsPressureAndLanes(t *testing.T) {
 		{Infer, kmsg.ACLOperationWrite, p, true}, {Infer, kmsg.ACLOperationRead, p, false},
 		{Client, kmsg.ACLOperationRead, p, true}, {Client, kmsg.ACLOperationWrite, p, false},
 		{Emit, kmsg.ACLOperationRead, p, false},
+		// Admission watches the lag after dedup.
+		{Dedup, kmsg.ACLOperationRead, g.Topics.Outcomes, true},
 	} {
 		if got := has(tc.who, tc.op, tc.topic); got != tc.want {
 			t.Errorf("%s %v %s: %v, want %v", tc.who, tc.op, tc.topic, got, tc.want)
 		}
 	}
 	for _, l := range g.Lanes {
-		if !has(Infer, kmsg.ACLOperationRead, l.Topic) || !has(Dedup, kmsg.ACLOperationWrite, l.Topic) {
-			t.Errorf("lane %s: infer must read it and dedup write it", l.Topic)
+		if !has(Infer, kmsg.ACLOperationRead, l.Topic) || !has(Dedup, kmsg.ACLOperationWrite, l.Topic) || !has(Dedup, kmsg.ACLOperationRead, l.Topic) {
+			t.Errorf("lane %s: infer must read it, dedup write it and read it (its lag)", l.Topic)
+		}
+	}
+	for _, group := range []string{"asyncinfer.infer", "asyncinfer.emit"} {
+		if !slices.ContainsFunc(g.ACLs(false)[Dedup], func(a ACL) bool {
+			return a.Resource == kmsg.ACLResourceTypeGroup && a.Name == group && a.Operation == kmsg.ACLOperationDescribe
+		}) {
+			t.Errorf("dedup cannot describe %s: admission watches its lag", group)
 		}
 	}
 }
