@@ -139,6 +139,7 @@ const (
 	prShedFraction
 	prCapacityPerSecond
 	prBacklog
+	prRunning
 	prFixedMs
 	prPerItemMs
 	prBatch
@@ -185,7 +186,7 @@ var targetFields = [numTargets][]string{
 		prInstance: "instance", prStatus: "status", prAtMs: "at_ms", prIntervalMs: "interval_ms",
 		prPredictedWaitMs: "predicted_wait_ms", prRetryAfterMs: "retry_after_ms",
 		prShedFraction: "shed_fraction", prCapacityPerSecond: "capacity_per_second",
-		prBacklog: "backlog", prFixedMs: "fixed_ms", prPerItemMs: "per_item_ms", prBatch: "batch",
+		prBacklog: "backlog", prRunning: "running", prFixedMs: "fixed_ms", prPerItemMs: "per_item_ms", prBatch: "batch",
 	},
 }
 
@@ -1261,6 +1262,8 @@ func (r *reader) pressure(n *node) *Pressure {
 			p.CapacityPerSecond = r.float64(f.typ)
 		case prBacklog:
 			p.Backlog = r.long(f.typ)
+		case prRunning:
+			p.Running = r.long(f.typ)
 		case prFixedMs:
 			p.FixedMs = r.float64(f.typ)
 		case prPerItemMs:

@@ -293,6 +293,7 @@ func appendPressure(b []byte, p *Pressure) ([]byte, error) {
 	b = appendDouble(b, p.ShedFraction)
 	b = appendDouble(b, p.CapacityPerSecond)
 	b = appendLong(b, p.Backlog)
+	b = appendLong(b, p.Running)
 	b = appendDouble(b, p.FixedMs)
 	b = appendDouble(b, p.PerItemMs)
 	return appendLong(b, int64(p.Batch)), nil

@@ -544,6 +544,7 @@ func (c *conv) pressure(r rec) *Pressure {
 		ShedFraction:      c.double(r.field("shed_fraction")),
 		CapacityPerSecond: c.double(r.field("capacity_per_second")),
 		Backlog:           c.long(r.field("backlog")),
+		Running:           c.long(r.field("running")),
 		FixedMs:           c.double(r.field("fixed_ms")),
 		PerItemMs:         c.double(r.field("per_item_ms")),
 		Batch:             c.int(r.field("batch")),

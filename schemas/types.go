@@ -143,6 +143,7 @@ type Pressure struct {
 	ShedFraction      float64
 	CapacityPerSecond float64
 	Backlog           int64
+	Running           int64
 	FixedMs           float64
 	PerItemMs         float64
 	Batch             int32

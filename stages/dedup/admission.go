@@ -150,7 +150,9 @@ type modelState struct {
 	capacity    float64       // requests per second, every process
 	a, c        float64       // seconds
 	batch       int
-	ahead       []float64 // per lane: requests of that lane and the lanes above it, at `at`
+	workers     float64   // calls the model makes at once, every process (capacity × t(batch) / batch)
+	running     float64   // requests in calls at `at`, every process
+	ahead       []float64 // per lane: requests of that lane and the lanes above it waiting, at `at`
 	at          time.Time
 	adm         admissions
 	lanes       []laneState
@@ -174,7 +176,10 @@ const admissionMargin = 5 * time.Millisecond
 
 // predict is the wait of a request of lane l admitted at now, for a process
 // that owns share of the requests partitions (its admissions are that share
-// of everybody's).
+// of everybody's). The requests ahead of it are served in batches of the
+// target size on the model's workers: it waits for the calls running now
+// (half of one, on average), for the full batches ahead, and then rides
+// the batch after them with the rest; then the hops after the model.
 func (m *modelState) predict(l int, now time.Time, share float64) prediction {
 	if !m.known {
 		return prediction{}
@@ -182,12 +187,24 @@ func (m *modelState) predict(l int, now time.Time, share float64) prediction {
 	if m.unavailable {
 		return prediction{known: true, wait: noMeasure, drain: m.retryHint}
 	}
+	elapsed := max(0, now.Sub(m.at).Seconds())
 	ahead := m.ahead[l] + m.adm.since(m.at.Add(-admissionMargin), now, l)/max(share, 1e-3)
-	ahead = max(0, ahead-m.capacity*max(0, now.Sub(m.at).Seconds()))
-	drain := ahead / m.capacity
-	b := min(float64(max(1, m.batch)), ahead+1)
-	serve := m.a + m.c*b
-	return prediction{known: true, wait: seconds(drain + serve + m.cfg.Downstream.Seconds()), drain: seconds(drain)}
+	// What the model served since the measure: the calls running then,
+	// then the waiting requests.
+	served := m.capacity * elapsed
+	running := max(0, m.running-served)
+	ahead = max(0, ahead-max(0, served-m.running))
+	drain := (ahead + running) / m.capacity
+	b := float64(max(1, m.batch))
+	cost := func(n float64) float64 { return m.a + m.c*n }
+	workers := max(1, m.workers)
+	residual := 0.0
+	if running > 0 {
+		residual = cost(running/workers) / 2
+	}
+	full := math.Floor(ahead / b)
+	wait := residual + full*cost(b)/workers + cost(ahead-full*b+1) + m.cfg.Downstream.Seconds()
+	return prediction{known: true, wait: seconds(wait), drain: seconds(drain)}
 }
 
 func seconds(s float64) time.Duration {
@@ -201,7 +218,7 @@ func seconds(s float64) time.Duration {
 func (m *modelState) serve(recs []*schemas.Pressure, lanes []Lane) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.known, m.unavailable, m.capacity, m.retryHint = false, false, 0, 0
+	m.known, m.unavailable, m.capacity, m.retryHint, m.running = false, false, 0, 0, 0
 	if len(recs) == 0 {
 		return
 	}
@@ -223,6 +240,7 @@ func (m *modelState) serve(recs []*schemas.Pressure, lanes []Lane) {
 			continue // its capacity is the same on every lane's record
 		}
 		procs[p.Instance] = true
+		m.running += float64(p.Running)
 		switch p.Status {
 		case pressure.StatusUnavailable:
 			down++
@@ -245,6 +263,10 @@ func (m *modelState) serve(recs []*schemas.Pressure, lanes []Lane) {
 		return // nothing measured yet: no prediction
 	}
 	m.at = at
+	m.workers = 1
+	if t := m.a + m.c*float64(max(1, m.batch)); m.batch > 0 && t > 0 {
+		m.workers = m.capacity * t / float64(m.batch)
+	}
 	for i := range backlog {
 		m.ahead[i] = backlog[i]
 		if i > 0 {
@@ -273,7 +295,11 @@ func budget(h *schemas.RequestHead, objective time.Duration, now time.Time) (tim
 
 // verdict is admission's decision about one request.
 type verdict struct {
-	admit      bool
+	admit bool
+	// expired: its effective deadline passed before it reached dedup (it
+	// waited in Kafka): answered EXPIRED with this reason, as infer would,
+	// not REJECTED: the wait it could not afford was behind it.
+	expired    string
 	lane       int
 	wait       time.Duration // predicted
 	budget     time.Duration
@@ -294,6 +320,13 @@ func (m *modelState) decide(h *schemas.RequestHead, l int, lane Lane, now time.T
 	b, has := budget(h, m.cfg.Objective, now)
 	if m.cfg.Mode != AdmissionReject || !has {
 		m.admitLocked(now, l)
+		return v
+	}
+	if b <= 0 {
+		v.admit, v.expired = false, "objective_passed"
+		if h.DeadlineMs > 0 && !time.UnixMilli(h.DeadlineMs).After(now) {
+			v.expired = "deadline_passed"
+		}
 		return v
 	}
 	p := m.predict(l, now, share)

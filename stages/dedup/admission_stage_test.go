@@ -59,15 +59,16 @@ func startAdmission(t *testing.T, e *kafkatest.Env, mode string, objective time.
 	return mem
 }
 
-// serve publishes what an infer process would: model m served at 100
-// requests a second, backlog requests ahead on the normal lane.
+// serve publishes what an infer process would: model m served at 110
+// requests a second (batches of 10 in 91ms), backlog requests ahead on the
+// normal lane.
 func serve(t *testing.T, e *kafkatest.Env, backlog int64) {
 	t.Helper()
 	var rs []*kgo.Record
 	for _, l := range e.Graph.Lanes {
 		p := &schemas.Pressure{Source: schemas.PressureServing, Model: "m", Lane: l.Name, MinPriority: l.MinPriority,
 			Instance: "i0", Status: pressure.StatusOK, AtMs: time.Now().UnixMilli(), IntervalMs: 60_000,
-			CapacityPerSecond: 100, FixedMs: 1, PerItemMs: 1, Batch: 10}
+			CapacityPerSecond: 110, FixedMs: 1, PerItemMs: 9, Batch: 10}
 		if l.Name == "normal" {
 			p.Backlog = backlog
 		}

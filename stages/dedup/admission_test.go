@@ -20,52 +20,59 @@ var testLanes = []Lane{
 	{Lane: topics.Lane{Name: "low", MinPriority: math.MinInt32}, WaitFraction: 0.5},
 }
 
-// serving records of one process measured at `at`: 1,000 requests a second
-// at a = 5ms, c = 0.25ms, a target batch of 100, backlog per lane.
-func servingAt(at time.Time, backlog ...int64) []*schemas.Pressure {
+// serving records of one process measured at `at`: one worker at a =
+// 10ms, c = 1ms, a target batch of 40 (50ms), so 800 requests a second;
+// running requests in calls, backlog waiting per lane.
+func servingRun(at time.Time, running int64, backlog ...int64) []*schemas.Pressure {
 	var out []*schemas.Pressure
 	for i, l := range testLanes {
 		out = append(out, &schemas.Pressure{Source: schemas.PressureServing, Model: "m", Lane: l.Name, Instance: "i",
-			Status: pressure.StatusOK, AtMs: at.UnixMilli(), IntervalMs: 1000, CapacityPerSecond: 1000,
-			FixedMs: 5, PerItemMs: 0.25, Batch: 100, Backlog: backlog[i]})
+			Status: pressure.StatusOK, AtMs: at.UnixMilli(), IntervalMs: 1000, CapacityPerSecond: 800,
+			FixedMs: 10, PerItemMs: 1, Batch: 40, Backlog: backlog[i], Running: running})
 	}
 	return out
 }
+
+func servingAt(at time.Time, backlog ...int64) []*schemas.Pressure { return servingRun(at, 0, backlog...) }
 
 func newModel(mode string, objective time.Duration) *modelState {
 	return &modelState{cfg: ModelAdmission{Name: "m", Mode: mode, Objective: objective, Downstream: 10 * ms, PauseAbove: objective},
 		ahead: make([]float64, 3), lanes: make([]laneState, 3)}
 }
 
-// A request's predicted wait is the work ahead of it (its lane and the
+// A request's predicted wait: the requests ahead of it (its lane and the
 // lanes above, less what the model served since the measure, plus what
-// this process admitted since, scaled by its share) at the model's
-// capacity, then its own batch, then the hops after the model.
+// this process admitted since, scaled by its share) are served in batches
+// of 40: it waits for half of the call running, for the full batches
+// ahead, and rides the next with the rest; then the hops after the model.
 func TestPredict(t *testing.T) {
-	m := newModel(AdmissionReject, 100*ms)
-	m.serve(servingAt(t0, 10, 40, 150), testLanes)
 	for _, tc := range []struct {
-		name  string
-		lane  int
-		after time.Duration
-		share float64
-		admit [3]int // admitted per lane at t0 + 1ms, before the prediction
-		want  time.Duration
+		name    string
+		running int64
+		lane    int
+		after   time.Duration
+		share   float64
+		admit   [3]int // admitted per lane at t0 + 1ms, before the prediction
+		want    time.Duration
 	}{
-		// 50 ahead: 50ms of work, a batch of 51 (5 + 12.75ms), 10ms after.
-		{"normal at the measure", 1, 0, 1, [3]int{}, 50*ms + 17750*time.Microsecond + 10*ms},
-		{"high sees its lane only", 0, 0, 1, [3]int{}, 10*ms + 7750*time.Microsecond + 10*ms},
-		{"low sees everything", 2, 0, 1, [3]int{}, 200*ms + 30*ms + 10*ms},
-		// 30ms later 20 are ahead.
-		{"served since", 1, 30 * ms, 1, [3]int{}, 20*ms + 10250*time.Microsecond + 10*ms},
-		{"drained to nothing", 1, time.Second, 1, [3]int{}, 5250*time.Microsecond + 10*ms},
-		// 10 admitted here since, this process a quarter of the
-		// partitions: 40 more everywhere, ahead of a normal request
-		// (a low request admitted does not count for it).
-		{"admitted since, by share", 1, 2 * ms, 0.25, [3]int{4, 6, 7}, 88*ms + 5*ms + 89*250*time.Microsecond + 10*ms},
+		// 50 ahead: a full batch (50ms), then a batch of 11 (21ms), 10ms after.
+		{"normal at the measure", 0, 1, 0, 1, [3]int{}, 50*ms + 21*ms + 10*ms},
+		{"high sees its lane only", 0, 0, 0, 1, [3]int{}, 21*ms + 10*ms},
+		{"low sees everything", 0, 2, 0, 1, [3]int{}, 250*ms + 11*ms + 10*ms},
+		// 30ms later 24 were served.
+		{"served since", 0, 1, 30 * ms, 1, [3]int{}, 37*ms + 10*ms},
+		{"drained to nothing", 0, 1, time.Second, 1, [3]int{}, 11*ms + 10*ms},
+		// 10 admitted here since (a low request does not count for a
+		// normal one), this process a quarter of the partitions: 40 more
+		// everywhere; 1.6 served in 2ms.
+		{"admitted since, by share", 0, 1, 2 * ms, 0.25, [3]int{4, 6, 7}, 100*ms + 19400*time.Microsecond + 10*ms},
+		// A call of 20 running: half of it (15ms) ahead of everything.
+		{"a call running", 20, 1, 0, 1, [3]int{}, 15*ms + 81*ms},
+		{"a call running, partly done", 20, 1, 10 * ms, 1, [3]int{}, 11*ms + 81*ms},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m.adm = admissions{}
+			m := newModel(AdmissionReject, 100*ms)
+			m.serve(servingRun(t0, tc.running, 10, 40, 150), testLanes)
 			for l, n := range tc.admit {
 				for range n {
 					m.adm.add(t0.Add(ms), l, 3)
@@ -111,21 +118,25 @@ func TestDecide(t *testing.T) {
 	}{
 		{"idle: admitted", AdmissionReject, servingAt(t0, 0, 0, 0), 1, request(t0, 0), 0, 0, true, 0},
 		{"keeping up: admitted", AdmissionReject, servingAt(t0, 0, 40, 0), 1, request(t0, 0), 0, 0, true, 0},
-		// 80 ahead: 80 + 21.25 + 10ms > 100ms.
-		{"cannot make the objective", AdmissionReject, servingAt(t0, 0, 80, 0), 1, request(t0, 0), 0, 0, false, 80 * ms},
-		{"a later deadline than the objective does not help", AdmissionReject, servingAt(t0, 0, 80, 0), 1, request(t0, time.Hour), 0, 0, false, 80 * ms},
-		{"an earlier deadline than the objective", AdmissionReject, servingAt(t0, 0, 30, 0), 1, request(t0, 40*ms), 0, 0, false, 30 * ms},
-		{"already waited in Kafka", AdmissionReject, servingAt(t0.Add(50*ms), 0, 30, 0), 1, request(t0, 0), 0, 0, false, 30 * ms},
+		// 80 ahead: two batches (100ms), then 11ms and 10ms: 121ms > 100ms;
+		// they drain in 100ms.
+		{"cannot make the objective", AdmissionReject, servingAt(t0, 0, 80, 0), 1, request(t0, 0), 0, 0, false, 100 * ms},
+		{"a later deadline than the objective does not help", AdmissionReject, servingAt(t0, 0, 80, 0), 1, request(t0, time.Hour), 0, 0, false, 100 * ms},
+		// 30 ahead: 41 + 10 = 51ms > 40ms.
+		{"an earlier deadline than the objective", AdmissionReject, servingAt(t0, 0, 30, 0), 1, request(t0, 40*ms), 0, 0, false, 37500 * time.Microsecond},
+		{"already waited in Kafka", AdmissionReject, servingAt(t0.Add(50*ms), 0, 35, 0), 1, request(t0, 0), 0, 0, false, 43750 * time.Microsecond},
 		{"the high lane jumps the queue", AdmissionReject, servingAt(t0, 20, 80, 0), 0, request(t0, 0), 0, 0, true, 0},
-		// 60 ahead of low: 60 + 20 + 10 = 90ms, over half its 100ms.
-		{"low sheds at its fraction", AdmissionReject, servingAt(t0, 0, 30, 30), 2, request(t0, 0), 0, 0, false, 60 * ms},
-		{"emit behind", AdmissionReject, servingAt(t0, 0, 40, 0), 1, request(t0, 0), 0, 50 * ms, false, 40 * ms},
+		// 60 ahead of low: 50 + 31 + 10 = 91ms, over half its 100ms.
+		{"low sheds at its fraction", AdmissionReject, servingAt(t0, 0, 30, 30), 2, request(t0, 0), 0, 0, false, 75 * ms},
+		// 40 ahead: 71ms, and emit 50ms behind.
+		{"emit behind", AdmissionReject, servingAt(t0, 0, 40, 0), 1, request(t0, 0), 0, 50 * ms, false, 50 * ms},
 		{"no serving record: admitted", AdmissionReject, nil, 1, request(t0, 0), 0, 0, true, 0},
 		{"no serving record, infer far behind", AdmissionReject, nil, 1, request(t0, 0), 5 * time.Second, 0, false, 5 * time.Second},
 		{"every circuit open", AdmissionReject, []*schemas.Pressure{{Source: schemas.PressureServing, Model: "m", Lane: "normal",
 			Instance: "i", Status: pressure.StatusUnavailable, AtMs: t0.UnixMilli(), RetryAfterMs: 300}}, 1, request(t0, 0), 0, 0, false, 300 * ms},
 		{"no deadline, no objective", AdmissionReject, servingAt(t0, 0, 5000, 0), 1, &schemas.RequestHead{RequestID: "r", Model: "m"}, 0, 0, true, 0},
 		{"pause mode never rejects", AdmissionPause, servingAt(t0, 0, 5000, 0), 1, request(t0, 0), 0, 0, true, 0},
+		{"past its objective already: expired, not rejected", AdmissionReject, servingAt(t0, 0, 0, 0), 1, request(t0.Add(-time.Second), 0), 0, 0, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newModel(tc.mode, 100*ms)
@@ -137,6 +148,9 @@ func TestDecide(t *testing.T) {
 				now = t0
 			}
 			v := m.decide(tc.req, tc.lane, testLanes[tc.lane], now, 1, tc.inferLag, tc.emitLag)
+			if expired := v.expired != ""; expired != (tc.name == "past its objective already: expired, not rejected") {
+				t.Fatalf("expired %q", v.expired)
+			}
 			if v.admit != tc.admit || absDur(v.retryAfter-tc.retry) > time.Millisecond {
 				t.Fatalf("admit %v retry after %v (wait %v, budget %v); want admit %v retry after %v",
 					v.admit, v.retryAfter, v.wait, v.budget, tc.admit, tc.retry)
@@ -151,7 +165,7 @@ func TestDecide(t *testing.T) {
 // second.
 func TestDecideHysteresis(t *testing.T) {
 	m := newModel(AdmissionReject, 100*ms)
-	// 63 ahead of normal: 63 + (5 + 16) + 10 = 94ms of a 100ms budget.
+	// 63 ahead of normal: 50 + 34 + 10 = 94ms of a 100ms budget.
 	m.serve(servingAt(t0, 0, 63, 0), testLanes)
 	near := request(t0, 0)
 	if v := m.decide(near, 1, testLanes[1], t0, 1, 0, 0); !v.admit {
@@ -181,8 +195,8 @@ func TestDecideAdmitsTheCapacity(t *testing.T) {
 	m := newModel(AdmissionReject, 100*ms)
 	m.serve(servingAt(t0, 0, 0, 0), testLanes)
 	admitted, rejected := 0, 0
-	for i := range 4000 { // 2 seconds at 2,000 a second
-		now := t0.Add(time.Duration(i) * 500 * time.Microsecond)
+	for i := range 3200 { // 2 seconds at 1,600 a second
+		now := t0.Add(time.Duration(i) * 625 * time.Microsecond)
 		v := m.decide(request(now, 0), 1, testLanes[1], now, 1, 0, 0)
 		if v.admit {
 			admitted++
@@ -193,9 +207,9 @@ func TestDecideAdmitsTheCapacity(t *testing.T) {
 			t.Fatalf("request %d rejected with wait %v within its budget %v (less the hysteresis)", i, v.wait, v.budget)
 		}
 	}
-	// 2s at 1,000/s, and the first 65 or so: the work the budget holds.
-	if admitted < 2000 || admitted > 2100 {
-		t.Errorf("admitted %d of 4000 at twice the capacity, want about 2,065", admitted)
+	// 2s at 800/s, and the first 60 or so: the work the budget holds.
+	if admitted < 1600 || admitted > 1700 {
+		t.Errorf("admitted %d of 3200 at twice the capacity, want about 1,660", admitted)
 	}
 	if testing.Verbose() {
 		t.Logf("admitted %d, rejected %d", admitted, rejected)
@@ -234,7 +248,7 @@ func TestView(t *testing.T) {
 		t.Errorf("no serving record: %s", v.status)
 	}
 	m.serve(servingAt(t0, 0, 0, 0), testLanes)
-	if v := m.view(1, t0, 1, 0, false); v.status != pressure.StatusOK || v.wait != 5250*time.Microsecond+10*ms {
+	if v := m.view(1, t0, 1, 0, false); v.status != pressure.StatusOK || absDur(v.wait-21*ms) > time.Microsecond {
 		t.Errorf("idle: %+v", v)
 	}
 	m.serve(servingAt(t0, 0, 40, 0), testLanes)
@@ -244,7 +258,7 @@ func TestView(t *testing.T) {
 	m.serve(servingAt(t0, 0, 90, 0), testLanes)
 	m.decide(request(t0, 0), 1, testLanes[1], t0, 1, 0, 0)
 	v := m.view(1, t0, 1, 0, true)
-	if v.status != pressure.StatusShedding || v.retryAfter != 90*ms || v.shed != 1 {
+	if v.status != pressure.StatusShedding || v.retryAfter != 112500*time.Microsecond || v.shed != 1 {
 		t.Errorf("after a rejection: %+v", v)
 	}
 }

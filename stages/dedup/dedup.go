@@ -319,6 +319,12 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		lane := s.laneOf(h.Priority)
 		if ms := s.models[h.Model]; ms != nil {
 			v := ms.decide(h, lane, s.lane(lane), time.Now(), s.shareNow(), time.Duration(s.inferLag.Load()), time.Duration(s.emitLag.Load()))
+			if v.expired != "" {
+				s.m.Decisions.WithLabelValues("expired").Inc()
+				s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusExpired, Reason: v.expired})
+				c.Remember(key, h.RequestID, schemas.StatusExpired)
+				break
+			}
 			if !v.admit {
 				s.m.Decisions.WithLabelValues("rejected").Inc()
 				s.m.Admission.WithLabelValues(h.Model, s.laneName(lane), "rejected").Inc()

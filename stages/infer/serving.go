@@ -19,8 +19,9 @@ import (
 // PressureConfig is how the stage publishes its serving state to the
 // pressure topic: per model and lane, what this process serves (its
 // capacity within the objective, its fitted cost, its target batch) and
-// what is ahead of a new request (the backlog: queued for the model, in a
-// running call, and waiting in Kafka on the lane partitions it owns).
+// what is ahead of a new request (the backlog: queued for the model and
+// waiting in Kafka on the lane partitions it owns; and the requests in
+// calls now).
 // Dedup reads these records to decide admission.
 type PressureConfig struct {
 	Conn     []kgo.Opt      // reaches the cluster
@@ -71,9 +72,7 @@ func (s *Stage) servingState(sv *served, lane int, kafka []int64, shares []float
 	sv.target.Store(int64(target))
 	queued := sv.q.lanes(nil)
 	backlog := float64(queued[lane])
-	if lane == 0 {
-		backlog += float64(sv.running.Load()) // a running call is ahead of everyone
-	}
+	p.Running = sv.running.Load()
 	if lane < len(kafka) && lane < len(shares) {
 		backlog += float64(kafka[lane]) * shares[lane]
 	}
@@ -157,7 +156,7 @@ func changed(was, p *schemas.Pressure) bool {
 	if was == nil {
 		return true
 	}
-	return was.Backlog != p.Backlog || was.Status != p.Status || was.Batch != p.Batch ||
+	return was.Backlog != p.Backlog || was.Running != p.Running || was.Status != p.Status || was.Batch != p.Batch ||
 		math.Abs(was.CapacityPerSecond-p.CapacityPerSecond) > 0.05*max(was.CapacityPerSecond, 1)
 }
 
