@@ -113,6 +113,7 @@ type Topics struct {
 // Runner is how every stage consumes and commits.
 type Runner struct {
 	MaxInflight        int           `yaml:"max_inflight" doc:"records a stage holds unfinished before it pauses its input"`
+	MaxInflightBytes   int64         `yaml:"max_inflight_bytes" doc:"bytes (keys and values) of the records a stage holds unfinished before it pauses its input: that many bytes count as max_inflight records, so large requests reach the bound sooner; 0: no byte bound"`
 	ProducerLinger     time.Duration `yaml:"producer_linger" doc:"how long producers wait to fill a batch (franz-go's 10ms default would add 10ms per hop)"`
 	TransactionTimeout time.Duration `yaml:"transaction_timeout" doc:"exactly-once mode: a unit of work not finished by then is aborted and consumed again (its records wait in Kafka, e.g. while a model is down)"`
 }
@@ -196,10 +197,11 @@ func Defaults() Config {
 		Stages:    []string{"dedup", "infer", "emit"},
 		AdminAddr: "127.0.0.1:9464",
 		LogLevel:  "info",
-		Runner:    Runner{MaxInflight: pipeline.DefaultMaxInFlight, TransactionTimeout: 10 * time.Second},
-		Lanes:     slices.Clone(DefaultLanes),
-		Dedup:     Dedup{Window: 10 * time.Minute},
-		Emit:      Emit{Window: 10 * time.Minute},
+		Runner: Runner{MaxInflight: pipeline.DefaultMaxInFlight, MaxInflightBytes: pipeline.DefaultMaxInFlightBytes,
+			TransactionTimeout: 10 * time.Second},
+		Lanes: slices.Clone(DefaultLanes),
+		Dedup: Dedup{Window: 10 * time.Minute},
+		Emit:  Emit{Window: 10 * time.Minute},
 	}
 }
 

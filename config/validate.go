@@ -101,6 +101,9 @@ func (c *Config) Validate() error {
 	if c.Runner.MaxInflight < 1 {
 		bad("runner.max_inflight", "%d: want at least 1", c.Runner.MaxInflight)
 	}
+	if c.Runner.MaxInflightBytes < 0 {
+		bad("runner.max_inflight_bytes", "%d: negative", c.Runner.MaxInflightBytes)
+	}
 	if c.Runner.TransactionTimeout <= 0 {
 		bad("runner.transaction_timeout", "want a positive duration")
 	}

@@ -111,9 +111,11 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 	if st.Changelog != nil {
 		r.changelog = st.Changelog.Topic
 		r.win = NewWindow(st.Changelog.TTL, st.Changelog.MaxKeys)
+		r.win.MaxBytes(st.Changelog.MaxBytes)
 		r.win.onSize = func(n int) { r.m.StateKeys.WithLabelValues(st.Name).Set(float64(n)) }
 		manual[st.Changelog.Topic] = true
 	}
+	r.tr.bound(c.maxInflight, c.maxInflightBytes)
 	r.holds = newHolds()
 	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
 	kopts := append(append([]kgo.Opt(nil), c.connOpts...),
@@ -414,7 +416,7 @@ func (r *Runner) pollLoop(ctx context.Context) {
 			r.pause.ResumeAll(PauseInflight)
 			continue
 		}
-		fs := r.cl.PollRecords(ctx, max-n)
+		fs := r.cl.PollRecords(ctx, r.tr.room(max-n))
 		if fs.IsClientClosed() {
 			return
 		}
@@ -444,7 +446,7 @@ func (r *Runner) handOut(fs kgo.Fetches, u *unit) []*Context {
 				r.hold(rec, err)
 				return
 			}
-			gen, stale, ok := r.tr.add(t, rec.Offset, rec.LeaderEpoch)
+			gen, stale, ok := r.tr.add(t, rec.Offset, rec.LeaderEpoch, recordSize(rec))
 			if !ok {
 				return // revoked since the fetch: its new owner gets it
 			}
@@ -700,7 +702,10 @@ func (r *Runner) finish(c *Context) {
 }
 
 // release counts the Context as let go of by the stage.
-func (r *Runner) release(*Context) { r.tr.release() }
+func (r *Runner) release(c *Context) { r.tr.release(recordSize(c.rec)) }
+
+// recordSize is what an input record counts for the in-flight byte bound.
+func recordSize(rec *kgo.Record) int { return len(rec.Key) + len(rec.Value) }
 
 // settle applies a Context whose effects are all acknowledged and counts its
 // input as finished, unless its partition was revoked meanwhile.

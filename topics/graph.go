@@ -58,6 +58,11 @@ type Changelog struct {
 	Topic   string
 	TTL     time.Duration
 	MaxKeys int
+	// MaxBytes bounds the memory of a partition's keys (their key and
+	// request id, and a fixed overhead each): the oldest go first past it,
+	// as past MaxKeys. A key is a client's string, of any length up to the
+	// message size limit.
+	MaxBytes int64
 }
 
 // Side is a topic a stage's processes write or read with a client of their
@@ -148,6 +153,9 @@ type GraphOptions struct {
 	// 10 minutes and 1,000,000).
 	DedupWindow, EmitWindow time.Duration
 	MaxKeys                 int
+	// MaxStateBytes bounds the bytes of each partition's keys (0:
+	// DefaultMaxStateBytes).
+	MaxStateBytes int64
 	// Lanes are the priority lanes from the highest (names and minimum
 	// priorities); nil: DefaultLanes.
 	Lanes []Lane
@@ -157,6 +165,9 @@ type GraphOptions struct {
 const (
 	DefaultWindow  = 10 * time.Minute
 	DefaultMaxKeys = 1_000_000
+	// DefaultMaxStateBytes is about a million keys of 100 bytes: the bound
+	// that holds when clients send long keys.
+	DefaultMaxStateBytes = 256 << 20
 )
 
 // NewGraph declares the pipeline: dedup ▸ infer ▸ emit.
@@ -172,6 +183,9 @@ func NewGraph(o GraphOptions) (Graph, error) {
 	}
 	if o.MaxKeys <= 0 {
 		o.MaxKeys = DefaultMaxKeys
+	}
+	if o.MaxStateBytes <= 0 {
+		o.MaxStateBytes = DefaultMaxStateBytes
 	}
 	if o.Lanes == nil {
 		o.Lanes = DefaultLanes
@@ -211,7 +225,7 @@ func NewGraph(o GraphOptions) (Graph, error) {
 					{Name: EdgeReroute, Topics: []string{t.Requests}, Kind: schemas.KindRequest},
 					outcomes,
 				},
-				Changelog: &Changelog{Topic: t.DedupState, TTL: o.DedupWindow, MaxKeys: o.MaxKeys},
+				Changelog: &Changelog{Topic: t.DedupState, TTL: o.DedupWindow, MaxKeys: o.MaxKeys, MaxBytes: o.MaxStateBytes},
 				// Admission reads the infer processes' serving records and
 				// publishes its verdict, and watches the lag after it.
 				Sides:   pressure(true, true),
@@ -228,7 +242,7 @@ func NewGraph(o GraphOptions) (Graph, error) {
 				Outputs: []Edge{
 					{Name: EdgeResults, Topics: append([]string{t.Results}, o.ReplyTopics...), Kind: schemas.KindResult},
 				},
-				Changelog: &Changelog{Topic: t.EmittedIDs, TTL: o.EmitWindow, MaxKeys: o.MaxKeys},
+				Changelog: &Changelog{Topic: t.EmittedIDs, TTL: o.EmitWindow, MaxKeys: o.MaxKeys, MaxBytes: o.MaxStateBytes},
 			},
 		},
 	}

@@ -324,7 +324,8 @@ func startPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, st
 	}
 	p.set, err = stack.Build(stack.Options{
 		Conn: c.kopts, Graph: g, InstanceID: cfg.InstanceID, MaxInflight: cfg.Runner.MaxInflight,
-		Linger: cfg.Runner.ProducerLinger, MaxRecordBytes: int(cfg.Topics.MaxMessageBytes),
+		MaxInflightBytes: inflightBytes(cfg.Runner.MaxInflightBytes),
+		Linger:           cfg.Runner.ProducerLinger, MaxRecordBytes: int(cfg.Topics.MaxMessageBytes),
 		MaxDeadLetterBytes: int(cfg.Topics.DLQMaxMessageBytes), CopyFailedToDLQ: cfg.DLQFailed,
 		Models: ms, Admission: admissionOf(cfg), WaitFractions: fractions, Downstream: lag,
 		Metrics: metrics, KafkaMetrics: reg, Logger: log,
@@ -605,4 +606,13 @@ func checkReplyTopics(ctx context.Context, c *cluster, replyTopics []string) err
 		return fmt.Errorf("emit.reply_topics: %s do not exist (create them, or run with topics.create)", strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// inflightBytes is stack's MaxInflightBytes for runner.max_inflight_bytes,
+// where 0 means no byte bound.
+func inflightBytes(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -35,7 +35,10 @@ type Options struct {
 	// MaxInflight bounds each stage's unfinished records; 0 for
 	// pipeline.DefaultMaxInFlight.
 	MaxInflight int
-	Linger      time.Duration
+	// MaxInflightBytes bounds their bytes too (0: the runner's default;
+	// negative: none).
+	MaxInflightBytes int64
+	Linger           time.Duration
 	// MaxRecordBytes and MaxDeadLetterBytes are the max.message.bytes of
 	// the data topics and of the dlq (0: the runner's defaults).
 	MaxRecordBytes, MaxDeadLetterBytes int
@@ -146,6 +149,12 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 		pipeline.WithLogger(o.Logger),
 		pipeline.WithMetrics(o.Metrics.Pipe),
 		pipeline.MaxInFlight(o.MaxInflight),
+	}
+	switch {
+	case o.MaxInflightBytes > 0:
+		common = append(common, pipeline.MaxInFlightBytes(o.MaxInflightBytes))
+	case o.MaxInflightBytes < 0:
+		common = append(common, pipeline.MaxInFlightBytes(0))
 	}
 	if o.MaxRecordBytes > 0 {
 		common = append(common, pipeline.MaxRecordBytes(o.MaxRecordBytes))
