@@ -33,7 +33,9 @@ func servingRun(at time.Time, running int64, backlog ...int64) []*schemas.Pressu
 	return out
 }
 
-func servingAt(at time.Time, backlog ...int64) []*schemas.Pressure { return servingRun(at, 0, backlog...) }
+func servingAt(at time.Time, backlog ...int64) []*schemas.Pressure {
+	return servingRun(at, 0, backlog...)
+}
 
 func newModel(mode string, objective time.Duration) *modelState {
 	return &modelState{cfg: ModelAdmission{Name: "m", Mode: mode, Objective: objective, Downstream: 10 * ms, PauseAbove: objective},
