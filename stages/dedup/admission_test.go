@@ -143,11 +143,9 @@ func TestDecide(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newModel(tc.mode, 100*ms)
 			m.serve(tc.serving, testLanes)
-			now := time.UnixMilli(0)
+			now := t0
 			if len(tc.serving) > 0 {
 				now = time.UnixMilli(tc.serving[0].AtMs)
-			} else {
-				now = t0
 			}
 			v := m.decide(tc.req, tc.lane, testLanes[tc.lane], now, 1, tc.inferLag, tc.emitLag)
 			if expired := v.expired != ""; expired != (tc.name == "past its objective already: expired, not rejected") {
