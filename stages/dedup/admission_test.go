@@ -262,3 +262,37 @@ func TestView(t *testing.T) {
 		t.Errorf("after a rejection: %+v", v)
 	}
 }
+
+type fakeDownstream struct {
+	infer, emit time.Duration
+	ok          bool
+}
+
+func (f *fakeDownstream) Behind() (time.Duration, time.Duration, bool) { return f.infer, f.emit, f.ok }
+
+// The watcher's measures count beyond DownstreamNoise, and smoothly: a step
+// reaches 63% of its height after downstreamSmoothing (100 ticks), so one
+// sample does not flip every decision at once; a watcher with nothing
+// recent decays to nothing the same way.
+func TestDownstreamSmoothed(t *testing.T) {
+	f := &fakeDownstream{infer: 6 * time.Second, emit: 500 * ms, ok: true}
+	s, err := New(Config{Downstream: f}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticks := int(downstreamSmoothing / tickEvery)
+	for range ticks {
+		s.refreshDownstream()
+	}
+	in, em := time.Duration(s.inferLag.Load()), time.Duration(s.emitLag.Load())
+	if want := time.Duration((1 - math.Pow(1-float64(tickEvery)/float64(downstreamSmoothing), float64(ticks))) * float64(5*time.Second)); absDur(in-want) > time.Millisecond || em != 0 {
+		t.Errorf("after %d ticks: infer %v (want %v: 5s beyond the noise, 63%% of the way), emit %v (want 0: within the noise)", ticks, in, want, em)
+	}
+	f.ok = false
+	for range 10 * ticks {
+		s.refreshDownstream()
+	}
+	if in := time.Duration(s.inferLag.Load()); in > 200*ms {
+		t.Errorf("nothing measured for 20s: infer still %v", in)
+	}
+}

@@ -152,7 +152,13 @@ func (s *Stage) refreshShare() {
 
 func (s *Stage) shareNow() float64 { return math.Float64frombits(uint64(s.share.Load())) }
 
-// refreshDownstream takes the watcher's measures, less DownstreamNoise.
+// downstreamSmoothing is the time constant of the watcher's measures as
+// admission uses them: the watcher samples every few seconds, and a step
+// between two samples must not flip every decision at once.
+const downstreamSmoothing = 2 * time.Second
+
+// refreshDownstream takes the watcher's measures, less DownstreamNoise,
+// smoothed (exponentially, over downstreamSmoothing; called every tick).
 func (s *Stage) refreshDownstream() {
 	if s.cfg.Downstream == nil {
 		return
@@ -161,8 +167,13 @@ func (s *Stage) refreshDownstream() {
 	if !ok {
 		in, em = 0, 0
 	}
-	s.inferLag.Store(int64(max(0, in-DownstreamNoise)))
-	s.emitLag.Store(int64(max(0, em-DownstreamNoise)))
+	const w = float64(tickEvery) / float64(downstreamSmoothing)
+	smooth := func(v *atomic.Int64, x time.Duration) {
+		old := float64(v.Load())
+		v.Store(int64(old + w*(float64(max(0, x-DownstreamNoise))-old)))
+	}
+	smooth(&s.inferLag, in)
+	smooth(&s.emitLag, em)
 }
 
 func (s *Stage) lane(l int) Lane {
