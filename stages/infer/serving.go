@@ -251,14 +251,24 @@ func (sv *serving) retire() {
 	if len(sv.last) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
 	var rs []*kgo.Record
 	for key := range sv.last {
 		rs = append(rs, &kgo.Record{Topic: sv.cfg.Topic, Key: []byte(key)})
 	}
-	if err := sv.cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
-		sv.cfg.Logger.Warn("cannot retire the serving state; readers drop it once stale", "err", err)
+	// Bounded by a timer, not the produce's context: a record waiting for
+	// a broker that is gone is not failed by its context, only by closing
+	// the client (run's deferred Close, which this goroutine waits for).
+	done := make(chan error, 1)
+	go func() { done <- sv.cl.ProduceSync(context.Background(), rs...).FirstErr() }()
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			sv.cfg.Logger.Warn("cannot retire the serving state; readers drop it once stale", "err", err)
+		}
+	case <-t.C:
+		sv.cfg.Logger.Warn("cannot retire the serving state in time; readers drop it once stale")
 	}
 }
 
