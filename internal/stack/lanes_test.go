@@ -177,7 +177,7 @@ func TestInferPublishesServingState(t *testing.T) {
 		// b* = (L/2 - a)/c, up to the batch limit (64): a batch of 64 takes
 		// about 8.4ms, well within half the objective.
 		if p.Source != schemas.PressureServing || p.Model != "m" || p.Instance != "i0" || p.MinPriority != l.MinPriority ||
-			p.Batch != 64 || p.FixedMs < 0 || p.PerItemMs <= 0 || p.IntervalMs != 1000 || p.Backlog != 0 {
+			p.Batch != 64 || p.FixedMs < 0 || p.PerItemMs < 0 || p.FixedMs+p.PerItemMs <= 0 || p.IntervalMs != 1000 || p.Backlog != 0 {
 			t.Errorf("lane %s: %+v", l.Name, p)
 		}
 		// 64 / (a + 64c): a few thousand a second; the fit is rough on 50
