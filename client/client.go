@@ -9,6 +9,7 @@ import (
 	"iter"
 	"log/slog"
 	"maps"
+	mrand "math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/asyncinfer/asyncinfer/pressure"
 	"github.com/asyncinfer/asyncinfer/schemas"
 	"github.com/asyncinfer/asyncinfer/topics"
 )
@@ -65,6 +67,16 @@ type Config struct {
 	// Logger receives what the client cannot return: undecodable results,
 	// fetch errors, forgotten ids. nil discards.
 	Logger *slog.Logger
+	// HonourPressure makes Submit shed load at the edge: the client reads
+	// the deployment's pressure topic (the admission records dedup
+	// publishes per model and priority lane) and Submit returns an
+	// *OverloadError, producing nothing, for a request the pipeline would
+	// turn away: while its lane is SHEDDING, a fraction of requests (the
+	// record's shed_fraction, drawn at random), and any request whose
+	// deadline is nearer than the lane's predicted wait. A record older than
+	// three of its intervals is ignored: with no fresh verdict, Submit
+	// produces as usual. Default false.
+	HonourPressure bool
 
 	partitionCheck time.Duration // for tests; 0 is defaultPartitionCheck
 }
@@ -80,6 +92,9 @@ type Client struct {
 	reply    string // the topic this client reads
 	max      int
 	log      *slog.Logger
+
+	pressure *pressure.Follower // nil unless Config.HonourPressure
+	rnd      func() float64
 
 	closing   chan struct{} // closed by Close
 	closeOnce sync.Once
@@ -191,6 +206,27 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	c.stop = stop
+	if cfg.HonourPressure {
+		f, err := pressure.NewFollower(cfg.Conn, names.Pressure, codec, pressure.WithLogger(c.log))
+		if err != nil {
+			stop()
+			cl.Close()
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		c.pressure, c.rnd = f, mrand.Float64
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			f.Run(runCtx)
+		}()
+		// The verdicts published so far, before the first Submit.
+		select {
+		case <-f.CaughtUp():
+		case <-ctx.Done():
+			c.Close()
+			return nil, fmt.Errorf("client: reading the pressure topic %s: %w", names.Pressure, ctx.Err())
+		}
+	}
 	c.wg.Add(2)
 	go c.consume(runCtx)
 	go c.watchPartitions(runCtx, every, known)
@@ -267,6 +303,9 @@ func (c *Client) Submit(ctx context.Context, req *schemas.Request) (string, erro
 	if err := req.Validate(); err != nil {
 		return "", fmt.Errorf("client: submit: %w", err)
 	}
+	if err := c.overloaded(req, time.Now()); err != nil {
+		return "", err
+	}
 	v, err := c.codec.EncodeRequest(c.requests, req)
 	if err != nil {
 		return "", fmt.Errorf("client: submit: %w", err)
@@ -291,6 +330,60 @@ func (c *Client) Submit(ctx context.Context, req *schemas.Request) (string, erro
 		return "", fmt.Errorf("client: submit %s: %w", req.RequestID, err)
 	}
 	return req.RequestID, nil
+}
+
+// ErrOverloaded matches every *OverloadError (errors.Is).
+var ErrOverloaded = errors.New("client: overloaded")
+
+// OverloadError is Submit's answer, with Config.HonourPressure, for a
+// request the pipeline would turn away now: nothing was produced. Submit the
+// request again after RetryAfter (it keeps its request id: it was never
+// produced).
+type OverloadError struct {
+	Model, Lane string
+	// Status is the lane's admission status (SHEDDING, or BUSY when only
+	// this request's deadline is too near).
+	Status string
+	// RetryAfter is when the pipeline expects to take such a request again:
+	// the time its backlog needs to drain.
+	RetryAfter time.Duration
+	// PredictedWait is the lane's predicted time to an answer, as published.
+	PredictedWait time.Duration
+}
+
+func (e *OverloadError) Error() string {
+	return fmt.Sprintf("client: model %s is overloaded (lane %s, %s, a predicted wait of %v): retry after %v",
+		e.Model, e.Lane, e.Status, e.PredictedWait, e.RetryAfter)
+}
+
+// Is makes errors.Is(err, ErrOverloaded) true.
+func (e *OverloadError) Is(target error) bool { return target == ErrOverloaded }
+
+// overloaded is the pipeline's verdict on req from the pressure topic: nil
+// to produce it.
+func (c *Client) overloaded(req *schemas.Request, now time.Time) error {
+	if c.pressure == nil {
+		return nil
+	}
+	p := pressure.LaneOf(c.pressure.Admission(req.Model), req.Priority)
+	if p == nil || !pressure.Fresh(p, now) {
+		return nil
+	}
+	// The wait published then, less what has passed since: what was ahead
+	// drains meanwhile (what came since is dedup's to weigh).
+	age := max(0, now.Sub(time.UnixMilli(p.AtMs)))
+	wait := max(0, time.Duration(p.PredictedWaitMs)*time.Millisecond-age)
+	retry := max(time.Millisecond, time.Duration(p.RetryAfterMs)*time.Millisecond-age)
+	e := &OverloadError{Model: req.Model, Lane: p.Lane, Status: p.Status, RetryAfter: retry, PredictedWait: wait}
+	switch {
+	case p.Status == pressure.StatusPaused || p.Status == pressure.StatusUnknown:
+		return nil // requests wait in Kafka, or nothing to go by
+	case p.Status == pressure.StatusShedding && p.ShedFraction > 0 && c.rnd() < p.ShedFraction:
+		return e
+	case req.DeadlineMs > 0 && time.UnixMilli(req.DeadlineMs).Sub(now) < wait:
+		return e
+	}
+	return nil
 }
 
 // Await returns the result for requestID: at once if it has come and is

@@ -57,13 +57,25 @@
 //     its attempts). Resubmitting is worth it only after MODEL_UNAVAILABLE;
 //     dedup remembers an idempotency key for its window, so such a retry
 //     needs a new request id and a new idempotency key.
-//   - REJECTED: load shedding turned the request away before inference
-//     (admission control at dedup, which does not record the key of a request
-//     it rejects; not built yet, so today's pipeline never rejects).
-//     Retry after RetryAfterMs milliseconds with a new request id (clear
-//     RequestID and Submit the request again) and the same IdempotencyKey,
-//     so that dedup still recognises a later repeat. Reason says which limit
-//     was hit.
+//   - REJECTED: admission control at dedup turned the request away before
+//     inference (Reason overloaded): the model's backlog would have kept it
+//     past its deadline (min(DeadlineMs, CreatedAtMs + the model's latency
+//     objective)); ErrorMessage gives the numbers. Retry after RetryAfterMs
+//     milliseconds with a new request id (clear RequestID and Submit the
+//     request again) and the same IdempotencyKey: dedup frees the key of a
+//     rejected request, so the retry is decided afresh (not answered
+//     DUPLICATE), while the rejected request id itself stays answered (sent
+//     again, it is dropped as a repeat).
+//
+// # Shedding before producing
+//
+// With Config.HonourPressure, Submit reads the verdict dedup publishes per
+// model and priority lane on the pressure topic and returns an
+// *OverloadError (errors.Is(err, ErrOverloaded)), producing nothing, for a
+// request that would be rejected anyway: the pipeline's shed fraction of a
+// SHEDDING lane's requests, and any whose DeadlineMs is nearer than the
+// lane's predicted wait. Wait RetryAfter and Submit it again. Clients in
+// other languages can read the same topic (README, "From any language").
 //   - DUPLICATE: another request with the same idempotency key was accepted
 //     first, inside the deduplication window. OriginalRequestID names it;
 //     its result is the answer to both, delivered once, keyed by the

@@ -417,3 +417,32 @@ func floats(o schemas.Tensor) []float64 {
 	}
 	return out
 }
+
+// TestPythonPressure: pressure.py reads the admission verdicts dedup
+// publishes (here for a model with an objective, idle: every lane OK, its
+// requests to be sent), as a client in any language can, with the
+// pressure.avsc of the repository as its reader schema.
+func TestPythonPressure(t *testing.T) {
+	e := newEnv(t, 1)
+	py := newPython(t, e)
+	e.runWith(t, stack.Options{Admission: []dedup.ModelAdmission{{Name: "sim", Mode: dedup.AdmissionReject, Objective: time.Minute}}})
+	out := py.run(t, "", "pressure.py", "--model", "sim", "--wait", "3")
+	var lanes []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var v struct {
+			Model, Lane, Status string
+			Send                bool
+		}
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Fatalf("pressure.py printed %q: %v", line, err)
+		}
+		if v.Model != "sim" || (v.Status != "OK" && v.Status != "UNKNOWN") || !v.Send {
+			t.Errorf("pressure.py: %s", line)
+		}
+		lanes = append(lanes, v.Lane)
+	}
+	slices.Sort(lanes)
+	if !slices.Equal(lanes, []string{"high", "low", "normal"}) {
+		t.Errorf("pressure.py printed lanes %v, want every lane's verdict", lanes)
+	}
+}

@@ -10,6 +10,8 @@
 package config
 
 import (
+	"math"
+	"slices"
 	"time"
 
 	"github.com/asyncinfer/asyncinfer/connectors/oip"
@@ -40,6 +42,25 @@ type Config struct {
 	Emit   Emit   `yaml:"emit"`
 
 	Models []Model `yaml:"models" doc:"the models served; requests naming any other model get FAILED with error_code UNKNOWN_MODEL"`
+
+	Lanes []Lane `yaml:"lanes" doc:"the priority lanes, from the highest: dedup writes each accepted request to its lane's topic, infer serves a higher lane first, admission sheds lower lanes first"`
+}
+
+// Lane is a priority lane: the requests whose priority is at least
+// MinPriority (and below the lane above's), the last lane also taking every
+// priority below its own.
+type Lane struct {
+	Name         string  `yaml:"name" doc:"the lane's name: its topic is <prefix>requests.accepted.<name>, except the lane priority 0 falls in, whose topic is <prefix>requests.accepted"`
+	MinPriority  int32   `yaml:"min_priority" doc:"the lowest priority the lane takes; lanes are listed from the highest min_priority down"`
+	WaitFraction float64 `yaml:"wait_fraction" doc:"admission (reject) admits a request of the lane while its predicted wait is within this fraction of what is left of its deadline; below 1 the lane is shed before it would miss, leaving the capacity to the lanes above; 0: 1"`
+}
+
+// DefaultLanes are high (priority above 0), normal (0) and low (below 0,
+// shed at 80% of its budget).
+var DefaultLanes = []Lane{
+	{Name: "high", MinPriority: 1, WaitFraction: 1},
+	{Name: "normal", MinPriority: 0, WaitFraction: 1},
+	{Name: "low", MinPriority: math.MinInt32, WaitFraction: 0.8},
 }
 
 // Kafka is how to reach the cluster.
@@ -92,6 +113,7 @@ type Topics struct {
 // Runner is how every stage consumes and commits.
 type Runner struct {
 	MaxInflight        int           `yaml:"max_inflight" doc:"records a stage holds unfinished before it pauses its input"`
+	MaxInflightBytes   int64         `yaml:"max_inflight_bytes" doc:"bytes (keys and values) of the records a stage holds unfinished before it pauses its input: that many bytes count as max_inflight records, so large requests reach the bound sooner; 0: no byte bound"`
 	ProducerLinger     time.Duration `yaml:"producer_linger" doc:"how long producers wait to fill a batch (franz-go's 10ms default would add 10ms per hop)"`
 	TransactionTimeout time.Duration `yaml:"transaction_timeout" doc:"exactly-once mode: a unit of work not finished by then is aborted and consumed again (its records wait in Kafka, e.g. while a model is down)"`
 }
@@ -119,6 +141,8 @@ type Model struct {
 	Timeout           time.Duration `yaml:"timeout" doc:"per model call"`
 	Concurrency       int           `yaml:"concurrency" doc:"parallel model calls (workers)"`
 	LatencyObjective  time.Duration `yaml:"latency_objective" doc:"end-to-end objective: a request not inferred within it of its created_at is answered EXPIRED (reason objective_passed), and the model is batched to meet it (batching adaptive, unless max_wait is set); 0: none"`
+	Admission         string        `yaml:"admission" doc:"what dedup does when the pipeline is behind for this model: reject (a request whose predicted wait exceeds what is left of its deadline, min(deadline_ms, created_at + latency_objective), is answered REJECTED, reason overloaded, with retry_after_ms), pause (dedup pauses its input while a request would wait longer than pause_above, and resumes below half: requests wait in Kafka, nothing is shed) or off; empty: reject with a latency_objective, else off"`
+	PauseAbove        time.Duration `yaml:"pause_above" doc:"admission pause: the predicted wait above which dedup pauses its input; 0: latency_objective, else 1s"`
 	Deterministic     bool          `yaml:"deterministic" doc:"declares that the model gives the same output for the same input (informational for now: at-least-once repeats that slip past emit's window are identical only for such models)"`
 	MaxAttempts       int           `yaml:"max_attempts" doc:"consecutive transient failures before an item fails"`
 	BreakerThreshold  int           `yaml:"breaker_threshold" doc:"consecutive transient failures that open the circuit (the input pauses)"`
@@ -173,9 +197,11 @@ func Defaults() Config {
 		Stages:    []string{"dedup", "infer", "emit"},
 		AdminAddr: "127.0.0.1:9464",
 		LogLevel:  "info",
-		Runner:    Runner{MaxInflight: pipeline.DefaultMaxInFlight, TransactionTimeout: 10 * time.Second},
-		Dedup:     Dedup{Window: 10 * time.Minute},
-		Emit:      Emit{Window: 10 * time.Minute},
+		Runner: Runner{MaxInflight: pipeline.DefaultMaxInFlight, MaxInflightBytes: pipeline.DefaultMaxInFlightBytes,
+			TransactionTimeout: 10 * time.Second},
+		Lanes: slices.Clone(DefaultLanes),
+		Dedup: Dedup{Window: 10 * time.Minute},
+		Emit:  Emit{Window: 10 * time.Minute},
 	}
 }
 
@@ -192,6 +218,12 @@ func ModelDefaults(m Model) Model {
 	m.MaxBatchItems, m.MaxBatchBytes, m.Timeout, m.Concurrency = d.MaxBatchItems, d.MaxBatchBytes, d.Timeout, d.Concurrency
 	m.MaxAttempts, m.BreakerThreshold, m.BreakerCooldown = d.MaxAttempts, d.BreakerThreshold, d.BreakerCooldown
 	m.Batching, m.DownstreamLatency = string(d.Batching), d.DownstreamLatency
+	if m.Admission == "" {
+		m.Admission = "off"
+		if m.LatencyObjective > 0 {
+			m.Admission = "reject"
+		}
+	}
 	if m.Backend == "oip" {
 		if m.OIP.ModelName == "" {
 			m.OIP.ModelName = m.Name
@@ -219,7 +251,17 @@ var DefaultModel = Model{Name: "sim", Deterministic: true, LatencyObjective: 100
 // state bounds.
 func (c *Config) Graph() (topics.Graph, error) {
 	return topics.NewGraph(topics.GraphOptions{Prefix: c.Topics.Prefix, ReplyTopics: c.Emit.ReplyTopics,
-		DedupWindow: c.Dedup.Window, EmitWindow: c.Emit.Window})
+		DedupWindow: c.Dedup.Window, EmitWindow: c.Emit.Window, Lanes: c.TopicLanes()})
+}
+
+// TopicLanes are the lanes as the graph declares them (names and minimum
+// priorities).
+func (c *Config) TopicLanes() []topics.Lane {
+	out := make([]topics.Lane, len(c.Lanes))
+	for i, l := range c.Lanes {
+		out[i] = topics.Lane{Name: l.Name, MinPriority: l.MinPriority}
+	}
+	return out
 }
 
 // CodecOptions are the decoding limits the configuration implies: values up

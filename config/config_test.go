@@ -188,3 +188,42 @@ func TestEverySettingIsReachable(t *testing.T) {
 		}
 	}
 }
+
+// Lanes from a file replace the default three; a model's admission
+// defaults to reject with a latency objective and off without.
+func TestLanesAndAdmission(t *testing.T) {
+	b, err := os.ReadFile("testdata/good/lanes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Lanes) != 2 || c.Lanes[0].Name != "urgent" || c.Lanes[1].WaitFraction != 0.7 {
+		t.Fatalf("lanes %+v", c.Lanes)
+	}
+	g, err := c.Graph()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Lanes[0].Topic != "asyncinfer.requests.accepted.urgent" || g.Lanes[1].Topic != "asyncinfer.requests.accepted" {
+		t.Errorf("lane topics %+v", g.Lanes)
+	}
+	for _, tc := range []struct{ model, want string }{{"resnet", "reject"}, {"batch-scorer", "pause"}, {"offline", "off"}} {
+		for _, m := range c.Models {
+			if m.Name == tc.model {
+				if got := ModelDefaults(m).Admission; got != tc.want {
+					t.Errorf("%s: admission %q, want %q", tc.model, got, tc.want)
+				}
+			}
+		}
+	}
+	if got := ModelDefaults(DefaultModel).Admission; got != "reject" {
+		t.Errorf("the default model's admission %q, want reject (it has a latency objective)", got)
+	}
+	d := Defaults()
+	if len(d.Lanes) != 3 || d.Lanes[2].Name != "low" {
+		t.Errorf("default lanes %+v", d.Lanes)
+	}
+}

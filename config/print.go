@@ -18,6 +18,7 @@ const Masked = "<masked>"
 func Print(c *Config) ([]byte, error) {
 	cp := *c
 	cp.Models = slices.Clone(c.Models) // masked below: not the caller's
+	cp.Lanes = slices.Clone(c.Lanes)
 	vs := []reflect.Value{reflect.ValueOf(&cp).Elem()}
 	for i := range cp.Models {
 		vs = append(vs, reflect.ValueOf(&cp.Models[i]).Elem())
@@ -64,6 +65,7 @@ func Reference() string {
 	m.OIP = ModelDefaults(Model{Backend: "oip"}).OIP // the oip block's defaults, which apply with backend oip
 	m.OIP.ModelName = ""                             // its default is the model's name, as its doc says
 	m.Batching = ""                                  // its default depends on latency_objective, as its doc says
+	m.Admission = ""                                 // likewise
 	for _, s := range settings(reflect.ValueOf(&m).Elem(), "") {
 		val := s.format()
 		if val == "" || val == "0s" && s.Path != "max_wait" {
@@ -79,6 +81,18 @@ func Reference() string {
 	}
 	if f, ok := reflect.TypeOf(OIP{}).FieldByName("Inputs"); ok {
 		fmt.Fprintf(&b, "| `models[].oip.inputs` | — | %s, e.g. `[{name: input-0, datatype: FP64, shape: [-1, 4]}]` |\n", f.Tag.Get("doc"))
+	}
+	b.WriteString("\nLanes are a list, set in the file only (`lanes:`), from the highest; the default is ")
+	for i, l := range DefaultLanes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "`{name: %s, min_priority: %d, wait_fraction: %v}`", l.Name, l.MinPriority, l.WaitFraction)
+	}
+	b.WriteString(" (a request's priority is 0 unless it says otherwise). Each lane is a topic of its own (`topics create` makes them). Each entry:\n\n")
+	b.WriteString("| setting | meaning |\n|---|---|\n")
+	for _, s := range settings(reflect.ValueOf(&Lane{}).Elem(), "") {
+		fmt.Fprintf(&b, "| `lanes[].%s` | %s |\n", s.Path, s.Doc)
 	}
 	return b.String()
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/asyncinfer/asyncinfer/stages/infer"
+	"github.com/asyncinfer/asyncinfer/topics"
 )
 
 // Stage names a process may run.
@@ -100,6 +101,9 @@ func (c *Config) Validate() error {
 	if c.Runner.MaxInflight < 1 {
 		bad("runner.max_inflight", "%d: want at least 1", c.Runner.MaxInflight)
 	}
+	if c.Runner.MaxInflightBytes < 0 {
+		bad("runner.max_inflight_bytes", "%d: negative", c.Runner.MaxInflightBytes)
+	}
 	if c.Runner.TransactionTimeout <= 0 {
 		bad("runner.transaction_timeout", "want a positive duration")
 	}
@@ -115,6 +119,14 @@ func (c *Config) Validate() error {
 	for _, r := range c.Emit.ReplyTopics {
 		if strings.HasPrefix(r, t.Prefix) && r != t.Prefix+"results" {
 			bad("emit.reply_topics", "%q starts with the pipeline's prefix %q: reply topics may not be internal topics", r, t.Prefix)
+		}
+	}
+	if err := topics.ValidateLanes(c.TopicLanes()); err != nil {
+		bad("lanes", "%v", err)
+	}
+	for i, l := range c.Lanes {
+		if l.WaitFraction < 0 || l.WaitFraction > 1 || l.WaitFraction != l.WaitFraction {
+			bad(fmt.Sprintf("lanes[%d].wait_fraction", i), "%v: want a fraction in (0, 1] (0: 1)", l.WaitFraction)
 		}
 	}
 	names := map[string]bool{}
@@ -180,6 +192,16 @@ func (m Model) validate(p string, bad func(path, format string, a ...any)) {
 	}
 	if d := ModelDefaults(m); d.Batching == string(infer.BatchingAdaptive) && d.DownstreamLatency >= m.LatencyObjective && m.LatencyObjective > 0 {
 		bad(p+".downstream_latency", "%v is not below latency_objective %v: no request could make it", d.DownstreamLatency, m.LatencyObjective)
+	}
+	switch m.Admission {
+	case "", "reject", "pause", "off":
+	default:
+		bad(p+".admission", "%q: want reject, pause or off (or nothing: reject with a latency_objective, else off)", m.Admission)
+	}
+	if m.PauseAbove < 0 {
+		bad(p+".pause_above", "negative")
+	} else if m.PauseAbove > 0 && m.Admission != "pause" {
+		bad(p+".pause_above", "set but admission is not pause")
 	}
 	if m.Sim.ErrorRate < 0 || m.Sim.ErrorRate > 1 || m.Sim.ErrorRate != m.Sim.ErrorRate {
 		bad(p+".sim.error_rate", "%v: want a fraction in [0, 1]", m.Sim.ErrorRate)

@@ -182,10 +182,11 @@ func TestTopicsCreateAndCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("topics check after create: %v\n%s%s", err, out, errOut)
 	}
-	// The graph's topics, and only those: requests, requests.accepted,
-	// outcomes, results, dedup-state, emitted-ids, dlq.
-	if strings.Count(out, " ok") != 7 {
-		t.Errorf("want 7 topics ok:\n%s", out)
+	// The graph's topics, and only those: requests, the three lanes
+	// (requests.accepted.high, requests.accepted, requests.accepted.low),
+	// outcomes, results, dedup-state, emitted-ids, dlq, pressure.
+	if strings.Count(out, " ok") != 10 {
+		t.Errorf("want 10 topics ok:\n%s", out)
 	}
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...))

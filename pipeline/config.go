@@ -23,6 +23,7 @@ type cfg struct {
 	connOpts           []kgo.Opt
 	instanceID         string
 	maxInflight        int
+	maxInflightBytes   int64
 	commitInterval     time.Duration
 	drainTimeout       time.Duration
 	sessionTimeout     time.Duration
@@ -43,9 +44,13 @@ type cfg struct {
 // DefaultMaxInFlight bounds the records a stage holds unfinished.
 const DefaultMaxInFlight = 2048
 
+// DefaultMaxInFlightBytes bounds their bytes (keys and values).
+const DefaultMaxInFlightBytes = 64 << 20
+
 func defaultCfg() cfg {
 	return cfg{
 		maxInflight:        DefaultMaxInFlight,
+		maxInflightBytes:   DefaultMaxInFlightBytes,
 		commitInterval:     200 * time.Millisecond,
 		drainTimeout:       30 * time.Second,
 		sessionTimeout:     10 * time.Second,
@@ -70,6 +75,11 @@ func (c *cfg) validate(st topics.Stage) error {
 	if st.Input == "" {
 		errs = append(errs, errors.New("no input topic"))
 	}
+	for _, in := range st.Lanes {
+		if in == "" {
+			errs = append(errs, errors.New("an empty lane topic"))
+		}
+	}
 	if len(c.connOpts) == 0 {
 		errs = append(errs, errors.New("no connection options (seed brokers)"))
 	}
@@ -78,6 +88,9 @@ func (c *cfg) validate(st topics.Stage) error {
 	}
 	if c.maxInflight < 1 {
 		errs = append(errs, fmt.Errorf("max in-flight %d < 1", c.maxInflight))
+	}
+	if c.maxInflightBytes < 0 {
+		errs = append(errs, fmt.Errorf("max in-flight bytes %d < 0", c.maxInflightBytes))
 	}
 	if c.commitInterval <= 0 || c.drainTimeout <= 0 {
 		errs = append(errs, errors.New("commit interval and drain timeout must be positive"))
@@ -109,6 +122,12 @@ func InstanceID(id string) Option { return optFn(func(c *cfg) { c.instanceID = i
 // at the bound every partition is paused until half of them finish.
 // Default DefaultMaxInFlight.
 func MaxInFlight(n int) Option { return optFn(func(c *cfg) { c.maxInflight = n }) }
+
+// MaxInFlightBytes bounds the bytes (keys and values) of the records handed
+// to the stage and not yet finished: records of that many bytes count as
+// MaxInFlight records, so large records reach the bound sooner. 0: no byte
+// bound. Default DefaultMaxInFlightBytes.
+func MaxInFlightBytes(n int64) Option { return optFn(func(c *cfg) { c.maxInflightBytes = n }) }
 
 // CommitInterval is how often finished offsets are committed. Default 200ms.
 func CommitInterval(d time.Duration) Option { return optFn(func(c *cfg) { c.commitInterval = d }) }

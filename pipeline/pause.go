@@ -12,6 +12,13 @@ const (
 	PauseAdmission = "admission" // admission control asks producers to wait
 	PauseBreaker   = "breaker"   // the model backend's circuit is open
 	PauseRestore   = "restore"   // the partition's state is being restored
+	// PauseBackpressure: the stages downstream are behind by more than
+	// admission's bound (dedup with admission: pause); requests wait in
+	// Kafka.
+	PauseBackpressure = "backpressure"
+	// PauseLane: a higher priority lane has work (infer), or this lane holds
+	// its share of the in-flight bound; the lane's records wait in Kafka.
+	PauseLane = "lane"
 )
 
 // fetchPauser is the part of *kgo.Client the registry drives.
@@ -20,15 +27,17 @@ type fetchPauser interface {
 	ResumeFetchPartitions(map[string][]int32)
 }
 
-// Pauses is the pause registry: pauses keyed by reason, per partition or for
-// every assigned partition. A partition resumes only when no reason is left,
-// so two parts of a stage can pause for their own reasons without undoing
-// each other. Every assignment re-applies the pauses in force.
+// Pauses is the pause registry: pauses keyed by reason, per partition, for
+// every assigned partition of a topic, or for every assigned partition. A
+// partition resumes only when no reason is left, so two parts of a stage can
+// pause for their own reasons without undoing each other. Every assignment
+// re-applies the pauses in force.
 type Pauses struct {
 	mu       sync.Mutex
 	cl       fetchPauser
 	assigned map[tp]bool
 	global   map[string]bool            // reasons that hold every assigned partition
+	topics   map[string]map[string]bool // reasons that hold every assigned partition of a topic
 	local    map[tp]map[string]bool     // reasons that hold one partition
 	onChange func(reason string, n int) // metrics: partitions held by reason
 	reported map[string]bool            // reasons onChange was told of
@@ -39,12 +48,74 @@ func newPauses(cl fetchPauser) *Pauses {
 		cl:       cl,
 		assigned: make(map[tp]bool),
 		global:   make(map[string]bool),
+		topics:   make(map[string]map[string]bool),
 		local:    make(map[tp]map[string]bool),
 	}
 }
 
 func (p *Pauses) pausedLocked(t tp) bool {
-	return len(p.global) > 0 || len(p.local[t]) > 0
+	return len(p.global) > 0 || len(p.topics[t.topic]) > 0 || len(p.local[t]) > 0
+}
+
+// reasonsLocked lists what holds t, sorted, each once.
+func (p *Pauses) reasonsLocked(t tp) []string {
+	var out []string
+	for r := range p.global {
+		out = append(out, r)
+	}
+	for r := range p.topics[t.topic] {
+		if !p.global[r] {
+			out = append(out, r)
+		}
+	}
+	for r := range p.local[t] {
+		if !p.global[r] && !p.topics[t.topic][r] {
+			out = append(out, r)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// PauseTopic pauses every assigned partition of topic, and every one
+// assigned later, for reason.
+func (p *Pauses) PauseTopic(reason, topic string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.topics[topic][reason] {
+		return
+	}
+	p.apply(func() {
+		if p.topics[topic] == nil {
+			p.topics[topic] = make(map[string]bool)
+		}
+		p.topics[topic][reason] = true
+	}, p.topicLocked(topic))
+}
+
+// ResumeTopic lifts a PauseTopic for reason.
+func (p *Pauses) ResumeTopic(reason, topic string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.topics[topic][reason] {
+		return
+	}
+	p.apply(func() {
+		delete(p.topics[topic], reason)
+		if len(p.topics[topic]) == 0 {
+			delete(p.topics, topic)
+		}
+	}, p.topicLocked(topic))
+}
+
+func (p *Pauses) topicLocked(topic string) []tp {
+	var out []tp
+	for t := range p.assigned {
+		if t.topic == topic {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // PauseAll pauses every assigned partition, and every partition assigned
@@ -98,17 +169,7 @@ func (p *Pauses) Resume(reason, topic string, partition int32) {
 func (p *Pauses) Reasons(topic string, partition int32) []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []string
-	for r := range p.global {
-		out = append(out, r)
-	}
-	for r := range p.local[tp{topic, partition}] {
-		if !p.global[r] {
-			out = append(out, r)
-		}
-	}
-	sort.Strings(out)
-	return out
+	return p.reasonsLocked(tp{topic, partition})
 }
 
 // snapshot lists, under one lock, every assigned partition with the reasons
@@ -118,17 +179,7 @@ func (p *Pauses) snapshot() map[tp][]string {
 	defer p.mu.Unlock()
 	out := make(map[tp][]string, len(p.assigned))
 	for t := range p.assigned {
-		var rs []string
-		for r := range p.global {
-			rs = append(rs, r)
-		}
-		for r := range p.local[t] {
-			if !p.global[r] {
-				rs = append(rs, r)
-			}
-		}
-		sort.Strings(rs)
-		out[t] = rs
+		out[t] = p.reasonsLocked(t)
 	}
 	return out
 }
@@ -241,12 +292,14 @@ func (p *Pauses) reportLocked() {
 	for r := range p.global {
 		counts[r] = len(p.assigned)
 	}
-	for t, rs := range p.local {
-		if !p.assigned[t] {
-			continue
-		}
-		for r := range rs {
+	for t := range p.assigned {
+		for r := range p.topics[t.topic] {
 			if !p.global[r] {
+				counts[r]++
+			}
+		}
+		for r := range p.local[t] {
+			if !p.global[r] && !p.topics[t.topic][r] {
 				counts[r]++
 			}
 		}

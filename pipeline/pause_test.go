@@ -325,6 +325,49 @@ func TestPauses(t *testing.T) {
 			lastCalls: 1,
 		},
 		{
+			name: "a topic's reason holds its partitions only, and later assignments of it",
+			ops: []func(p *Pauses){
+				func(p *Pauses) { p.assign([]tp{a0, b0}) },
+				func(p *Pauses) { p.PauseTopic(PauseLane, "a") },
+				func(p *Pauses) { p.assign([]tp{a1}) },
+			},
+			want: []want{
+				{a0, true, []string{PauseLane}},
+				{a1, true, []string{PauseLane}},
+				{b0, false, nil},
+			},
+			lastCalls: 1,
+		},
+		{
+			name: "topic reason lifted, global and local reasons hold",
+			ops: []func(p *Pauses){
+				func(p *Pauses) { p.assign([]tp{a0, a1, b0}) },
+				func(p *Pauses) { p.PauseTopic(PauseLane, "a") },
+				func(p *Pauses) { p.Pause(PauseRestore, "a", 0) },
+				func(p *Pauses) { p.Pause(PauseLane, "a", 1) }, // also held by the topic: listed once
+				func(p *Pauses) { p.PauseAll(PauseBackpressure) },
+				func(p *Pauses) { p.ResumeTopic(PauseLane, "a") },
+			},
+			want: []want{
+				{a0, true, []string{PauseBackpressure, PauseRestore}},
+				{a1, true, []string{PauseBackpressure, PauseLane}},
+				{b0, true, []string{PauseBackpressure}},
+			},
+			lastCalls: 0,
+		},
+		{
+			name: "topic reason lifted last resumes, unassigned partitions untouched",
+			ops: []func(p *Pauses){
+				func(p *Pauses) { p.assign([]tp{a0, a1}) },
+				func(p *Pauses) { p.PauseTopic(PauseLane, "a") },
+				func(p *Pauses) { p.unassign([]tp{a1}) },
+				func(p *Pauses) { p.ResumeTopic(PauseLane, "a") },
+				func(p *Pauses) { p.ResumeTopic(PauseLane, "a") },
+			},
+			want:      []want{{a0, false, nil}},
+			lastCalls: 0, // the second resume: nothing held
+		},
+		{
 			name: "PauseAll twice, one ResumeAll lifts it",
 			ops: []func(p *Pauses){
 				func(p *Pauses) { p.assign([]tp{a0}) },
@@ -401,5 +444,16 @@ func TestPausesOnChange(t *testing.T) {
 	p.ResumeAll(PauseBreaker + ":m")
 	if n, ok := got[PauseBreaker+":m"]; !ok || n != 0 {
 		t.Fatalf("after the breaker closed: breaker:m = %d (reported %v), want 0", n, ok)
+	}
+
+	// A topic's reason counts the topic's assigned partitions.
+	p.assign([]tp{a0, {"b", 0}})
+	p.PauseTopic(PauseLane, "a")
+	if got[PauseLane] != 2 {
+		t.Fatalf("lane holds %d partitions, want 2 (all: %v)", got[PauseLane], got)
+	}
+	p.ResumeTopic(PauseLane, "a")
+	if got[PauseLane] != 0 {
+		t.Fatalf("after ResumeTopic: lane holds %d, want 0", got[PauseLane])
 	}
 }

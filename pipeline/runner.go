@@ -126,14 +126,19 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 	if st.Changelog != nil {
 		r.changelog = st.Changelog.Topic
 		r.win = NewWindow(st.Changelog.TTL, st.Changelog.MaxKeys)
+		r.win.MaxBytes(st.Changelog.MaxBytes)
 		r.win.onSize = func(n int) { r.m.StateKeys.WithLabelValues(st.Name).Set(float64(n)) }
 		manual[st.Changelog.Topic] = true
 	}
+	r.tr.bound(c.maxInflight, c.maxInflightBytes)
 	r.holds = newHolds()
 	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
 	kopts := append(append([]kgo.Opt(nil), c.connOpts...),
 		kgo.ConsumerGroup(st.Group),
-		kgo.ConsumeTopics(st.Input),
+		// Every input (a stage with priority lanes reads one topic per
+		// lane, in one group): the tracker, the pauses and the commits are
+		// per partition of any topic already.
+		kgo.ConsumeTopics(st.Inputs()...),
 		kgo.DisableAutoCommit(),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -253,6 +258,9 @@ func (r *Runner) Window() *Window { return r.win }
 
 // InputPartitions is the input topic's partition count, 0 until known.
 func (r *Runner) InputPartitions() int { return int(r.inputPartitions.Load()) }
+
+// Input is the stage's input topic (the one InputPartitions counts).
+func (r *Runner) Input() string { return r.spec.Input }
 
 // Go runs fn in a goroutine owned by the runner: it gets the work context and
 // the runner waits for it before Run returns.
@@ -408,7 +416,8 @@ func (r *Runner) initProducer(ctx context.Context) bool {
 }
 
 // learnPartitions finds the input topic's partition count, which a stage
-// needs to tell where a key belongs.
+// needs to tell where a key belongs (the Input of a stage with lanes: all
+// its lanes are keyed alike).
 func (r *Runner) learnPartitions(ctx context.Context) {
 	adm := kadm.NewClient(r.client())
 	_ = Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, func() error {
@@ -441,7 +450,7 @@ func (r *Runner) pollLoop(ctx context.Context) {
 			r.pause.ResumeAll(PauseInflight)
 			continue
 		}
-		fs := r.client().PollRecords(ctx, max-n)
+		fs := r.client().PollRecords(ctx, r.tr.room(max-n))
 		if fs.IsClientClosed() {
 			return
 		}
@@ -471,7 +480,7 @@ func (r *Runner) handOut(fs kgo.Fetches, u *unit) []*Context {
 				r.hold(rec, err)
 				return
 			}
-			gen, stale, ok := r.tr.add(t, rec.Offset, rec.LeaderEpoch)
+			gen, stale, ok := r.tr.add(t, rec.Offset, rec.LeaderEpoch, recordSize(rec))
 			if !ok {
 				return // revoked since the fetch: its new owner gets it
 			}
@@ -734,7 +743,10 @@ func (r *Runner) finish(c *Context) {
 }
 
 // release counts the Context as let go of by the stage.
-func (r *Runner) release(*Context) { r.tr.release() }
+func (r *Runner) release(c *Context) { r.tr.release(recordSize(c.rec)) }
+
+// recordSize is what an input record counts for the in-flight byte bound.
+func recordSize(rec *kgo.Record) int { return len(rec.Key) + len(rec.Value) }
 
 // settle applies a Context whose effects are all acknowledged and counts its
 // input as finished, unless its partition was revoked meanwhile.

@@ -153,3 +153,31 @@ func TestStaleWorkAfterReassignIsIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The in-flight bound counts bytes too: with room for 100 records but 8 KB,
+// records of 1 KB stop at 8, and the stage gets more once half of the
+// bytes are released.
+func TestInflightByteBound(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	const n, bound = 40, 8
+	value := make([]byte, 1024-1) // with its 1-byte key
+	for i := 0; i < n; i++ {
+		e.ProduceRaw(t, e.Topics.Accepted, []byte{byte(i)}, value)
+	}
+	h := newHolder()
+	r := newRunner(t, e, testStage(e, "g", false), h, pipeline.MaxInFlight(100), pipeline.MaxInFlightBytes(bound*1024),
+		pipeline.DrainTimeout(100*time.Millisecond))
+	run(t, r)
+	kafkatest.Eventually(t, "the first window", func() bool { return h.count() == bound })
+	kafkatest.Eventually(t, "paused at the byte bound", func() bool { return r.Pauses().Paused(e.Topics.Accepted, 0) })
+	if got := h.count(); got != bound {
+		t.Fatalf("handed out %d records of 1 KB with a bound of %d KB", got, bound)
+	}
+	for off := int64(0); off < bound/2; off++ {
+		h.get(0, off, 0).Finish()
+	}
+	kafkatest.Eventually(t, "more records after half finished", func() bool { return h.count() > bound })
+	if got := h.count(); got > bound+bound/2 {
+		t.Errorf("handed out %d records with the byte bound at %d", got, bound)
+	}
+}

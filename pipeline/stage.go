@@ -56,7 +56,8 @@ type Binder interface {
 }
 
 // New creates the runner of one stage of the graph: a consumer group member
-// reading st.Input, decoding each record with decode and handing it to p,
+// reading st.Inputs() (its Input, or its lanes), decoding each record with
+// decode and handing it to p,
 // writing only to st's edges, its changelog and its dead letters.
 func New[In any](st topics.Stage, decode Decoder[In], p Processor[In], opts ...Option) (*Runner, error) {
 	if decode == nil || any(p) == nil {

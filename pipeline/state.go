@@ -24,9 +24,10 @@ import (
 // Drop, calls for the partition are no-ops until it is opened again: work
 // that finishes after its partition was revoked must not bring it back.
 type Window struct {
-	ttl     time.Duration
-	maxKeys int
-	now     func() time.Time
+	ttl      time.Duration
+	maxKeys  int
+	maxBytes int64 // per partition, by entryBytes; 0: none
+	now      func() time.Time
 
 	mu      sync.Mutex
 	parts   map[int32]*partWindow
@@ -40,6 +41,7 @@ type Window struct {
 type partWindow struct {
 	entries map[string]*list.Element // committed, in insertion order
 	order   *list.List               // of *schemas.StateEntry, oldest first
+	bytes   int64                    // entryBytes of the committed entries
 	// staged holds, per key, the entries of the stagers in flight in the
 	// order they staged; the last one is what Get shows.
 	staged map[string][]schemas.StateEntry
@@ -50,6 +52,22 @@ type partWindow struct {
 func NewWindow(ttl time.Duration, maxKeys int) *Window {
 	return &Window{ttl: ttl, maxKeys: maxKeys, now: time.Now, parts: make(map[int32]*partWindow),
 		dropped: make(map[int32]bool)}
+}
+
+// MaxBytes bounds each partition's keys by their memory (entryBytes each):
+// the oldest go first past it, as past the key bound. 0: no byte bound.
+func (w *Window) MaxBytes(n int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.maxBytes = n
+}
+
+// entryOverhead is what an entry costs besides its strings: the entry, its
+// list element and its map slot.
+const entryOverhead = 160
+
+func entryBytes(e *schemas.StateEntry) int64 {
+	return int64(len(e.Key) + len(e.RequestID) + entryOverhead)
 }
 
 // TTL is how long a key is kept.
@@ -186,6 +204,7 @@ func (w *Window) Delete(p int32, key string) {
 	if pw, ok := w.parts[p]; ok {
 		if el, ok := pw.entries[key]; ok {
 			pw.order.Remove(el)
+			pw.bytes -= entryBytes(el.Value.(*schemas.StateEntry))
 			delete(pw.entries, key)
 			w.sized(-1)
 		}
@@ -196,19 +215,22 @@ func (w *Window) putLocked(pw *partWindow, e schemas.StateEntry) {
 	d := 1
 	if el, ok := pw.entries[e.Key]; ok {
 		pw.order.Remove(el)
+		pw.bytes -= entryBytes(el.Value.(*schemas.StateEntry))
 		d = 0
 	}
 	pw.entries[e.Key] = pw.order.PushBack(&e)
+	pw.bytes += entryBytes(&e)
 	// Expire from the front (entries are in insertion order and share one
-	// ttl), then enforce the key bound.
+	// ttl), then enforce the key and byte bounds.
 	now := w.now().UnixMilli()
 	for pw.order.Len() > 0 {
 		front := pw.order.Front()
 		fe := front.Value.(*schemas.StateEntry)
-		if fe.ExpiresAtMs > now && pw.order.Len() <= w.maxKeys {
+		if fe.ExpiresAtMs > now && pw.order.Len() <= w.maxKeys && (w.maxBytes <= 0 || pw.bytes <= w.maxBytes) {
 			break
 		}
 		pw.order.Remove(front)
+		pw.bytes -= entryBytes(fe)
 		delete(pw.entries, fe.Key)
 		d--
 	}

@@ -334,6 +334,25 @@ func TestWindow(t *testing.T) {
 			wantLen: 3,
 		},
 		{
+			// Each entry costs its key, its request id and 160 bytes: a
+			// bound of 3 entries of 4+4 bytes holds 504 bytes; a long key
+			// pushes out as many of the oldest as its size takes.
+			name: "maxBytes evicts the oldest, a long key several",
+			ops: func(w *testWindow) {
+				w.MaxBytes(3 * (8 + entryOverhead))
+				for _, k := range []string{"k001", "k002", "k003", "k004"} {
+					w.put(0, k, "r"+k[1:])
+				}
+				w.put(1, "k001", "r001")
+				w.put(1, string(make([]byte, 180)), "r999") // 184 + 160: more than two entries' worth
+				w.Delete(0, "k004")
+				w.put(0, "k005", "r005")
+			},
+			want: []seen{{0, "k001", ""}, {0, "k002", "r002"}, {0, "k003", "r003"}, {0, "k004", ""}, {0, "k005", "r005"},
+				{1, "k001", ""}},
+			wantLen: 4,
+		},
+		{
 			name:    "maxKeys is per partition",
 			maxKeys: 2,
 			ops: func(w *testWindow) {

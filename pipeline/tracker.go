@@ -22,6 +22,13 @@ type tracker struct {
 	// request) until the stage lets go of it, so the in-flight bound counts
 	// it, and a stage queue sized to the bound can never overflow.
 	live int
+	// liveBytes is the size of those records (key and value); with
+	// maxBytes, it counts against the in-flight bound as its share of
+	// maxBytes: maxLive records' worth at maxBytes (see liveLocked).
+	liveBytes int64
+	maxLive   int
+	maxBytes  int64
+	avgSize   float64 // of the records added, exponentially weighted; 0 before the first
 	// closed: every generation's stale channel is closed (shutdown); later
 	// generations are born closed.
 	closed bool
@@ -112,7 +119,7 @@ func (pt *partTrack) end() {
 // it is handed out under. ok is false when the partition is not (or no
 // longer) assigned: the record will be re-delivered to its new owner, so the
 // caller drops it.
-func (t *tracker) add(p tp, offset int64, epoch int32) (gen uint64, stale <-chan struct{}, ok bool) {
+func (t *tracker) add(p tp, offset int64, epoch int32, size int) (gen uint64, stale <-chan struct{}, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	pt, ok := t.parts[p]
@@ -122,27 +129,68 @@ func (t *tracker) add(p tp, offset int64, epoch int32) (gen uint64, stale <-chan
 	pt.pending = append(pt.pending, trackedOffset{offset: offset, epoch: epoch})
 	pt.inflight++
 	t.live++
+	t.liveBytes += int64(size)
+	if t.avgSize == 0 {
+		t.avgSize = float64(size)
+	} else {
+		t.avgSize += (float64(size) - t.avgSize) / 16
+	}
 	return pt.gen, pt.stale, true
 }
 
-// release counts a handed-out record as let go of by the stage: finished,
-// or dropped as stale, or abandoned by a failing stage.
-func (t *tracker) release() {
+// release counts a handed-out record of size bytes as let go of by the
+// stage: finished, or dropped as stale, or abandoned by a failing stage.
+func (t *tracker) release(size int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.live--
+	t.liveBytes -= int64(size)
 	t.cond.Broadcast()
 }
 
-// liveCount counts the records handed out and not released.
+// bound sets the byte bound of the records handed out: maxBytes of them
+// count as maxLive records (0: no byte bound).
+func (t *tracker) bound(maxLive int, maxBytes int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.maxLive, t.maxBytes = maxLive, maxBytes
+}
+
+// liveCount counts the records handed out and not released (see
+// liveLocked).
 func (t *tracker) liveCount() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.live
+	return t.liveLocked()
 }
 
-// liveLocked counts the records handed out and not released.
-func (t *tracker) liveLocked() int { return t.live }
+// liveLocked counts the records handed out and not released, for the
+// in-flight bound: their number, or, when their bytes are the larger share
+// of the byte bound, that share of the record bound. Large records reach
+// the bound sooner, so a stage holds about maxBytes at most however large
+// they are.
+func (t *tracker) liveLocked() int {
+	if t.maxBytes <= 0 || t.liveBytes <= 0 {
+		return t.live
+	}
+	byBytes := int((t.liveBytes*int64(t.maxLive) + t.maxBytes - 1) / t.maxBytes)
+	return max(t.live, byBytes)
+}
+
+// room caps a poll of want records by the bytes left under the byte bound,
+// at the records' average size: one record before any was seen, so that
+// the first poll cannot take the bound many times over.
+func (t *tracker) room(want int) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.maxBytes <= 0 {
+		return want
+	}
+	if t.avgSize <= 0 {
+		return min(want, 1)
+	}
+	return max(1, min(want, int(float64(t.maxBytes-t.liveBytes)/t.avgSize)))
+}
 
 // closeAll ends every generation: the runner is going away, and all work
 // still out is stale.

@@ -105,7 +105,7 @@ func TestTrackerLowWaterMark(t *testing.T) {
 			tr := newTracker()
 			tr.assign(tpA)
 			for _, o := range tc.added {
-				if _, _, ok := tr.add(tpA, o, 0); !ok {
+				if _, _, ok := tr.add(tpA, o, 0, 0); !ok {
 					t.Fatalf("add(%d) refused on an assigned partition", o)
 				}
 			}
@@ -130,7 +130,7 @@ func TestTrackerNothingFinishedNeverCommitsPastHead(t *testing.T) {
 		t.Fatalf("commitable with nothing added = %v, want none", got)
 	}
 	for o := int64(40); o < 45; o++ {
-		tr.add(tpA, o, 0)
+		tr.add(tpA, o, 0, 0)
 	}
 	// Nothing finished: whatever is offered must not pass the first record.
 	if got, ok := markOffsets(tr.commitable(nil))[tpA]; ok && got > 40 {
@@ -148,7 +148,7 @@ func TestTrackerAddRefused(t *testing.T) {
 		{"removed", func(tr *tracker) { tr.assign(tpA); tr.remove([]tp{tpA}) }},
 		{"removed with unfinished records", func(tr *tracker) {
 			tr.assign(tpA)
-			tr.add(tpA, 1, 0)
+			tr.add(tpA, 1, 0, 0)
 			tr.remove([]tp{tpA})
 		}},
 	}
@@ -156,7 +156,7 @@ func TestTrackerAddRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := newTracker()
 			tc.setup(tr)
-			if _, _, ok := tr.add(tpA, 5, 0); ok {
+			if _, _, ok := tr.add(tpA, 5, 0, 0); ok {
 				t.Fatal("add on an unassigned partition = true, want false")
 			}
 			if n := tr.inflight(nil); n != 0 {
@@ -175,8 +175,8 @@ func TestTrackerAddRefused(t *testing.T) {
 func TestTrackerReassignStartsClean(t *testing.T) {
 	tr := newTracker()
 	tr.assign(tpA)
-	tr.add(tpA, 1, 0)
-	tr.add(tpA, 2, 0)
+	tr.add(tpA, 1, 0, 0)
+	tr.add(tpA, 2, 0, 0)
 	finish(tr, tpA, 1)
 	commitAt(tr, tpA, 2)
 	tr.remove([]tp{tpA})
@@ -187,7 +187,7 @@ func TestTrackerReassignStartsClean(t *testing.T) {
 	// The new owner may start below what this member committed before (a
 	// commit by someone else in between can move it anywhere): the old
 	// committed offset must not hide the new mark.
-	tr.add(tpA, 0, 0)
+	tr.add(tpA, 0, 0, 0)
 	finish(tr, tpA, 0)
 	if got, ok := markOffsets(tr.commitable(nil))[tpA]; !ok || got != 1 {
 		t.Fatalf("commit offset after re-assign = %d (present %v), want 1", got, ok)
@@ -197,7 +197,7 @@ func TestTrackerReassignStartsClean(t *testing.T) {
 func TestTrackerAssignTwiceKeepsState(t *testing.T) {
 	tr := newTracker()
 	tr.assign(tpA)
-	tr.add(tpA, 1, 0)
+	tr.add(tpA, 1, 0, 0)
 	tr.assign(tpA) // a repeated assignment must not drop unfinished work
 	if n := tr.inflight(nil); n != 1 {
 		t.Fatalf("inflight = %d, want 1", n)
@@ -227,7 +227,7 @@ func TestTrackerDoneIdempotent(t *testing.T) {
 			tr := newTracker()
 			tr.assign(tpA)
 			for o := int64(1); o <= 3; o++ {
-				tr.add(tpA, o, 0)
+				tr.add(tpA, o, 0, 0)
 			}
 			for _, o := range tc.done {
 				finish(tr, tpA, o)
@@ -248,7 +248,7 @@ func TestTrackerCommitable(t *testing.T) {
 	for _, p := range []tp{tpA, tpB, tpC} {
 		tr.assign(p)
 		for o := int64(0); o < 4; o++ {
-			tr.add(p, o, 0)
+			tr.add(p, o, 0, 0)
 		}
 	}
 	finish(tr, tpA, 0)
@@ -298,10 +298,10 @@ func TestTrackerInflight(t *testing.T) {
 	tr.assign(tpB)
 	tr.assign(tpC)
 	for o := int64(0); o < 3; o++ {
-		tr.add(tpA, o, 0)
+		tr.add(tpA, o, 0, 0)
 	}
-	tr.add(tpB, 10, 0)
-	tr.add(tpB, 11, 0)
+	tr.add(tpB, 10, 0, 0)
+	tr.add(tpB, 11, 0, 0)
 	finish(tr, tpA, 1)
 
 	tests := []struct {
@@ -363,7 +363,7 @@ func TestTrackerRandomOrder(t *testing.T) {
 				if len(unfinished) == 0 || (added < tc.n && rng.IntN(4) == 0) {
 					end := min(added+tc.chunk, tc.n)
 					for _, o := range offsets[added:end] {
-						if _, _, ok := tr.add(tpA, o, 0); !ok {
+						if _, _, ok := tr.add(tpA, o, 0, 0); !ok {
 							t.Fatalf("add(%d) refused", o)
 						}
 						unfinished = append(unfinished, o)
@@ -420,8 +420,8 @@ func TestTrackerWait(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				tr := newTracker()
 				tr.assign(tpA)
-				tr.add(tpA, 1, 0)
-				tr.add(tpA, 2, 0)
+				tr.add(tpA, 1, 0, 0)
+				tr.add(tpA, 2, 0, 0)
 				stop := make(chan struct{})
 				res := make(chan bool, 1)
 				go func() {
@@ -511,7 +511,7 @@ func TestTrackerCommitEpoch(t *testing.T) {
 			tr := newTracker()
 			tr.assign(tpA)
 			for _, r := range tc.added {
-				tr.add(tpA, r.offset, r.epoch)
+				tr.add(tpA, r.offset, r.epoch, 0)
 			}
 			for _, o := range tc.done {
 				finish(tr, tpA, o)
@@ -578,7 +578,7 @@ func TestTrackerGenerations(t *testing.T) {
 			tr := newTracker()
 			g1 := tr.assign(tpA)
 			for o := int64(0); o < 3; o++ {
-				tr.add(tpA, o, 0)
+				tr.add(tpA, o, 0, 0)
 			}
 			if !tr.current(tpA, g1) {
 				t.Fatal("first generation not current while assigned")
@@ -595,7 +595,7 @@ func TestTrackerGenerations(t *testing.T) {
 				t.Fatalf("repeated assignment changed the generation from %d to %d", g2, again)
 			}
 			for o := int64(0); o < 3; o++ {
-				if g, _, ok := tr.add(tpA, o, 0); !ok || g != g2 {
+				if g, _, ok := tr.add(tpA, o, 0, 0); !ok || g != g2 {
 					t.Fatalf("add(%d) = %d, %v, want %d, true", o, g, ok, g2)
 				}
 			}

@@ -88,14 +88,14 @@ type Registry interface {
 // writer lacks take their zero values, so a client that registered its own
 // compatible version of a schema (more optional fields, or fewer) decodes
 // fine. The top-level record must have the kind's name (Request, Result,
-// DeadLetter, StateEntry), as Avro schema resolution requires. A message
+// DeadLetter, StateEntry, Pressure), as Avro schema resolution requires. A message
 // larger than the kind's size limit, or whose decoded form would take more
 // memory than the decode budget, is malformed (see MaxMessageBytes and
 // DecodeBudget). Decoded values do not alias the message: the caller may
 // reuse it.
 type Codec struct {
 	reg    Registry
-	limits [KindStateEntry + 1]limit
+	limits [lastKind + 1]limit
 	topics map[string]binding    // fixed at construction
 	own    map[int]*writerSchema // ids we registered: no lookup needed
 	// looked up: id -> *writerSchema, or the error that makes the id
@@ -112,7 +112,7 @@ type binding struct {
 // an error here is a bug the tests catch, but it is returned, not panicked.
 var ownSchemas = sync.OnceValues(func() (map[Kind]*writerSchema, error) {
 	m := make(map[Kind]*writerSchema)
-	for k := KindRequest; k <= KindStateEntry; k++ {
+	for k := KindRequest; k <= lastKind; k++ {
 		w, err := parseWriter(Schema(k))
 		if err != nil {
 			return nil, fmt.Errorf("schemas: embedded %s schema: %w", k, err)
@@ -148,7 +148,7 @@ func NewCodec(ctx context.Context, reg Registry, topics map[string]Kind, opts ..
 		topics: make(map[string]binding, len(topics)),
 		own:    make(map[int]*writerSchema),
 	}
-	for k := KindRequest; k <= KindStateEntry; k++ {
+	for k := KindRequest; k <= lastKind; k++ {
 		c.limits[k] = cfg.limit(k)
 	}
 	// Sorted, so that a fresh registry assigns the same ids every time.
@@ -200,6 +200,12 @@ func (c *Codec) EncodeDeadLetter(topic string, d *DeadLetter) ([]byte, error) {
 // KindStateEntry. It fails if e has no key or request id.
 func (c *Codec) EncodeStateEntry(topic string, e *StateEntry) ([]byte, error) {
 	return encode(c, topic, KindStateEntry, e, stateEntrySize, appendStateEntry)
+}
+
+// EncodePressure encodes p for topic, which must be bound to KindPressure.
+// It fails if p has no source or model.
+func (c *Codec) EncodePressure(topic string, p *Pressure) ([]byte, error) {
+	return encode(c, topic, KindPressure, p, pressureSize, appendPressure)
 }
 
 func encode[T any](c *Codec, topic string, k Kind, v *T, size func(*T) int, app func([]byte, *T) ([]byte, error)) ([]byte, error) {
@@ -286,6 +292,23 @@ func (c *Codec) DecodeStateEntry(ctx context.Context, b []byte) (e *StateEntry, 
 
 // recovered turns a panic of a decoder into one more malformed message:
 // nothing should panic, but a stage must not die of a message.
+// DecodePressure decodes a pressure record. It fails if the record has no
+// source or model.
+func (c *Codec) DecodePressure(ctx context.Context, b []byte) (p *Pressure, err error) {
+	defer recovered(KindPressure, &p, &err)
+	r, root, err := c.reader(ctx, b, KindPressure)
+	if err != nil {
+		return nil, err
+	}
+	p = r.pressure(root)
+	if err := r.end(KindPressure, requiredPressure(p)); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func requiredPressure(p *Pressure) error { return required("source", p.Source, "model", p.Model) }
+
 func recovered[T any](k Kind, v **T, err *error) {
 	if p := recover(); p != nil {
 		*v, *err = nil, malformedf("schemas: decode %s: panic: %v", k, p)

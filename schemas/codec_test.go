@@ -127,6 +127,11 @@ func TestEncodeErrors(t *testing.T) {
 		{"state entry status", func() ([]byte, error) {
 			return c.EncodeStateEntry(topicState, &StateEntry{Key: "k", RequestID: "r", Status: "x"})
 		}, `status: unknown status "x"`},
+		{"pressure without source", func() ([]byte, error) { return c.EncodePressure(topicPressure, &Pressure{Model: "m"}) },
+			"source is empty"},
+		{"pressure without model", func() ([]byte, error) {
+			return c.EncodePressure(topicPressure, &Pressure{Source: PressureServing})
+		}, "model is empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.enc()
@@ -389,6 +394,7 @@ func TestEveryKindDecodesOnlyItsOwn(t *testing.T) {
 		KindResult:     func(b []byte) error { _, err := c.DecodeResult(ctx, b); return err },
 		KindDeadLetter: func(b []byte) error { _, err := c.DecodeDeadLetter(ctx, b); return err },
 		KindStateEntry: func(b []byte) error { _, err := c.DecodeStateEntry(ctx, b); return err },
+		KindPressure:   func(b []byte) error { _, err := c.DecodePressure(ctx, b); return err },
 	}
 	for _, m := range fixtures() {
 		b, err := m.encode(c)

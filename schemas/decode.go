@@ -40,6 +40,7 @@ const (
 	forTimings
 	forDeadLetter
 	forStateEntry
+	forPressure
 	numTargets
 )
 
@@ -124,6 +125,26 @@ const (
 	seExpiresAtMs
 )
 
+const (
+	prSource = iota
+	prModel
+	prLane
+	prMinPriority
+	prInstance
+	prStatus
+	prAtMs
+	prIntervalMs
+	prPredictedWaitMs
+	prRetryAfterMs
+	prShedFraction
+	prCapacityPerSecond
+	prBacklog
+	prRunning
+	prFixedMs
+	prPerItemMs
+	prBatch
+)
+
 // targetFields names each Go type's fields as the schemas do.
 var targetFields = [numTargets][]string{
 	forRequest: {
@@ -160,9 +181,16 @@ var targetFields = [numTargets][]string{
 	forStateEntry: {
 		seKey: "key", seRequestID: "request_id", seStatus: "status", seExpiresAtMs: "expires_at_ms",
 	},
+	forPressure: {
+		prSource: "source", prModel: "model", prLane: "lane", prMinPriority: "min_priority",
+		prInstance: "instance", prStatus: "status", prAtMs: "at_ms", prIntervalMs: "interval_ms",
+		prPredictedWaitMs: "predicted_wait_ms", prRetryAfterMs: "retry_after_ms",
+		prShedFraction: "shed_fraction", prCapacityPerSecond: "capacity_per_second",
+		prBacklog: "backlog", prRunning: "running", prFixedMs: "fixed_ms", prPerItemMs: "per_item_ms", prBatch: "batch",
+	},
 }
 
-var noOrder = [numTargets]int8{-1, -1, -1, -1, -1, -1}
+var noOrder = [numTargets]int8{-1, -1, -1, -1, -1, -1, -1}
 
 var fieldOrders = func() map[string][numTargets]int8 {
 	m := make(map[string][numTargets]int8)
@@ -1201,4 +1229,50 @@ func (r *reader) stateEntry(n *node) *StateEntry {
 		}
 	}
 	return e
+}
+
+func (r *reader) pressure(n *node) *Pressure {
+	p := new(Pressure)
+	for i := range n.fields {
+		f := &n.fields[i]
+		switch r.field(f, forPressure) {
+		case prSource:
+			p.Source = r.str(f.typ)
+		case prModel:
+			p.Model = r.str(f.typ)
+		case prLane:
+			p.Lane = r.str(f.typ)
+		case prMinPriority:
+			p.MinPriority = r.int(f.typ)
+		case prInstance:
+			p.Instance = r.str(f.typ)
+		case prStatus:
+			p.Status = r.str(f.typ)
+		case prAtMs:
+			p.AtMs = r.long(f.typ)
+		case prIntervalMs:
+			p.IntervalMs = r.long(f.typ)
+		case prPredictedWaitMs:
+			p.PredictedWaitMs = r.long(f.typ)
+		case prRetryAfterMs:
+			p.RetryAfterMs = r.long(f.typ)
+		case prShedFraction:
+			p.ShedFraction = r.float64(f.typ)
+		case prCapacityPerSecond:
+			p.CapacityPerSecond = r.float64(f.typ)
+		case prBacklog:
+			p.Backlog = r.long(f.typ)
+		case prRunning:
+			p.Running = r.long(f.typ)
+		case prFixedMs:
+			p.FixedMs = r.float64(f.typ)
+		case prPerItemMs:
+			p.PerItemMs = r.float64(f.typ)
+		case prBatch:
+			p.Batch = r.int(f.typ)
+		default:
+			r.skip(f.typ)
+		}
+	}
+	return p
 }

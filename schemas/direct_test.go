@@ -90,6 +90,9 @@ func agreeAll(t testing.TB, c *Codec, b []byte) {
 	e, err := c.DecodeStateEntry(ctx, b)
 	re, rerr := referenceStateEntry(ctx, c, b)
 	agree(t, "state entry", e, err, re, rerr)
+	pr, err := c.DecodePressure(ctx, b)
+	rpr, rerr := referencePressure(ctx, c, b)
+	agree(t, "pressure", pr, err, rpr, rerr)
 	agreeHeads(t, c, b)
 }
 
@@ -169,6 +172,18 @@ func agreeBody(t testing.TB, w *writerSchema, body []byte) {
 		return required("key", re.Key, "request_id", re.RequestID)
 	})
 	agree(t, "state entry", e, err1, re, err2)
+
+	var pr *Pressure
+	read("pressure", func(r *reader) {
+		pr = r.pressure(w.root)
+		err1 = r.end(KindPressure, requiredPressure(pr))
+	})
+	var rpr *Pressure
+	err2 = ref(KindPressure, func(cv *conv) error {
+		rpr = cv.pressure(rec{m: m, n: w.root})
+		return requiredPressure(rpr)
+	})
+	agree(t, "pressure", pr, err1, rpr, err2)
 }
 
 // clientMessages are the messages written with clients' own schemas.
@@ -285,6 +300,8 @@ func TestDirectDecoderWithinEstimate(t *testing.T) {
 			decode = func() error { _, err := c.DecodeResult(ctx, b); return err }
 		case "DeadLetter":
 			decode = func() error { _, err := c.DecodeDeadLetter(ctx, b); return err }
+		case "Pressure":
+			decode = func() error { _, err := c.DecodePressure(ctx, b); return err }
 		default:
 			decode = func() error { _, err := c.DecodeStateEntry(ctx, b); return err }
 		}

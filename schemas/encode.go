@@ -273,6 +273,32 @@ func appendStateEntry(b []byte, e *StateEntry) ([]byte, error) {
 	return appendLong(b, e.ExpiresAtMs), nil
 }
 
+func appendPressure(b []byte, p *Pressure) ([]byte, error) {
+	if p.Source == "" {
+		return nil, errors.New("source is empty")
+	}
+	if p.Model == "" {
+		return nil, errors.New("model is empty")
+	}
+	b = appendString(b, p.Source)
+	b = appendString(b, p.Model)
+	b = appendString(b, p.Lane)
+	b = appendLong(b, int64(p.MinPriority))
+	b = appendString(b, p.Instance)
+	b = appendString(b, p.Status)
+	b = appendLong(b, p.AtMs)
+	b = appendLong(b, p.IntervalMs)
+	b = appendLong(b, p.PredictedWaitMs)
+	b = appendLong(b, p.RetryAfterMs)
+	b = appendDouble(b, p.ShedFraction)
+	b = appendDouble(b, p.CapacityPerSecond)
+	b = appendLong(b, p.Backlog)
+	b = appendLong(b, p.Running)
+	b = appendDouble(b, p.FixedMs)
+	b = appendDouble(b, p.PerItemMs)
+	return appendLong(b, int64(p.Batch)), nil
+}
+
 // The size functions estimate a message's encoded size, so that encoding
 // allocates once.
 
@@ -293,3 +319,7 @@ func deadLetterSize(d *DeadLetter) int {
 }
 
 func stateEntrySize(e *StateEntry) int { return 32 + len(e.Key) + len(e.RequestID) }
+
+func pressureSize(p *Pressure) int {
+	return 96 + len(p.Source) + len(p.Model) + len(p.Lane) + len(p.Instance) + len(p.Status)
+}

@@ -117,6 +117,10 @@ func FuzzDecodeStateEntry(f *testing.F) {
 	fuzzDecoder(f, topicState, (*Codec).DecodeStateEntry, (*Codec).EncodeStateEntry)
 }
 
+func FuzzDecodePressure(f *testing.F) {
+	fuzzDecoder(f, topicPressure, (*Codec).DecodePressure, (*Codec).EncodePressure)
+}
+
 // The hand-assembled client message must be what the test says it is.
 func TestClientRequestMessage(t *testing.T) {
 	c, err := NewCodec(context.Background(), newMemRegistry(), nil)
@@ -147,7 +151,7 @@ func TestClientRequestMessage(t *testing.T) {
 // direct decoder reads every byte and agrees with the reference, and the
 // head decoders with the full ones, as each kind of message.
 func FuzzWriterSchema(f *testing.F) {
-	for _, k := range []Kind{KindRequest, KindResult, KindDeadLetter, KindStateEntry} {
+	for _, k := range []Kind{KindRequest, KindResult, KindDeadLetter, KindStateEntry, KindPressure} {
 		golden, _ := filepath.Glob(filepath.Join("testdata", strings.ToLower(k.recordName())+"_*.golden"))
 		for _, path := range golden {
 			b, err := os.ReadFile(path)

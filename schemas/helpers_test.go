@@ -17,6 +17,7 @@ const (
 	topicResults  = "asyncinfer.results"
 	topicDLQ      = "asyncinfer.dlq"
 	topicState    = "asyncinfer.dedup-state"
+	topicPressure = "asyncinfer.pressure"
 )
 
 var testTopics = map[string]Kind{
@@ -24,6 +25,7 @@ var testTopics = map[string]Kind{
 	topicResults:  KindResult,
 	topicDLQ:      KindDeadLetter,
 	topicState:    KindStateEntry,
+	topicPressure: KindPressure,
 }
 
 // Fixed schema ids, seeded before the codec registers, so golden bytes do not
@@ -33,6 +35,7 @@ var testIDs = map[Kind]int{
 	KindResult:     2,
 	KindDeadLetter: 3,
 	KindStateEntry: 4,
+	KindPressure:   10,
 }
 
 // clientRequestID is the id of clientRequestSchema in the test registries.
@@ -333,6 +336,17 @@ func minimalStateEntry() *StateEntry {
 	return &StateEntry{Key: "k", RequestID: "r"}
 }
 
+func fullPressure() *Pressure {
+	return &Pressure{Source: PressureAdmission, Model: "resnet", Lane: "low", MinPriority: -2147483648,
+		Instance: "dedup-0", Status: "SHEDDING", AtMs: 1_700_000_000_123, IntervalMs: 1000, PredictedWaitMs: 87,
+		RetryAfterMs: 45, ShedFraction: 0.375, CapacityPerSecond: 3124.5, Backlog: 1234, Running: 96, FixedMs: 5.25,
+		PerItemMs: 0.25, Batch: 180}
+}
+
+func minimalPressure() *Pressure {
+	return &Pressure{Source: PressureServing, Model: "m"}
+}
+
 // message is a fixture of any kind, with the codec calls for its kind.
 type message struct {
 	name   string
@@ -366,6 +380,12 @@ func stateEntryMsg(name string, e *StateEntry) message {
 		func(c *Codec, b []byte) (any, error) { return c.DecodeStateEntry(context.Background(), b) }}
 }
 
+func pressureMsg(name string, p *Pressure) message {
+	return message{name, KindPressure, p,
+		func(c *Codec) ([]byte, error) { return c.EncodePressure(topicPressure, p) },
+		func(c *Codec, b []byte) (any, error) { return c.DecodePressure(context.Background(), b) }}
+}
+
 func fixtures() []message {
 	return []message{
 		requestMsg("request_full", fullRequest()),
@@ -376,6 +396,8 @@ func fixtures() []message {
 		deadLetterMsg("deadletter_minimal", minimalDeadLetter()),
 		stateEntryMsg("stateentry_full", fullStateEntry()),
 		stateEntryMsg("stateentry_minimal", minimalStateEntry()),
+		pressureMsg("pressure_full", fullPressure()),
+		pressureMsg("pressure_minimal", minimalPressure()),
 	}
 }
 

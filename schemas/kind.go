@@ -16,6 +16,8 @@ var (
 	deadLetterAvsc string
 	//go:embed stateentry.avsc
 	stateEntryAvsc string
+	//go:embed pressure.avsc
+	pressureAvsc string
 )
 
 // Kind names one of the message types, and so one of the schemas.
@@ -28,10 +30,11 @@ const (
 	KindResult
 	KindDeadLetter
 	KindStateEntry
+	KindPressure
 )
 
 // String returns the kind's name as used in errors: "request", "result",
-// "dead letter", "state entry".
+// "dead letter", "state entry", "pressure".
 func (k Kind) String() string {
 	switch k {
 	case KindRequest:
@@ -42,6 +45,8 @@ func (k Kind) String() string {
 		return "dead letter"
 	case KindStateEntry:
 		return "state entry"
+	case KindPressure:
+		return "pressure"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -60,11 +65,16 @@ func (k Kind) recordName() string {
 		return "DeadLetter"
 	case KindStateEntry:
 		return "StateEntry"
+	case KindPressure:
+		return "Pressure"
 	}
 	return ""
 }
 
-func (k Kind) valid() bool { return k >= KindRequest && k <= KindStateEntry }
+func (k Kind) valid() bool { return k >= KindRequest && k <= lastKind }
+
+// lastKind is the last valid Kind.
+const lastKind = KindPressure
 
 // Schema returns the kind's Avro schema, the text of its embedded .avsc file,
 // or "" for an unknown kind.
@@ -78,6 +88,8 @@ func Schema(k Kind) string {
 		return deadLetterAvsc
 	case KindStateEntry:
 		return stateEntryAvsc
+	case KindPressure:
+		return pressureAvsc
 	}
 	return ""
 }

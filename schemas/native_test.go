@@ -75,6 +75,10 @@ func referenceStateEntry(ctx context.Context, c *Codec, b []byte) (*StateEntry, 
 	})
 }
 
+func referencePressure(ctx context.Context, c *Codec, b []byte) (*Pressure, error) {
+	return referenceDecode(ctx, c, b, KindPressure, (*conv).pressure, requiredPressure)
+}
+
 // conv keeps the first error, so the mapping reads as a list of fields.
 type conv struct{ err error }
 
@@ -522,6 +526,28 @@ func (c *conv) stateEntry(r rec) *StateEntry {
 		RequestID:   c.str(r.field("request_id")),
 		Status:      c.status(r.field("status")),
 		ExpiresAtMs: c.long(r.field("expires_at_ms")),
+	}
+}
+
+func (c *conv) pressure(r rec) *Pressure {
+	return &Pressure{
+		Source:            c.str(r.field("source")),
+		Model:             c.str(r.field("model")),
+		Lane:              c.str(r.field("lane")),
+		MinPriority:       c.int(r.field("min_priority")),
+		Instance:          c.str(r.field("instance")),
+		Status:            c.str(r.field("status")),
+		AtMs:              c.long(r.field("at_ms")),
+		IntervalMs:        c.long(r.field("interval_ms")),
+		PredictedWaitMs:   c.long(r.field("predicted_wait_ms")),
+		RetryAfterMs:      c.long(r.field("retry_after_ms")),
+		ShedFraction:      c.double(r.field("shed_fraction")),
+		CapacityPerSecond: c.double(r.field("capacity_per_second")),
+		Backlog:           c.long(r.field("backlog")),
+		Running:           c.long(r.field("running")),
+		FixedMs:           c.double(r.field("fixed_ms")),
+		PerItemMs:         c.double(r.field("per_item_ms")),
+		Batch:             c.int(r.field("batch")),
 	}
 }
 

@@ -28,6 +28,9 @@ func TestSchemaContract(t *testing.T) {
 		"asyncinfer.DeadLetter": {"reason", "error", "stage", "source_topic", "source_partition", "source_offset",
 			"request_id", "answered", "payload", "payload_size", "payload_sha256", "truncated", "at_ms"},
 		"asyncinfer.StateEntry": {"key", "request_id", "status", "expires_at_ms"},
+		"asyncinfer.Pressure": {"source", "model", "lane", "min_priority", "instance", "status", "at_ms",
+			"interval_ms", "predicted_wait_ms", "retry_after_ms", "shed_fraction", "capacity_per_second",
+			"backlog", "running", "fixed_ms", "per_item_ms", "batch"},
 	}
 	required := map[string]bool{
 		"asyncinfer.Request.request_id": true, "asyncinfer.Request.model": true,
@@ -35,12 +38,13 @@ func TestSchemaContract(t *testing.T) {
 		"asyncinfer.Result.request_id": true, "asyncinfer.Result.status": true,
 		"asyncinfer.DeadLetter.reason": true,
 		"asyncinfer.StateEntry.key":    true, "asyncinfer.StateEntry.request_id": true,
+		"asyncinfer.Pressure.source": true, "asyncinfer.Pressure.model": true,
 	}
 	snake := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 
 	seen := map[string][]string{}
 	defs := map[string][]string{} // named type -> its JSON in each file
-	for _, k := range []Kind{KindRequest, KindResult, KindDeadLetter, KindStateEntry} {
+	for _, k := range []Kind{KindRequest, KindResult, KindDeadLetter, KindStateEntry, KindPressure} {
 		text := Schema(k)
 		if _, err := goavro.NewCodec(text); err != nil {
 			t.Fatalf("%s: goavro: %v", k, err)
@@ -123,7 +127,7 @@ func TestSchemaContract(t *testing.T) {
 	if !strings.Contains(Schema(KindResult), `"symbols": ["SUCCEEDED", "FAILED", "EXPIRED", "REJECTED", "DUPLICATE"]`) {
 		t.Error("Status symbols changed")
 	}
-	if Schema(0) != "" || Schema(9) != "" {
+	if Schema(0) != "" || Schema(KindPressure+1) != "" {
 		t.Error("Schema of an unknown kind is not empty")
 	}
 }

@@ -123,3 +123,34 @@ type StateEntry struct {
 	Status      Status // empty: not known to this stage
 	ExpiresAtMs int64
 }
+
+// Pressure is one record of the pressure topic: the pressure on one model's
+// priority lane, as the pipeline's admission sees it (Source
+// PressureAdmission: the verdict clients read) or as one infer process
+// serves it (PressureServing: its capacity and backlog). See pressure.avsc
+// for each field.
+type Pressure struct {
+	Source            string
+	Model             string
+	Lane              string
+	MinPriority       int32
+	Instance          string
+	Status            string
+	AtMs              int64
+	IntervalMs        int64
+	PredictedWaitMs   int64
+	RetryAfterMs      int64
+	ShedFraction      float64
+	CapacityPerSecond float64
+	Backlog           int64
+	Running           int64
+	FixedMs           float64
+	PerItemMs         float64
+	Batch             int32
+}
+
+// The sources of pressure records.
+const (
+	PressureAdmission = "admission"
+	PressureServing   = "serving"
+)

@@ -63,8 +63,8 @@ func (g Graph) Principals() []string {
 }
 
 // ACLs lists what each principal needs, derived from the graph: a stage
-// reads its input and its changelog (to restore it), writes its outputs, its
-// changelog and the dead letters, describes the configs of those topics (the
+// reads its inputs and its changelog (to restore it), writes its outputs, its
+// changelog and the dead letters, reads and writes its side topics, describes the configs of those topics (the
 // size limits it checks at start), and reads its group. In exactly-once mode
 // a stage also writes and describes its transactional ids (the group's
 // prefix: one id per instance). Writing with the idempotent producer needs
@@ -80,7 +80,7 @@ func (g Graph) ACLs(exactlyOnce bool) map[string][]ACL {
 	}
 	out := map[string][]ACL{}
 	for _, s := range g.Stages {
-		reads := []string{s.Input}
+		reads := slices.Clone(s.Inputs())
 		var writes []string
 		for _, e := range s.Outputs {
 			for _, t := range e.Topics {
@@ -94,6 +94,14 @@ func (g Graph) ACLs(exactlyOnce bool) map[string][]ACL {
 			reads = append(reads, s.Changelog.Topic)
 			writes = append(writes, s.Changelog.Topic)
 		}
+		for _, sd := range s.Sides {
+			if sd.Read {
+				reads = append(reads, sd.Topic)
+			}
+			if sd.Write {
+				writes = append(writes, sd.Topic)
+			}
+		}
 		// DescribeConfigs: a stage checks at start that its topics take
 		// records as large as it is configured to write.
 		var all []string
@@ -104,6 +112,12 @@ func (g Graph) ACLs(exactlyOnce bool) map[string][]ACL {
 		}
 		acls := slices.Concat(topic(kmsg.ACLOperationRead, reads...), topic(kmsg.ACLOperationWrite, writes...),
 			topic(kmsg.ACLOperationDescribeConfigs, all...))
+		for _, name := range s.Watches {
+			if w, ok := g.Stage(name); ok {
+				acls = append(acls, topic(kmsg.ACLOperationRead, w.Inputs()...)...)
+				acls = append(acls, ACL{Resource: kmsg.ACLResourceTypeGroup, Name: w.Group, Operation: kmsg.ACLOperationDescribe})
+			}
+		}
 		if exactlyOnce {
 			for _, op := range []kmsg.ACLOperation{kmsg.ACLOperationWrite, kmsg.ACLOperationDescribe} {
 				acls = append(acls, ACL{Resource: kmsg.ACLResourceTypeTransactionalId, Name: s.TransactionalIDPrefix(),
@@ -114,7 +128,10 @@ func (g Graph) ACLs(exactlyOnce bool) map[string][]ACL {
 		out[s.Name] = append(acls, ACL{Resource: kmsg.ACLResourceTypeGroup, Name: s.Group, Operation: kmsg.ACLOperationRead})
 	}
 	results, _ := g.resultsEdge()
-	out[Client] = slices.Concat(topic(kmsg.ACLOperationWrite, g.Topics.Requests), topic(kmsg.ACLOperationRead, results...))
+	// Clients read the pressure signal to shed load before producing
+	// (client.HonourPressure).
+	out[Client] = slices.Concat(topic(kmsg.ACLOperationWrite, g.Topics.Requests), topic(kmsg.ACLOperationRead, results...),
+		topic(kmsg.ACLOperationRead, g.Topics.Pressure))
 	out[Admin] = []ACL{
 		{Resource: kmsg.ACLResourceTypeTopic, Name: g.Prefix, Prefixed: true, Operation: kmsg.ACLOperationCreate},
 		{Resource: kmsg.ACLResourceTypeTopic, Name: g.Prefix, Prefixed: true, Operation: kmsg.ACLOperationDescribeConfigs},
@@ -129,7 +146,9 @@ func (g Graph) ACLs(exactlyOnce bool) map[string][]ACL {
 func (g Graph) resultsEdge() ([]string, bool) {
 	read := map[string]bool{}
 	for _, s := range g.Stages {
-		read[s.Input] = true
+		for _, in := range s.Inputs() {
+			read[in] = true
+		}
 	}
 	var out []string
 	for _, s := range g.Stages {

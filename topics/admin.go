@@ -35,6 +35,15 @@ type Layout struct {
 
 func ptr(s string) *string { return &s }
 
+// The pressure topic's retention and segment roll: its publishers refresh
+// every key at least every few seconds, so an hour keeps every live key and
+// lets the keys of processes gone for good (an instance id never seen again)
+// age out.
+const (
+	SignalRetention = time.Hour
+	SignalSegment   = 10 * time.Minute
+)
+
 // Specs lists the topics to create, derived from the graph: every topic a
 // stage reads or writes, and nothing else.
 func (g Graph) Specs(l Layout) []Spec {
@@ -65,9 +74,19 @@ func (g Graph) Specs(l Layout) []Spec {
 	if l.MaxMessageBytes > 0 {
 		state["max.message.bytes"] = ptr(strconv.Itoa(l.MaxMessageBytes))
 	}
+	// A signal is small and only its latest records count: one partition
+	// (readers follow it whole), compacted, and segments rolled often
+	// enough for compaction and retention to bound it.
+	signal := map[string]*string{
+		"cleanup.policy": ptr("compact,delete"),
+		"retention.ms":   ptr(strconv.FormatInt(SignalRetention.Milliseconds(), 10)),
+		"segment.ms":     ptr(strconv.FormatInt(SignalSegment.Milliseconds(), 10)),
+	}
 	var specs []Spec
 	for _, t := range g.TopicRoles() {
 		switch t.Role {
+		case RoleSignal:
+			specs = append(specs, Spec{t.Name, 1, signal})
 		case RoleChangelog:
 			specs = append(specs, Spec{t.Name, l.Partitions, state})
 		case RoleDeadLetter:
@@ -208,7 +227,7 @@ func CheckTopics(ctx context.Context, adm *kadm.Client, g Graph, l Layout) ([]To
 				switch k {
 				case "cleanup.policy":
 					if !sameSet(c.Configs[k], *want) {
-						c.Problems = append(c.Problems, fmt.Sprintf("cleanup.policy=%s, want %s (the changelog would grow without bound or lose state)", c.Configs[k], *want))
+						c.Problems = append(c.Problems, fmt.Sprintf("cleanup.policy=%s, want %s (the topic would grow without bound or lose its latest records)", c.Configs[k], *want))
 					}
 				case "max.message.bytes":
 					// Every limit of the path derives from the configured

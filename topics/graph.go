@@ -58,6 +58,20 @@ type Changelog struct {
 	Topic   string
 	TTL     time.Duration
 	MaxKeys int
+	// MaxBytes bounds the memory of a partition's keys (their key and
+	// request id, and a fixed overhead each): the oldest go first past it,
+	// as past MaxKeys. A key is a client's string, of any length up to the
+	// message size limit.
+	MaxBytes int64
+}
+
+// Side is a topic a stage's processes write or read with a client of their
+// own, outside the group's consume-produce flow (the pressure signal):
+// nothing of it is committed with the stage's work, in either delivery mode.
+type Side struct {
+	Topic       string
+	Kind        schemas.Kind
+	Write, Read bool
 }
 
 // Stage is one processor of the graph: its consumer group, what it reads,
@@ -67,11 +81,30 @@ type Stage struct {
 	Group     string
 	Input     string
 	InputKind schemas.Kind
+	// Lanes are the stage's input topics in priority order, highest first,
+	// when it reads one topic per priority lane (infer); Input is among
+	// them, and all carry InputKind. Empty: Input alone.
+	Lanes     []string
 	Outputs   []Edge
 	Changelog *Changelog // nil: the stage keeps no state
 	// DeadLetters is where the stage writes what it cannot answer otherwise
 	// (undecodable input), and operators' copies of FAILED answers.
 	DeadLetters string
+	Sides       []Side
+	// Watches are the stages whose lag the stage's processes measure (on
+	// the partition numbers they own): dedup's admission watches the stages
+	// after it. They need to describe those groups and read their inputs
+	// (a record's timestamp is its age).
+	Watches []string
+}
+
+// Inputs are the topics the stage's group consumes: its lanes, highest
+// first, or its Input alone.
+func (s Stage) Inputs() []string {
+	if len(s.Lanes) > 0 {
+		return s.Lanes
+	}
+	return []string{s.Input}
 }
 
 // Edge returns the stage's output edge of that name.
@@ -102,8 +135,14 @@ type Graph struct {
 	Prefix      string
 	Topics      Topics
 	ReplyTopics []string
-	Stages      []Stage // in pipeline order
+	// Lanes are the priority lanes, from the highest, each with its topic.
+	Lanes  []Lane
+	Stages []Stage // in pipeline order
 }
+
+// NormalLane is the index of the lane that takes priority 0: its topic is
+// requests.accepted.
+func (g Graph) NormalLane() int { return LaneOf(g.Lanes, 0) }
 
 // GraphOptions are the deployment's choices the graph depends on.
 type GraphOptions struct {
@@ -114,12 +153,21 @@ type GraphOptions struct {
 	// 10 minutes and 1,000,000).
 	DedupWindow, EmitWindow time.Duration
 	MaxKeys                 int
+	// MaxStateBytes bounds the bytes of each partition's keys (0:
+	// DefaultMaxStateBytes).
+	MaxStateBytes int64
+	// Lanes are the priority lanes from the highest (names and minimum
+	// priorities); nil: DefaultLanes.
+	Lanes []Lane
 }
 
 // Default state bounds.
 const (
 	DefaultWindow  = 10 * time.Minute
 	DefaultMaxKeys = 1_000_000
+	// DefaultMaxStateBytes is about a million keys of 100 bytes: the bound
+	// that holds when clients send long keys.
+	DefaultMaxStateBytes = 256 << 20
 )
 
 // NewGraph declares the pipeline: dedup ▸ infer ▸ emit.
@@ -136,32 +184,65 @@ func NewGraph(o GraphOptions) (Graph, error) {
 	if o.MaxKeys <= 0 {
 		o.MaxKeys = DefaultMaxKeys
 	}
+	if o.MaxStateBytes <= 0 {
+		o.MaxStateBytes = DefaultMaxStateBytes
+	}
+	if o.Lanes == nil {
+		o.Lanes = DefaultLanes
+	}
+	if err := ValidateLanes(o.Lanes); err != nil {
+		return Graph{}, fmt.Errorf("topics: graph: %w", err)
+	}
 	t := New(o.Prefix)
+	lanes := slices.Clone(o.Lanes)
+	normal := LaneOf(lanes, 0)
+	laneTopics := make([]string, len(lanes))
+	for i := range lanes {
+		lanes[i].Topic = t.LaneTopic(lanes[i].Name, i == normal)
+		laneTopics[i] = lanes[i].Topic
+	}
+	// The accepted edge writes the normal lane unless told another: the
+	// edge's first topic.
+	accepted := append([]string{t.Accepted}, slices.Delete(slices.Clone(laneTopics), normal, normal+1)...)
+	var inferLanes []string
+	if len(lanes) > 1 {
+		inferLanes = laneTopics
+	}
+	pressure := func(write, read bool) []Side {
+		return []Side{{Topic: t.Pressure, Kind: schemas.KindPressure, Write: write, Read: read}}
+	}
 	outcomes := Edge{Name: EdgeOutcomes, Topics: []string{t.Outcomes}, Kind: schemas.KindResult}
 	g := Graph{
 		Prefix:      o.Prefix,
 		Topics:      t,
 		ReplyTopics: slices.Clone(o.ReplyTopics),
+		Lanes:       lanes,
 		Stages: []Stage{
 			{
 				Name: Dedup, Group: o.Prefix + Dedup, Input: t.Requests, InputKind: schemas.KindRequest,
 				Outputs: []Edge{
-					{Name: EdgeAccepted, Topics: []string{t.Accepted}, Kind: schemas.KindRequest},
+					{Name: EdgeAccepted, Topics: accepted, Kind: schemas.KindRequest},
 					{Name: EdgeReroute, Topics: []string{t.Requests}, Kind: schemas.KindRequest},
 					outcomes,
 				},
-				Changelog: &Changelog{Topic: t.DedupState, TTL: o.DedupWindow, MaxKeys: o.MaxKeys},
+				Changelog: &Changelog{Topic: t.DedupState, TTL: o.DedupWindow, MaxKeys: o.MaxKeys, MaxBytes: o.MaxStateBytes},
+				// Admission reads the infer processes' serving records and
+				// publishes its verdict, and watches the lag after it.
+				Sides:   pressure(true, true),
+				Watches: []string{Infer, Emit},
 			},
 			{
 				Name: Infer, Group: o.Prefix + Infer, Input: t.Accepted, InputKind: schemas.KindRequest,
+				Lanes:   inferLanes,
 				Outputs: []Edge{outcomes},
+				Sides:   pressure(true, false),
 			},
 			{
 				Name: Emit, Group: o.Prefix + Emit, Input: t.Outcomes, InputKind: schemas.KindResult,
 				Outputs: []Edge{
 					{Name: EdgeResults, Topics: append([]string{t.Results}, o.ReplyTopics...), Kind: schemas.KindResult},
 				},
-				Changelog: &Changelog{Topic: t.EmittedIDs, TTL: o.EmitWindow, MaxKeys: o.MaxKeys},
+				Changelog: &Changelog{Topic: t.EmittedIDs, TTL: o.EmitWindow, MaxKeys: o.MaxKeys, MaxBytes: o.MaxStateBytes},
 			},
 		},
 	}
@@ -199,6 +280,15 @@ func (g Graph) Validate() error {
 		}
 		names[s.Name], groups[s.Group] = true, true
 		bind(s.Input, s.InputKind, "stage "+s.Name+" input")
+		if len(s.Lanes) > 0 && !slices.Contains(s.Lanes, s.Input) {
+			errs = append(errs, fmt.Errorf("stage %s: input %s is none of its lanes %v", s.Name, s.Input, s.Lanes))
+		}
+		for _, l := range s.Lanes {
+			bind(l, s.InputKind, "stage "+s.Name+" lane")
+		}
+		for _, sd := range s.Sides {
+			bind(sd.Topic, sd.Kind, "stage "+s.Name+" side topic")
+		}
 		edges := map[string]bool{}
 		for _, e := range s.Outputs {
 			if edges[e.Name] || len(e.Topics) == 0 {
@@ -223,7 +313,7 @@ func (g Graph) Validate() error {
 	}
 	for topic, stage := range changelogs {
 		for _, s := range g.Stages {
-			if s.Input == topic {
+			if slices.Contains(s.Inputs(), topic) {
 				errs = append(errs, fmt.Errorf("changelog %s of stage %s is stage %s's input", topic, stage, s.Name))
 			}
 			for _, e := range s.Outputs {
@@ -278,7 +368,12 @@ func (g Graph) Groups() []string {
 func (g Graph) Kinds() map[string]schemas.Kind {
 	m := map[string]schemas.Kind{g.Topics.DLQ: schemas.KindDeadLetter}
 	for _, s := range g.Stages {
-		m[s.Input] = s.InputKind
+		for _, in := range s.Inputs() {
+			m[in] = s.InputKind
+		}
+		for _, sd := range s.Sides {
+			m[sd.Topic] = sd.Kind
+		}
 		for _, e := range s.Outputs {
 			for _, t := range e.Topics {
 				m[t] = e.Kind
@@ -298,6 +393,7 @@ const (
 	RoleData       Role = iota // requests, results: retention, the data size limit
 	RoleChangelog              // a stage's state: compact,delete
 	RoleDeadLetter             // dlq: a larger size limit
+	RoleSignal                 // pressure: compact,delete, one partition, a short retention
 )
 
 // TopicRole is one topic of the graph with its role.
@@ -308,7 +404,7 @@ type TopicRole struct {
 
 // TopicRoles lists every topic the graph reads or writes, once, in a stable
 // order: data topics in pipeline order, then the changelogs, then the
-// dead letters. Nothing is listed that no stage uses.
+// dead letters, then the side topics. Nothing is listed that no stage uses.
 func (g Graph) TopicRoles() []TopicRole {
 	var out []TopicRole
 	seen := map[string]bool{}
@@ -319,7 +415,9 @@ func (g Graph) TopicRoles() []TopicRole {
 		}
 	}
 	for _, s := range g.Stages {
-		add(s.Input, RoleData)
+		for _, in := range s.Inputs() {
+			add(in, RoleData)
+		}
 		for _, e := range s.Outputs {
 			for _, t := range e.Topics {
 				add(t, RoleData)
@@ -332,6 +430,11 @@ func (g Graph) TopicRoles() []TopicRole {
 		}
 	}
 	add(g.Topics.DLQ, RoleDeadLetter)
+	for _, s := range g.Stages {
+		for _, sd := range s.Sides {
+			add(sd.Topic, RoleSignal)
+		}
+	}
 	return out
 }
 

@@ -4,7 +4,11 @@
 // pipeline's runtime.
 package topics
 
-import "github.com/asyncinfer/asyncinfer/schemas"
+import (
+	"strings"
+
+	"github.com/asyncinfer/asyncinfer/schemas"
+)
 
 // DefaultPrefix is prepended to every topic name.
 const DefaultPrefix = "asyncinfer."
@@ -18,6 +22,10 @@ type Topics struct {
 	DLQ        string // dead letters
 	DedupState string // dedup's changelog, co-partitioned with Requests
 	EmittedIDs string // emit's changelog, co-partitioned with Outcomes
+	// Pressure is the pressure signal: per model and priority lane, the
+	// admission verdict clients read and the serving state of each infer
+	// process (compacted; schemas.Pressure).
+	Pressure string
 }
 
 // New names the topics with a prefix ("" for DefaultPrefix).
@@ -33,17 +41,30 @@ func New(prefix string) Topics {
 		DLQ:        prefix + "dlq",
 		DedupState: prefix + "dedup-state",
 		EmittedIDs: prefix + "emitted-ids",
+		Pressure:   prefix + "pressure",
 	}
 }
 
 // Internal reports whether t is one of the pipeline's own topics other than
-// Results: no client reply topic may name one.
+// Results: no client reply topic may name one. The lanes of the accepted
+// requests (Accepted followed by a dot and the lane's name) are internal
+// whatever lanes are configured.
 func (t Topics) Internal(name string) bool {
 	switch name {
-	case t.Requests, t.Accepted, t.Outcomes, t.DLQ, t.DedupState, t.EmittedIDs:
+	case t.Requests, t.Accepted, t.Outcomes, t.DLQ, t.DedupState, t.EmittedIDs, t.Pressure:
 		return true
 	}
-	return false
+	return strings.HasPrefix(name, t.Accepted+".")
+}
+
+// LaneTopic is the topic of a priority lane's accepted requests: Accepted
+// for the lane that takes priority 0 (normal), Accepted.<name> for the
+// others.
+func (t Topics) LaneTopic(name string, normal bool) string {
+	if normal {
+		return t.Accepted
+	}
+	return t.Accepted + "." + name
 }
 
 // Kinds binds each topic of the deployment, and each reply topic, to the kind
@@ -58,6 +79,7 @@ func (t Topics) Kinds(replyTopics ...string) map[string]schemas.Kind {
 		t.DLQ:        schemas.KindDeadLetter,
 		t.DedupState: schemas.KindStateEntry,
 		t.EmittedIDs: schemas.KindStateEntry,
+		t.Pressure:   schemas.KindPressure,
 	}
 	for _, r := range replyTopics {
 		m[r] = schemas.KindResult

@@ -11,7 +11,10 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +57,8 @@ type demoModel struct {
 	outage      string
 	objective   time.Duration
 	batching    string
+	admission   string
+	downstream  time.Duration
 }
 
 // demoDefaults are run's defaults except where a demo wants its own: a
@@ -135,6 +140,8 @@ func (f *demoFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.model.outage, "model-outage", "", "model outage D@T: unavailable for D, starting T after the start (e.g. 2s@5s)")
 	fs.DurationVar(&f.model.objective, "model-objective", md.LatencyObjective, "the model's latency objective (0: none, and the batching a window)")
 	fs.StringVar(&f.model.batching, "batching", "", "how batches form: adaptive (at the latency objective) or window (greedy, or --max-wait); empty: adaptive with an objective and no --max-wait")
+	fs.DurationVar(&f.model.downstream, "downstream-latency", md.DownstreamLatency, "the model's downstream_latency: the time from its answer to the client reading it, which the batcher plans each batch to leave (the report's downstream_ms measures it)")
+	fs.StringVar(&f.model.admission, "admission", "", "what dedup does when the model is behind: reject (answer REJECTED what cannot make its deadline), pause (pause the input: requests wait in Kafka) or off; empty: reject with an objective")
 	fs.StringVar(&f.format, "report", "text", "summary format: json or text")
 	fs.DurationVar(&f.stall, "stall-timeout", 30*time.Second, "give up waiting for answers after this long without progress")
 	fs.BoolVar(&f.quiet, "quiet", false, "no live progress")
@@ -196,6 +203,12 @@ func (f *demoFlags) config() (*config.Config, error) {
 	if changed("batching") {
 		m.Batching = f.model.batching
 	}
+	if changed("admission") {
+		m.Admission = f.model.admission
+	}
+	if changed("downstream-latency") {
+		m.DownstreamLatency = f.model.downstream
+	}
 	cfg.Models = append([]config.Model{m}, cfg.Models[min(1, len(cfg.Models)):]...)
 	if cfg.ExactlyOnce && cfg.InstanceID == "" {
 		cfg.InstanceID = "demo" // one process, one broker: a fixed id is stable
@@ -214,6 +227,41 @@ type watcher struct {
 	byStatus map[schemas.Status]int
 	lat      []float64
 	last     time.Time
+	// What the report breaks down: the latencies of SUCCEEDED answers, the
+	// retry_after_ms of REJECTED ones, and per priority lane.
+	okLat    []float64
+	down     []float64 // SUCCEEDED: from the model's answer (completed_at) to here
+	retry    []float64
+	priority map[string]int32 // by request id, from the load generator
+	lanes    map[int32]*laneTally
+}
+
+type laneTally struct {
+	requests, succeeded, expired, rejected int
+	okLat                                  []float64
+}
+
+func (w *watcher) sent(id string, p int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.priority[id] = p
+	lt := w.lanes[p]
+	if lt == nil {
+		lt = &laneTally{}
+		w.lanes[p] = lt
+	}
+	lt.requests++
+}
+
+// heapLive is the heap the last GC left live: it grows only with what the
+// process keeps, not with garbage between collections.
+func heapLive() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
 
 func runDemo(ctx context.Context, cfg *config.Config, f *demoFlags, progress io.Writer) (report, error) {
@@ -234,7 +282,8 @@ func runDemo(ctx context.Context, cfg *config.Config, f *demoFlags, progress io.
 	stagesErr := make(chan error, 1)
 	go func() { stagesErr <- p.set.Run(stagesCtx) }()
 
-	w := &watcher{answered: map[string]bool{}, byStatus: map[schemas.Status]int{}}
+	w := &watcher{answered: map[string]bool{}, byStatus: map[schemas.Status]int{}, priority: map[string]int32{},
+		lanes: map[int32]*laneTally{}}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	watchDone := make(chan error, 1)
@@ -244,6 +293,10 @@ func runDemo(ctx context.Context, cfg *config.Config, f *demoFlags, progress io.
 	var produced, decodable atomic.Int64
 	spec := f.loadSpec
 	spec.model = cfg.Models[0].Name
+	if spec.priorityMix != "" {
+		spec.sent = w.sent
+	}
+	var heap []float64 // live heap each second, MB
 	genDone := make(chan error, 1)
 	go func() {
 		genDone <- generate(ctx, c.kopts, p.codec, t.Requests, spec, &produced, &decodable)
@@ -286,8 +339,10 @@ wait:
 				mean = float64(items-lastItems) / float64(calls-lastCalls)
 			}
 			lastCalls, lastItems = calls, items
-			fmt.Fprintf(progress, "%5.1fs produced=%d answered=%d [%s] batch=%.1f lag %s\n",
-				time.Since(start).Seconds(), produced.Load(), answered, bs, mean, lagLine(ctx, adm, c.kopts, p.graph))
+			live := float64(heapLive()) / (1 << 20)
+			heap = append(heap, round2(live))
+			fmt.Fprintf(progress, "%5.1fs produced=%d answered=%d [%s] batch=%.1f heap=%.1fMB lag %s\n",
+				time.Since(start).Seconds(), produced.Load(), answered, bs, mean, live, lagLine(ctx, adm, c.kopts, p.graph))
 			if answered != lastAnswered {
 				lastAnswered, lastProgress = answered, time.Now()
 			}
@@ -326,7 +381,30 @@ wait:
 		rep.ThroughputRPS = round2(float64(len(w.answered)) / elapsed.Seconds())
 	}
 	rep.LatencyMs = percentiles(w.lat)
+	if len(w.okLat) > 0 {
+		l := percentiles(w.okLat)
+		rep.SucceededLatencyMs = &l
+	}
+	if len(w.retry) > 0 {
+		l := percentiles(w.retry)
+		rep.RetryAfterMs = &l
+	}
+	if len(w.down) > 0 {
+		l := percentiles(w.down)
+		rep.DownstreamMs = &l
+	}
+	if len(w.lanes) > 0 {
+		rep.Lanes = map[string]laneReport{}
+		for p, lt := range w.lanes {
+			lr := laneReport{Requests: lt.requests, Succeeded: lt.succeeded, Expired: lt.expired, Rejected: lt.rejected}
+			if len(lt.okLat) > 0 {
+				lr.SucceededLatencyMs = percentiles(lt.okLat)
+			}
+			rep.Lanes[laneName(p)] = lr
+		}
+	}
 	w.mu.Unlock()
+	rep.HeapLiveMB = heap
 	cpu, allocs := after.perRequest(before, int(produced.Load()))
 	rep.CPUMicrosPerRequest, rep.AllocsPerRequest = round2(cpu), round2(allocs)
 	runtime.GC()
@@ -374,8 +452,38 @@ func (w *watcher) run(ctx context.Context, kopts []kgo.Opt, codec *schemas.Codec
 			if !w.answered[res.RequestID] {
 				w.answered[res.RequestID] = true
 				w.byStatus[res.Status]++
+				lat := -1.0
 				if res.CreatedAtMs > 0 {
-					w.lat = append(w.lat, float64(now.Sub(time.UnixMilli(res.CreatedAtMs)).Microseconds())/1000)
+					lat = float64(now.Sub(time.UnixMilli(res.CreatedAtMs)).Microseconds()) / 1000
+					w.lat = append(w.lat, lat)
+				}
+				var lt *laneTally
+				if p, ok := w.priority[res.RequestID]; ok {
+					lt = w.lanes[p]
+				}
+				switch res.Status {
+				case schemas.StatusSucceeded:
+					if res.CompletedAtMs > 0 {
+						w.down = append(w.down, float64(now.Sub(time.UnixMilli(res.CompletedAtMs)).Microseconds())/1000)
+					}
+					if lat >= 0 {
+						w.okLat = append(w.okLat, lat)
+						if lt != nil {
+							lt.okLat = append(lt.okLat, lat)
+						}
+					}
+					if lt != nil {
+						lt.succeeded++
+					}
+				case schemas.StatusRejected:
+					w.retry = append(w.retry, float64(res.RetryAfterMs))
+					if lt != nil {
+						lt.rejected++
+					}
+				case schemas.StatusExpired:
+					if lt != nil {
+						lt.expired++
+					}
 				}
 				w.last = now
 			}
@@ -393,7 +501,16 @@ type loadSpec struct {
 	rate                          float64 // per second; 0: as fast as possible
 	duplicates, malformed, poison float64 // fractions
 	model                         string
+	// priorityMix is the fractions of requests with priority 1, 0 and -1
+	// (the default lanes high, normal and low), "" for all 0.
+	priorityMix string
+	mix         [3]float64
+	// sent, when set, is told each request's id and priority.
+	sent func(id string, priority int32)
 }
+
+// mixPriorities are the priorities of the mix's shares: the default lanes'.
+var mixPriorities = [3]int32{1, 0, -1}
 
 // register defines the traffic's flags (demo and load share them).
 func (s *loadSpec) register(fs *pflag.FlagSet) {
@@ -402,6 +519,7 @@ func (s *loadSpec) register(fs *pflag.FlagSet) {
 	fs.Float64Var(&s.duplicates, "duplicates", 0, "fraction re-sent with a new request id and a recent idempotency key")
 	fs.Float64Var(&s.malformed, "malformed", 0, "fraction of records that are not a decodable request")
 	fs.Float64Var(&s.poison, "poison-items", 0, "fraction of requests the simulated model always fails")
+	fs.StringVar(&s.priorityMix, "priority-mix", "", "H,N,L: fractions of requests with priority 1, 0 and -1 (the default lanes high, normal, low), e.g. 0.1,0.6,0.3; empty: all 0")
 }
 
 func (s *loadSpec) validate() []error {
@@ -420,7 +538,40 @@ func (s *loadSpec) validate() []error {
 	if s.rate < 0 {
 		errs = append(errs, fmt.Errorf("--rate %v: want >= 0", s.rate))
 	}
+	if s.priorityMix != "" {
+		parts := strings.Split(s.priorityMix, ",")
+		sum := 0.0
+		ok := len(parts) == 3
+		for i := 0; ok && i < 3; i++ {
+			v, err := strconv.ParseFloat(strings.TrimSpace(parts[i]), 64)
+			ok = err == nil && v >= 0
+			s.mix[i] = v
+			sum += v
+		}
+		if !ok || sum <= 0 {
+			errs = append(errs, fmt.Errorf("--priority-mix %q: want three fractions H,N,L (priority 1, 0, -1), e.g. 0.1,0.6,0.3", s.priorityMix))
+		} else {
+			for i := range s.mix {
+				s.mix[i] /= sum
+			}
+		}
+	}
 	return errs
+}
+
+// priority draws a request's priority from the mix.
+func (s *loadSpec) priority(rng *mrand.Rand) int32 {
+	if s.priorityMix == "" {
+		return 0
+	}
+	x := rng.Float64()
+	for i, f := range s.mix {
+		if x < f {
+			return mixPriorities[i]
+		}
+		x -= f
+	}
+	return mixPriorities[2]
 }
 
 // generate produces a mix of requests, duplicates (a new request id with a
@@ -491,6 +642,10 @@ func generate(ctx context.Context, kopts []kgo.Opt, codec *schemas.Codec, topic 
 			if rng.Float64() < f.poison {
 				req.Parameters = map[string]any{sim.PoisonParam: true}
 			}
+			req.Priority = f.priority(rng)
+			if f.sent != nil {
+				f.sent(req.RequestID, req.Priority)
+			}
 			v, err := codec.EncodeRequest(topic, req)
 			if err != nil {
 				return err
@@ -538,4 +693,15 @@ func lagLine(ctx context.Context, adm *kadm.Client, kopts []kgo.Opt, g topics.Gr
 		out += fmt.Sprintf("%s=%d ", st.Name, total[st.Group])
 	}
 	return out
+}
+
+// laneName names a priority of the mix by its default lane.
+func laneName(p int32) string {
+	switch {
+	case p > 0:
+		return "high"
+	case p < 0:
+		return "low"
+	}
+	return "normal"
 }

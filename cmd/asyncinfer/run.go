@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ import (
 	"github.com/asyncinfer/asyncinfer/internal/stack"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
+	"github.com/asyncinfer/asyncinfer/stages/dedup"
 	"github.com/asyncinfer/asyncinfer/stages/infer"
 	"github.com/asyncinfer/asyncinfer/topics"
 )
@@ -309,11 +311,24 @@ func startPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, st
 	if err != nil {
 		return nil, err
 	}
+	fractions := map[string]float64{}
+	for _, l := range cfg.Lanes {
+		fractions[l.Name] = l.WaitFraction
+	}
+	lag := &lagView{}
+	if st, ok := g.Stage(topics.Infer); ok {
+		lag.infer = st.Group
+	}
+	if st, ok := g.Stage(topics.Emit); ok {
+		lag.emit = st.Group
+	}
 	p.set, err = stack.Build(stack.Options{
 		Conn: c.kopts, Graph: g, InstanceID: cfg.InstanceID, MaxInflight: cfg.Runner.MaxInflight,
-		Linger: cfg.Runner.ProducerLinger, MaxRecordBytes: int(cfg.Topics.MaxMessageBytes),
+		MaxInflightBytes: inflightBytes(cfg.Runner.MaxInflightBytes),
+		Linger:           cfg.Runner.ProducerLinger, MaxRecordBytes: int(cfg.Topics.MaxMessageBytes),
 		MaxDeadLetterBytes: int(cfg.Topics.DLQMaxMessageBytes), CopyFailedToDLQ: cfg.DLQFailed,
-		Models: ms, Metrics: metrics, KafkaMetrics: reg, Logger: log,
+		Models: ms, Admission: admissionOf(cfg), WaitFractions: fractions, Downstream: lag,
+		Metrics: metrics, KafkaMetrics: reg, Logger: log,
 		ExactlyOnce: cfg.ExactlyOnce, TxnTimeout: cfg.Runner.TransactionTimeout,
 	}, p.codec, names)
 	if err != nil {
@@ -325,7 +340,7 @@ func startPipeline(ctx context.Context, cfg *config.Config, log *slog.Logger, st
 		}
 	}
 	if cfg.AdminAddr != "" {
-		p.admin, err = startAdmin(ctx, cfg, c, p.set, reg, log)
+		p.admin, err = startAdmin(ctx, cfg, c, p.set, reg, log, lag)
 		if err != nil {
 			return nil, err
 		}
@@ -384,7 +399,7 @@ func (s *statusSource) Status() admin.Status {
 // startAdmin serves /metrics, /healthz, /readyz and the status page, and
 // watches the lag of every stage group.
 func startAdmin(ctx context.Context, cfg *config.Config, c *cluster, set *stack.Set, reg *prometheus.Registry,
-	log *slog.Logger) (*admin.Server, error) {
+	log *slog.Logger, lag *lagView) (*admin.Server, error) {
 	cl, err := kgo.NewClient(c.kopts...)
 	if err != nil {
 		return nil, err
@@ -395,19 +410,27 @@ func startAdmin(ctx context.Context, cfg *config.Config, c *cluster, set *stack.
 		return nil, err
 	}
 	// The process watches its own stages' groups, on the partitions it
-	// owns: the processes of a group share the work.
+	// owns: the processes of a group share the work. A stage that watches
+	// the stages after it (dedup's admission) watches their groups on the
+	// partition numbers it owns.
 	var groups []string
 	for _, name := range set.Names {
 		if st, ok := g.Stage(name); ok {
 			groups = append(groups, st.Group)
+			for _, w := range st.Watches {
+				if ws, ok := g.Stage(w); ok && !slices.Contains(groups, ws.Group) {
+					groups = append(groups, ws.Group)
+				}
+			}
 		}
 	}
 	w, err := admin.NewWatcher(kadm.NewClient(cl), groups, admin.WithRegisterer(reg),
-		admin.WithLogger(log), admin.Interval(2*time.Second), admin.WithMarkerCheck(c.kopts),
-		admin.OnlyPartitions(func() map[string]map[int32]bool { return ownedPartitions(set) }))
+		admin.WithLogger(log), admin.Interval(watchEvery), admin.WithMarkerCheck(c.kopts),
+		admin.OnlyPartitions(func() map[string]map[int32]bool { return watchedPartitions(set, g) }))
 	if err != nil {
 		return nil, err
 	}
+	lag.set(w)
 	go w.Run(ctx) //nolint:errcheck // ends with ctx
 	var opts []admin.ServerOption
 	if cfg.AdminPprof {
@@ -425,16 +448,89 @@ func startAdmin(ctx context.Context, cfg *config.Config, c *cluster, set *stack.
 	return srv, nil
 }
 
-// ownedPartitions are the partitions the process's runners own, by topic.
-func ownedPartitions(set *stack.Set) map[string]map[int32]bool {
+// watchEvery is how often a stage process measures lag.
+const watchEvery = 2 * time.Second
+
+// watchedPartitions are the partitions the process's runners own, by topic,
+// and for a stage that watches the stages after it, the same partition
+// numbers of their inputs.
+func watchedPartitions(set *stack.Set, g topics.Graph) map[string]map[int32]bool {
 	out := map[string]map[int32]bool{}
-	for _, r := range set.Runners {
-		for _, p := range r.Status().Partitions {
-			if out[p.Topic] == nil {
-				out[p.Topic] = map[int32]bool{}
-			}
-			out[p.Topic][p.Partition] = true
+	add := func(topic string, p int32) {
+		if out[topic] == nil {
+			out[topic] = map[int32]bool{}
 		}
+		out[topic][p] = true
+	}
+	for i, r := range set.Runners {
+		st, _ := g.Stage(set.Names[i])
+		for _, p := range r.Status().Partitions {
+			add(p.Topic, p.Partition)
+			if p.Topic != st.Input {
+				continue
+			}
+			for _, name := range st.Watches {
+				if ws, ok := g.Stage(name); ok {
+					for _, in := range ws.Inputs() {
+						add(in, p.Partition)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// lagView is the lag watcher's view of the stages after dedup, for its
+// admission (dedup.Downstream): infer's and emit's time lag on the
+// partitions watched, from the last refresh if it is recent.
+type lagView struct {
+	infer, emit string // groups
+	mu          sync.Mutex
+	w           *admin.Watcher
+}
+
+func (l *lagView) set(w *admin.Watcher) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w = w
+}
+
+func (l *lagView) Behind() (infer, emit time.Duration, ok bool) {
+	l.mu.Lock()
+	w := l.w
+	l.mu.Unlock()
+	if w == nil {
+		return 0, 0, false
+	}
+	snap := w.Snapshot()
+	if snap.Updated.IsZero() || time.Since(snap.Updated) > 3*watchEvery {
+		return 0, 0, false
+	}
+	for _, r := range snap.Lag {
+		d := time.Duration(r.LagSeconds * float64(time.Second))
+		switch r.Group {
+		case l.infer:
+			infer = max(infer, d)
+		case l.emit:
+			emit = max(emit, d)
+		}
+	}
+	return infer, emit, true
+}
+
+// admissionOf is dedup's admission of each configured model (the default
+// model when none is).
+func admissionOf(cfg *config.Config) []dedup.ModelAdmission {
+	ms := cfg.Models
+	if len(ms) == 0 {
+		ms = []config.Model{config.DefaultModel}
+	}
+	var out []dedup.ModelAdmission
+	for _, m := range ms {
+		m = config.ModelDefaults(m)
+		out = append(out, dedup.ModelAdmission{Name: m.Name, Mode: m.Admission, Objective: m.LatencyObjective,
+			Downstream: m.DownstreamLatency, PauseAbove: m.PauseAbove})
 	}
 	return out
 }
@@ -510,4 +606,13 @@ func checkReplyTopics(ctx context.Context, c *cluster, replyTopics []string) err
 		return fmt.Errorf("emit.reply_topics: %s do not exist (create them, or run with topics.create)", strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// inflightBytes is stack's MaxInflightBytes for runner.max_inflight_bytes,
+// where 0 means no byte bound.
+func inflightBytes(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -102,7 +102,16 @@ type report struct {
 	MeanBatchSize       float64      `json:"mean_batch_size"`
 	ThroughputRPS       float64      `json:"throughput_rps"`
 	LatencyMs           latency      `json:"latency_ms"`
-	HeapBytes           uint64       `json:"heap_bytes"`
+	// What only the demo knows: the latencies of the SUCCEEDED answers,
+	// the retry_after_ms of the REJECTED ones, the answers per priority
+	// lane (with --priority-mix), and the live heap each second.
+	SucceededLatencyMs *latency `json:"succeeded_latency_ms,omitempty"`
+	RetryAfterMs       *latency `json:"retry_after_ms,omitempty"`
+	DownstreamMs       *latency `json:"downstream_ms,omitempty"` // SUCCEEDED: from the model's answer to the client
+
+	Lanes      map[string]laneReport `json:"lanes,omitempty"`
+	HeapLiveMB []float64             `json:"heap_live_mb_per_second,omitempty"`
+	HeapBytes  uint64                `json:"heap_bytes"`
 	// CPUMicrosPerRequest and AllocsPerRequest are the demo process's CPU
 	// time and heap allocations from the first request produced to the last
 	// answer, per record produced: broker, load generator and stages alike.
@@ -117,6 +126,14 @@ type resultCounts struct {
 	Expired   int `json:"expired"`
 	Rejected  int `json:"rejected"`
 	Duplicate int `json:"duplicate"`
+}
+
+type laneReport struct {
+	Requests           int     `json:"requests"`
+	Succeeded          int     `json:"succeeded"`
+	Expired            int     `json:"expired"`
+	Rejected           int     `json:"rejected"`
+	SucceededLatencyMs latency `json:"succeeded_latency_ms"`
 }
 
 type latency struct {

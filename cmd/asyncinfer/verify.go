@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -240,12 +241,51 @@ func printReport(w io.Writer, r report, format string) error {
 		{"latency_ms p50/p95/p99/max", fmt.Sprintf("%.1f / %.1f / %.1f / %.1f", r.LatencyMs.P50, r.LatencyMs.P95, r.LatencyMs.P99, r.LatencyMs.Max)},
 	}
 	if r.ModelCalls > 0 { // what only the demo's own process knows
-		rows = append(rows[:len(rows)-1], []struct {
+		lat := func(l latency) string { return fmt.Sprintf("%.1f / %.1f / %.1f / %.1f", l.P50, l.P95, l.P99, l.Max) }
+		more := []struct {
 			k string
 			v any
 		}{{"model_calls", r.ModelCalls}, {"mean_batch_size", r.MeanBatchSize}, {"throughput_rps", r.ThroughputRPS},
-			rows[len(rows)-1], {"heap_bytes", r.HeapBytes}, {"cpu_us_per_request", r.CPUMicrosPerRequest},
+			rows[len(rows)-1]}
+		if r.SucceededLatencyMs != nil {
+			more = append(more, struct {
+				k string
+				v any
+			}{"succeeded p50/p95/p99/max", lat(*r.SucceededLatencyMs)})
+		}
+		if r.DownstreamMs != nil {
+			more = append(more, struct {
+				k string
+				v any
+			}{"downstream_ms p50/p95/p99/max", lat(*r.DownstreamMs)})
+		}
+		if r.RetryAfterMs != nil {
+			more = append(more, struct {
+				k string
+				v any
+			}{"retry_after_ms p50/p95/p99/max", lat(*r.RetryAfterMs)})
+		}
+		for _, name := range []string{"high", "normal", "low"} {
+			if l, ok := r.Lanes[name]; ok {
+				more = append(more, struct {
+					k string
+					v any
+				}{"lane " + name, fmt.Sprintf("requests %d succeeded %d expired %d rejected %d, succeeded p99 %.1f ms",
+					l.Requests, l.Succeeded, l.Expired, l.Rejected, l.SucceededLatencyMs.P99)})
+			}
+		}
+		if len(r.HeapLiveMB) > 0 {
+			more = append(more, struct {
+				k string
+				v any
+			}{"heap_live_mb min/max", heapRange(r.HeapLiveMB)})
+		}
+		more = append(more, []struct {
+			k string
+			v any
+		}{{"heap_bytes", r.HeapBytes}, {"cpu_us_per_request", r.CPUMicrosPerRequest},
 			{"allocs_per_request", r.AllocsPerRequest}}...)
+		rows = append(rows[:len(rows)-1], more...)
 	}
 	for _, row := range rows {
 		if _, err := fmt.Fprintf(w, "%-28s %v\n", row.k, row.v); err != nil {
@@ -253,4 +293,14 @@ func printReport(w io.Writer, r report, format string) error {
 		}
 	}
 	return nil
+}
+
+// heapRange is the live heap's range over a run, after its first second (the
+// pipeline warming up), and its last value.
+func heapRange(mb []float64) string {
+	s := mb
+	if len(s) > 1 {
+		s = s[1:]
+	}
+	return fmt.Sprintf("%.1f / %.1f (last %.1f, %d samples)", slices.Min(s), slices.Max(s), mb[len(mb)-1], len(mb))
 }

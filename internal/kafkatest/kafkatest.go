@@ -58,9 +58,20 @@ func New(t testing.TB, partitions int32, replyTopics ...string) *Env {
 	return NewSecured(t, partitions, nil, nil, replyTopics...)
 }
 
+// NewGraph is New for the graph o declares (one lane, say).
+func NewGraph(t testing.TB, partitions int32, o topics.GraphOptions) *Env {
+	t.Helper()
+	return newEnv(t, partitions, nil, nil, o)
+}
+
 // NewSecured is New with extra cluster options (SASL, ACLs, users) and the
 // client options the test's own clients use (a superuser's credentials).
 func NewSecured(t testing.TB, partitions int32, cluster []kfake.Opt, client []kgo.Opt, replyTopics ...string) *Env {
+	t.Helper()
+	return newEnv(t, partitions, cluster, client, topics.GraphOptions{ReplyTopics: replyTopics})
+}
+
+func newEnv(t testing.TB, partitions int32, cluster []kfake.Opt, client []kgo.Opt, o topics.GraphOptions) *Env {
 	t.Helper()
 	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, cluster...)...)
 	if err != nil {
@@ -69,7 +80,7 @@ func NewSecured(t testing.TB, partitions int32, cluster []kfake.Opt, client []kg
 	t.Cleanup(c.Close)
 	reg := srfake.New()
 	t.Cleanup(reg.Close)
-	g, err := topics.NewGraph(topics.GraphOptions{ReplyTopics: replyTopics})
+	g, err := topics.NewGraph(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ package stack
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,7 +35,10 @@ type Options struct {
 	// MaxInflight bounds each stage's unfinished records; 0 for
 	// pipeline.DefaultMaxInFlight.
 	MaxInflight int
-	Linger      time.Duration
+	// MaxInflightBytes bounds their bytes too (0: the runner's default;
+	// negative: none).
+	MaxInflightBytes int64
+	Linger           time.Duration
 	// MaxRecordBytes and MaxDeadLetterBytes are the max.message.bytes of
 	// the data topics and of the dlq (0: the runner's defaults).
 	MaxRecordBytes, MaxDeadLetterBytes int
@@ -43,7 +48,16 @@ type Options struct {
 	ExactlyOnce bool
 	TxnTimeout  time.Duration
 	Models      []infer.ModelConfig
-	Metrics     *Metrics // nil: unregistered
+	// Admission is how dedup admits each model (none listed: every model
+	// is admitted without a look).
+	Admission []dedup.ModelAdmission
+	// WaitFractions are the lanes' admission thresholds by lane name
+	// (dedup.Lane.WaitFraction; missing: 1).
+	WaitFractions map[string]float64
+	// Downstream is the lag watcher's view for dedup's admission (nil:
+	// none).
+	Downstream dedup.Downstream
+	Metrics    *Metrics // nil: unregistered
 	// KafkaMetrics, when set, gets each stage's franz-go client metrics
 	// (kprom: connections, bytes, batches, buffered records, request
 	// latency), as asyncinfer_kafka_* labelled by stage.
@@ -136,6 +150,12 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 		pipeline.WithMetrics(o.Metrics.Pipe),
 		pipeline.MaxInFlight(o.MaxInflight),
 	}
+	switch {
+	case o.MaxInflightBytes > 0:
+		common = append(common, pipeline.MaxInFlightBytes(o.MaxInflightBytes))
+	case o.MaxInflightBytes < 0:
+		common = append(common, pipeline.MaxInFlightBytes(0))
+	}
 	if o.MaxRecordBytes > 0 {
 		common = append(common, pipeline.MaxRecordBytes(o.MaxRecordBytes))
 	}
@@ -148,6 +168,13 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 	}
 	if dl > 0 {
 		common = append(common, pipeline.MaxDeadLetterBytes(dl))
+	}
+	// The process's name in the pressure topic's keys: its instance id, else
+	// one of its own (a restart then publishes under a new key; the old one
+	// goes stale, then ages out).
+	instance := o.InstanceID
+	if instance == "" {
+		instance = randomID()
 	}
 	set := &Set{}
 	for _, name := range names {
@@ -172,10 +199,20 @@ func Build(o Options, codec *schemas.Codec, names []string) (*Set, error) {
 		)
 		switch name {
 		case topics.Dedup:
-			set.Dedup = dedup.New(dedup.Config{CopyFailedToDLQ: o.CopyFailedToDLQ}, o.Metrics.Dedup)
-			r, err = pipeline.New(st, dedup.Decoder(codec), set.Dedup, opts...)
+			var lanes []dedup.Lane
+			for _, l := range o.Graph.Lanes {
+				lanes = append(lanes, dedup.Lane{Lane: l, WaitFraction: o.WaitFractions[l.Name]})
+			}
+			set.Dedup, err = dedup.New(dedup.Config{CopyFailedToDLQ: o.CopyFailedToDLQ, Lanes: lanes, Admission: o.Admission,
+				Downstream: o.Downstream, Pressure: &dedup.PressureConfig{Conn: o.Conn, Codec: codec, Topic: o.Graph.Topics.Pressure,
+					Instance: instance, Logger: o.Logger.With("stage", name)}}, o.Metrics.Dedup)
+			if err == nil {
+				r, err = pipeline.New(st, dedup.Decoder(codec), set.Dedup, opts...)
+			}
 		case topics.Infer:
-			set.Infer, err = infer.New(infer.Config{Models: o.Models, QueueCap: o.MaxInflight, CopyFailedToDLQ: o.CopyFailedToDLQ}, o.Metrics.Infer)
+			set.Infer, err = infer.New(infer.Config{Models: o.Models, QueueCap: o.MaxInflight, CopyFailedToDLQ: o.CopyFailedToDLQ,
+				Lanes: o.Graph.Lanes, Pressure: &infer.PressureConfig{Conn: o.Conn, Codec: codec, Topic: o.Graph.Topics.Pressure,
+					Instance: instance, Logger: o.Logger.With("stage", name)}}, o.Metrics.Infer)
 			if err == nil {
 				r, err = pipeline.New(st, infer.Decoder(codec), set.Infer, opts...)
 			}
@@ -225,4 +262,10 @@ func (s *Set) Run(ctx context.Context) error {
 func KafkaClientMetrics(reg prometheus.Registerer, stage string) *kprom.Metrics {
 	return kprom.NewMetrics("asyncinfer", kprom.Subsystem("kafka"), kprom.Registerer(reg),
 		kprom.WithStaticLabel(prometheus.Labels{"stage": stage}))
+}
+
+func randomID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -1,8 +1,19 @@
 // Package dedup is the first stage: it answers the requests that cannot be
 // served (invalid: FAILED; past their deadline: EXPIRED; a second request
-// with a known idempotency key: DUPLICATE) and forwards the rest to the
-// accepted topic exactly as the client wrote them. It reads only a request's
-// head (the runtime checks the whole of it): tensors are never built here.
+// with a known idempotency key: DUPLICATE; one that admission control
+// predicts cannot be served in time: REJECTED) and forwards the rest to
+// their priority lane's accepted topic exactly as the client wrote them. It
+// reads only a request's head (the runtime checks the whole of it): tensors
+// are never built here.
+//
+// Admission (admission.go, pressure.go) predicts, per model and lane, the
+// wait of a request admitted now: the work ahead of it at the model's
+// capacity, from the serving records infer publishes on the pressure topic
+// and the requests this process admitted since, plus its own batch and the
+// hops after it. In reject mode a request whose wait exceeds what is left
+// of its deadline is answered REJECTED with retry_after_ms; in pause mode
+// the input pauses instead. The dedup process that owns requests partition
+// 0 publishes the verdict per model and lane, for clients.
 //
 // Its state, the idempotency keys seen in a time window, is partition-local
 // (the runtime keeps it in the dedup-state changelog, co-partitioned with the
@@ -20,7 +31,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,12 +67,31 @@ type Config struct {
 	// MisplacedWarnEvery is how often a warning says that producers ignore
 	// the partitioning rule (0: a minute).
 	MisplacedWarnEvery time.Duration
+	// Lanes are the priority lanes, from the highest, each with its topic
+	// (the graph's); an accepted request goes to its priority's lane.
+	// Empty: every request to the accepted edge's default topic.
+	Lanes []Lane
+	// Admission is how each model is admitted; a model not listed (or
+	// unknown) is admitted without a look.
+	Admission []ModelAdmission
+	// Pressure, when set, reads the serving records admission predicts
+	// from, and publishes the admission records (from the process that
+	// owns partition 0). Without it nothing is rejected or paused, except
+	// on the Downstream watcher's measure.
+	Pressure *PressureConfig
+	// Downstream, when set, is the lag watcher's view of the stages after
+	// dedup: the fallback when infer publishes nothing, and emit's backlog.
+	Downstream Downstream
 }
 
 // Metrics are the stage's Prometheus metrics.
 type Metrics struct {
 	Decisions           *prometheus.CounterVec
 	PartitionViolations prometheus.Counter
+	Admission           *prometheus.CounterVec
+	PredictedWait       *prometheus.GaugeVec
+	AdmissionStatus     *prometheus.GaugeVec
+	ShedFraction        *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -68,16 +100,28 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	const ns = "asyncinfer"
 	m := &Metrics{
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dedup_decisions_total",
-			Help: "What dedup did with each request: accepted, duplicate, redelivery, invalid, expired, rerouted, too_large."},
+			Help: "What dedup did with each request: accepted, duplicate, redelivery, invalid, expired, rerouted, too_large, rejected."},
 			[]string{"decision"}),
 		PartitionViolations: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns,
 			Name: "dedup_partitioning_violations_total",
 			Help: "Requests not on the partition murmur2(idempotency key) picks: a producer ignores the partitioning rule (they are re-routed)."}),
 	}
-	for _, d := range []string{"accepted", "duplicate", "redelivery", "invalid", "expired", "rerouted", "too_large"} {
+	for _, d := range []string{"accepted", "duplicate", "redelivery", "invalid", "expired", "rerouted", "too_large", "rejected"} {
 		m.Decisions.WithLabelValues(d)
 	}
-	if err := pipeline.Register(reg, m.Decisions, m.PartitionViolations); err != nil {
+	m.Admission = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "admission_decisions_total",
+		Help: "Admission's decisions per model and priority lane: admitted, rejected (answered REJECTED, reason overloaded)."},
+		[]string{"model", "lane", "decision"})
+	m.PredictedWait = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "admission_predicted_wait_seconds",
+		Help: "Predicted time from now to the answer of a request admitted now, per model and lane: the work ahead at the model's capacity, its batch, the hops after (-1: no prediction; +Inf: the model's circuit is open)."},
+		[]string{"model", "lane"})
+	m.AdmissionStatus = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "admission_status",
+		Help: "1 for a model and lane's admission status (OK, BUSY, SHEDDING, PAUSED, UNKNOWN), 0 for the others."},
+		[]string{"model", "lane", "status"})
+	m.ShedFraction = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "admission_shed_fraction",
+		Help: "Fraction of a model and lane's requests clients are asked to refuse before producing (published on the pressure topic)."},
+		[]string{"model", "lane"})
+	if err := pipeline.Register(reg, m.Decisions, m.PartitionViolations, m.Admission, m.PredictedWait, m.AdmissionStatus, m.ShedFraction); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -85,23 +129,112 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 // Stage is the dedup stage.
 type Stage struct {
-	cfg Config
-	m   *Metrics
+	cfg    Config
+	m      *Metrics
+	r      *pipeline.Runner
+	models map[string]*modelState // admission, by configured model name
+	pub    *publisher             // nil without Config.Pressure
+	// share is the fraction of the requests partitions this process owns
+	// (float64 bits); inferLag and emitLag the watcher's measures less
+	// DownstreamNoise. Refreshed by Run.
+	share, inferLag, emitLag atomic.Int64
 
 	mu        sync.Mutex
 	misplaced int       // since the last warning
 	lastWarn  time.Time // of the misplaced-request warning
+	paused    bool      // PauseBackpressure in force
 }
 
 // New returns the stage (m nil: unregistered metrics).
-func New(cfg Config, m *Metrics) *Stage {
+func New(cfg Config, m *Metrics) (*Stage, error) {
 	if m == nil {
 		m, _ = NewMetrics(nil)
 	}
 	if cfg.MisplacedWarnEvery <= 0 {
 		cfg.MisplacedWarnEvery = time.Minute
 	}
-	return &Stage{cfg: cfg, m: m}
+	if len(cfg.Lanes) > 0 {
+		ls := make([]topics.Lane, len(cfg.Lanes))
+		for i, l := range cfg.Lanes {
+			ls[i] = l.Lane
+		}
+		if err := topics.ValidateLanes(ls); err != nil {
+			return nil, fmt.Errorf("dedup: %w", err)
+		}
+	}
+	s := &Stage{cfg: cfg, m: m, models: map[string]*modelState{}}
+	s.share.Store(int64(math.Float64bits(1)))
+	lanes := max(1, len(cfg.Lanes))
+	for _, ma := range cfg.Admission {
+		if ma.Mode == "" {
+			ma.Mode = AdmissionOff
+		}
+		switch ma.Mode {
+		case AdmissionOff, AdmissionReject, AdmissionPause:
+		default:
+			return nil, fmt.Errorf("dedup: model %s: admission %q: want %s, %s or %s", ma.Name, ma.Mode, AdmissionReject, AdmissionPause, AdmissionOff)
+		}
+		if _, dup := s.models[ma.Name]; dup || ma.Name == "" {
+			return nil, fmt.Errorf("dedup: admission of model %q given twice or without a name", ma.Name)
+		}
+		if ma.PauseAbove <= 0 {
+			ma.PauseAbove = ma.Objective
+			if ma.PauseAbove <= 0 {
+				ma.PauseAbove = time.Second
+			}
+		}
+		if ma.Mode == AdmissionOff {
+			continue
+		}
+		s.models[ma.Name] = &modelState{cfg: ma, ahead: make([]float64, lanes), lanes: make([]laneState, lanes)}
+		for l := range lanes {
+			lane := s.laneName(l)
+			for _, d := range []string{"admitted", "rejected"} {
+				m.Admission.WithLabelValues(ma.Name, lane, d)
+			}
+			m.PredictedWait.WithLabelValues(ma.Name, lane).Set(-1)
+			m.ShedFraction.WithLabelValues(ma.Name, lane)
+		}
+	}
+	if cfg.Pressure != nil && len(s.models) > 0 {
+		p, err := newPublisher(*cfg.Pressure, s)
+		if err != nil {
+			return nil, err
+		}
+		s.pub = p
+	}
+	return s, nil
+}
+
+// Bind keeps the runner: admission pauses its input and asks which
+// partitions it owns.
+func (s *Stage) Bind(r *pipeline.Runner) { s.r = r }
+
+// laneOf is the lane index of a priority.
+func (s *Stage) laneOf(priority int32) int {
+	if len(s.cfg.Lanes) == 0 {
+		return 0
+	}
+	for i, l := range s.cfg.Lanes {
+		if priority >= l.MinPriority {
+			return i
+		}
+	}
+	return len(s.cfg.Lanes) - 1
+}
+
+func (s *Stage) laneName(l int) string {
+	if l < len(s.cfg.Lanes) {
+		return s.cfg.Lanes[l].Name
+	}
+	return "normal"
+}
+
+func (s *Stage) laneTopic(l int) string {
+	if l < len(s.cfg.Lanes) {
+		return s.cfg.Lanes[l].Topic
+	}
+	return "" // the edge's default
 }
 
 // Decoder is the stage's decoder: a request's head, the whole request
@@ -153,7 +286,10 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		// Re-routed and still misplaced: the partition count changed in
 		// between. Decide here rather than go round again.
 	}
-	if e, ok := c.Get(key); ok {
+	if e, ok := c.Get(key); ok && (e.Status != schemas.StatusRejected || e.RequestID == pipeline.StateRef(h.RequestID)) {
+		// A key whose request was REJECTED is free again: the client's
+		// retry (a new request id with the same key, after retry_after)
+		// is decided afresh. The rejected request id itself is answered.
 		if e.RequestID == pipeline.StateRef(h.RequestID) {
 			// Its outputs exist (write order): a re-delivery after a crash.
 			s.m.Decisions.WithLabelValues("redelivery").Inc()
@@ -182,9 +318,31 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusExpired, Reason: "deadline_passed"})
 		c.Remember(key, h.RequestID, schemas.StatusExpired)
 	default:
+		lane := s.laneOf(h.Priority)
+		if ms := s.models[h.Model]; ms != nil {
+			v := ms.decide(h, lane, s.lane(lane), time.Now(), s.shareNow(), time.Duration(s.inferLag.Load()), time.Duration(s.emitLag.Load()))
+			if v.expired != "" {
+				s.m.Decisions.WithLabelValues("expired").Inc()
+				s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusExpired, Reason: v.expired})
+				c.Remember(key, h.RequestID, schemas.StatusExpired)
+				break
+			}
+			if !v.admit {
+				s.m.Decisions.WithLabelValues("rejected").Inc()
+				s.m.Admission.WithLabelValues(h.Model, s.laneName(lane), "rejected").Inc()
+				s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusRejected, Reason: ReasonOverloaded,
+					RetryAfterMs: max(1, v.retryAfter.Milliseconds()), ErrorMessage: overloadMessage(h.Model, s.laneName(lane), v)})
+				c.Remember(key, h.RequestID, schemas.StatusRejected)
+				break
+			}
+			s.m.Admission.WithLabelValues(h.Model, s.laneName(lane), "admitted").Inc()
+			if ms.cfg.Mode == AdmissionPause {
+				s.checkPause(ms, time.Now())
+			}
+		}
 		// Forward the client's bytes untouched: its schema id and any
 		// fields this version does not know travel on.
-		err := c.Emit(topics.EdgeAccepted, []byte(key), rec.Value, headers)
+		err := c.EmitTo(topics.EdgeAccepted, s.laneTopic(lane), []byte(key), rec.Value, headers)
 		switch {
 		case err == nil:
 			s.m.Decisions.WithLabelValues("accepted").Inc()

@@ -37,7 +37,10 @@ func start(t *testing.T, e *kafkatest.Env, opts ...pipeline.Option) *member {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := dedup.New(dedup.Config{}, m)
+	st, err := dedup.New(dedup.Config{}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
 	r, err := pipeline.New(e.Stage(t, "dedup"), dedup.Decoder(e.Codec), st,
 		e.Opts(append([]pipeline.Option{pipeline.SessionTimeout(6 * time.Second)}, opts...)...)...)
 	if err != nil {

@@ -52,7 +52,10 @@ func TestEOSRequestReadAgainAfterAbortIsAcceptedOnce(t *testing.T) {
 	e.Produce(t, orig, other) // offsets 0 and 1: one unit
 
 	const timeout = 300 * time.Millisecond
-	st := dedup.New(dedup.Config{}, nil)
+	st, err := dedup.New(dedup.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h := &lateOnce{Stage: st, offset: 1}
 	r, err := pipeline.New(e.Stage(t, "dedup"), dedup.Decoder(e.Codec), h,
 		e.Opts(pipeline.InstanceID("d0"), pipeline.ExactlyOnce(timeout))...)

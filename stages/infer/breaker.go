@@ -164,6 +164,20 @@ func (b *breaker) failure(probe bool) {
 	}
 }
 
+// down reports whether the circuit is open or half-open, and how long
+// until its next probe (0 when half-open).
+func (b *breaker) down() (bool, time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case closed:
+		return false, 0
+	case open:
+		return true, max(0, b.cooldown-time.Since(b.openedAt))
+	}
+	return true, 0
+}
+
 func (b *breaker) isClosed() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()

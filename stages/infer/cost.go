@@ -180,6 +180,27 @@ func (cs *costs) lookup(v string) *costModel {
 	return nil
 }
 
+// current is the fit the serving state reports: the default version's,
+// else the one measured most recently; nil before any.
+func (cs *costs) current() *costModel {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if m, ok := cs.byVersion[defaultVersion]; ok {
+		return m
+	}
+	var best *costModel
+	var last time.Time
+	for _, m := range cs.byVersion {
+		m.mu.Lock()
+		l := m.last
+		m.mu.Unlock()
+		if best == nil || l.After(last) {
+			best, last = m, l
+		}
+	}
+	return best
+}
+
 // rateMeter measures a rate of events: an exponentially decaying count,
 // whose steady value is rate × half-life / ln 2. Not safe for concurrent
 // use (the queue's lock guards it).

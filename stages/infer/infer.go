@@ -22,6 +22,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -143,14 +145,25 @@ type Config struct {
 	// CopyFailedToDLQ also writes a dead letter (marked answered) of every
 	// request answered FAILED, for operators.
 	CopyFailedToDLQ bool
+	// Lanes are the priority lanes the stage reads, from the highest, each
+	// with its topic (the graph's); empty: one lane. A higher lane's
+	// requests are always taken first, and lower lanes are paused while a
+	// higher one keeps a model saturated (laneControl).
+	Lanes []topics.Lane
+	// Pressure, when set, publishes each model's serving state to the
+	// pressure topic, for dedup's admission.
+	Pressure *PressureConfig
 }
 
 // Stage is the batch ▸ infer stage.
 type Stage struct {
-	cfg    Config
-	models map[string]*served
-	m      *Metrics
-	r      *pipeline.Runner
+	cfg        Config
+	models     map[string]*served
+	m          *Metrics
+	r          *pipeline.Runner
+	lanes      []topics.Lane
+	laneTopics []string
+	lc         *laneControl
 }
 
 type served struct {
@@ -160,6 +173,13 @@ type served struct {
 	costs *costs
 	limit *batchLimit
 	busy  *busyMeter
+	// running is the items in calls now; arrivals counts requests per lane
+	// (the share of a lane's Kafka backlog the model is charged with).
+	running  atomic.Int64
+	arrivals []atomic.Int64
+	// target is the model's target batch (policy.target), refreshed every
+	// second by gauges: laneControl's measure of a saturated model.
+	target atomic.Int64
 }
 
 // Metrics are the stage's Prometheus metrics.
@@ -178,6 +198,7 @@ type Metrics struct {
 	Oldest      *prometheus.GaugeVec
 	EarlyDrops  *prometheus.CounterVec
 	BatchLimit  *prometheus.GaugeVec
+	Capacity    *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -213,9 +234,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Requests the adaptive batcher answered EXPIRED (deadline_unreachable) because no batch could answer them in time."}, []string{"model"}),
 		BatchLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "model_batch_limit",
 			Help: "Most items per call a model takes now: max_batch_items, or less after the backend refused a batch as too large."}, []string{"model"}),
+		Capacity: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "model_capacity_per_second",
+			Help: "Requests per second this process serves of a model within its objective, from the fitted cost and the target batch (0: not measured yet, or the circuit is open); published on the pressure topic."}, []string{"model"}),
 	}
 	if err := pipeline.Register(reg, m.BatchSize, m.Calls, m.CallSeconds, m.Outcomes, m.QueueLen, m.Breaker, m.Stale,
-		m.Flushes, m.CostFixed, m.CostPerItem, m.Busy, m.Oldest, m.EarlyDrops, m.BatchLimit); err != nil {
+		m.Flushes, m.CostFixed, m.CostPerItem, m.Busy, m.Oldest, m.EarlyDrops, m.BatchLimit, m.Capacity); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -232,7 +255,16 @@ func New(cfg Config, m *Metrics) (*Stage, error) {
 	if m == nil {
 		m, _ = NewMetrics(nil)
 	}
-	s := &Stage{cfg: cfg, models: make(map[string]*served), m: m}
+	s := &Stage{cfg: cfg, models: make(map[string]*served), m: m, lanes: cfg.Lanes}
+	if len(s.lanes) == 0 {
+		s.lanes = []topics.Lane{{Name: "normal", MinPriority: math.MinInt32}}
+	}
+	for _, l := range s.lanes {
+		s.laneTopics = append(s.laneTopics, l.Topic)
+	}
+	if err := topics.ValidateLanes(s.lanes); err != nil {
+		return nil, fmt.Errorf("infer: %w", err)
+	}
 	for _, mc := range cfg.Models {
 		if mc.Name == "" || mc.Backend == nil {
 			return nil, fmt.Errorf("infer: model %q: name and backend are required", mc.Name)
@@ -251,13 +283,16 @@ func New(cfg Config, m *Metrics) (*Stage, error) {
 			return nil, fmt.Errorf("infer: model %q: adaptive batching needs a latency objective above the downstream latency %v", mc.Name, mc.DownstreamLatency)
 		}
 		name := mc.Name
-		sv := &served{cfg: mc, costs: newCosts(), limit: newBatchLimit(mc.MaxBatchItems), busy: &busyMeter{}}
+		sv := &served{cfg: mc, costs: newCosts(), limit: newBatchLimit(mc.MaxBatchItems), busy: &busyMeter{},
+			arrivals: make([]atomic.Int64, len(s.lanes))}
 		drop := func(it *item) {
 			m.Stale.WithLabelValues(name).Inc()
+			s.left(it)
 			it.c.Drop()
 		}
 		sv.ex = &executor{cfg: mc, m: m, answer: s.answer, drop: drop, costs: sv.costs, limit: sv.limit, busy: sv.busy}
-		sv.q = newQueue(cfg.QueueCap, newPolicy(mc, sv.limit, sv.costs), drop, sv.ex.unreachable)
+		sv.q = newLaneQueue(len(s.lanes), cfg.QueueCap, newPolicy(mc, sv.limit, sv.costs), drop, sv.ex.unreachable)
+		sv.target.Store(int64(mc.MaxBatchItems))
 		s.models[mc.Name] = sv
 		for _, st := range []schemas.Status{schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusExpired} {
 			m.Outcomes.WithLabelValues(name, string(st))
@@ -277,9 +312,17 @@ func Decoder(c *schemas.Codec) pipeline.Decoder[*schemas.Request] {
 	return func(ctx context.Context, b []byte) (*schemas.Request, error) { return c.DecodeRequest(ctx, b) }
 }
 
-// Bind wires each model's breaker to the runner's pause registry and logger.
+// Bind wires each model's breaker, and the lanes, to the runner's pause
+// registry and logger.
 func (s *Stage) Bind(r *pipeline.Runner) {
 	s.r = r
+	s.lc = newLaneControl(len(s.lanes), s.cfg.QueueCap, func(l int, pause bool) {
+		if pause {
+			r.Pauses().PauseTopic(pipeline.PauseLane, s.laneTopics[l])
+		} else {
+			r.Pauses().ResumeTopic(pipeline.PauseLane, s.laneTopics[l])
+		}
+	}, s.laneLoads)
 	for name, sv := range s.models {
 		reason := pipeline.PauseBreaker + ":" + name
 		br := newBreaker(sv.cfg.BreakerThreshold, sv.cfg.BreakerCooldown,
@@ -306,8 +349,16 @@ func (s *Stage) Bind(r *pipeline.Runner) {
 	}
 }
 
-// Run runs the workers until ctx is cancelled (after the runner's drain).
+// Run runs the workers until ctx is cancelled (after the runner's drain),
+// and the publisher of the serving state when configured.
 func (s *Stage) Run(ctx context.Context) error {
+	var pub *serving
+	if s.cfg.Pressure != nil {
+		var err error
+		if pub, err = s.newServing(); err != nil {
+			return err
+		}
+	}
 	done := make(chan struct{})
 	n := 0
 	for _, sv := range s.models {
@@ -320,12 +371,22 @@ func (s *Stage) Run(ctx context.Context) error {
 					if b == nil {
 						return
 					}
+					sv.running.Add(int64(len(b)))
+					s.lc.update()
 					s.m.QueueLen.WithLabelValues(sv.cfg.Name).Set(float64(sv.q.len()))
 					s.m.Flushes.WithLabelValues(sv.cfg.Name, why.String()).Inc()
 					sv.ex.run(ctx, b)
+					sv.running.Add(-int64(len(b)))
 				}
 			}()
 		}
+	}
+	if pub != nil {
+		n++
+		go func() {
+			defer func() { done <- struct{}{} }()
+			pub.run(ctx)
+		}()
 	}
 	n++
 	go func() {
@@ -364,6 +425,8 @@ func (s *Stage) gauges(ctx context.Context) {
 			}
 			busy[name] = b
 			s.m.Oldest.WithLabelValues(name).Set(sv.q.oldest(now).Seconds())
+			target, _, _, _ := sv.q.target(sv.costs)
+			sv.target.Store(int64(target))
 		}
 		last = now
 	}
@@ -377,7 +440,8 @@ func (s *Stage) Process(c *pipeline.Context, req *schemas.Request) {
 			ErrorMessage: pipeline.Cut(fmt.Sprintf("no model %q is served", req.Model), maxMessage)})
 		return
 	}
-	it := &item{c: c, done: c.Done(), req: req, size: len(c.Record().Value), enqueued: time.Now()}
+	lane := s.laneOf(c.Record().Topic)
+	it := &item{c: c, done: c.Done(), req: req, size: len(c.Record().Value), enqueued: time.Now(), lane: lane, counted: true}
 	if req.DeadlineMs > 0 {
 		it.deadline = time.UnixMilli(req.DeadlineMs)
 	}
@@ -386,7 +450,10 @@ func (s *Stage) Process(c *pipeline.Context, req *schemas.Request) {
 			it.deadline, it.byObjective = d, true
 		}
 	}
+	sv.arrivals[lane].Add(1)
+	s.lc.handed(lane)
 	if !sv.q.push(it) {
+		s.left(it)
 		// The queue holds up to the runner's in-flight bound, and the runner
 		// counts every Context until the stage lets go of it, so this cannot
 		// happen unless that sizing is broken. Rejecting would be wrong:
@@ -396,11 +463,37 @@ func (s *Stage) Process(c *pipeline.Context, req *schemas.Request) {
 		return
 	}
 	s.m.QueueLen.WithLabelValues(req.Model).Set(float64(sv.q.len()))
+	s.lc.update()
+}
+
+// left counts an item out of its lane's live requests (once).
+func (s *Stage) left(it *item) {
+	if it.counted {
+		it.counted = false
+		s.lc.done(it.lane)
+	}
+}
+
+// laneLoads is, for lane l, each model's requests of the lanes above l
+// queued for it, with its target batch.
+func (s *Stage) laneLoads(l int) []laneLoad {
+	out := make([]laneLoad, 0, len(s.models))
+	var counts []int
+	for _, sv := range s.models {
+		counts = sv.q.lanes(counts)
+		higher := 0
+		for _, n := range counts[:l] {
+			higher += n
+		}
+		out = append(out, laneLoad{higher: higher, target: int(sv.target.Load())})
+	}
+	return out
 }
 
 // answer finishes an item's work with its outcome, keyed by request id so
 // that emit sees every answer for one request id on one partition.
 func (s *Stage) answer(it *item, res *schemas.Result) {
+	s.left(it)
 	c, req := it.c, it.req
 	head := req.Head()
 	head.Answer(res, time.Now())

@@ -160,6 +160,21 @@ func (p *policy) budget() time.Duration {
 	return l - min(p.upstream, l/2)
 }
 
+// target is the batch the policy aims at under load for a model that costs
+// a + c·b seconds: b* (the adaptive policy's: the most items whose call
+// takes half the stage's budget), or the batch limit (window); at least 1.
+// The queue's lock is held (budget reads upstream).
+func (p *policy) target(a, c float64) int {
+	limit := max(1, min(p.maxItems, p.limit.get()))
+	if !p.adaptive || c <= 0 {
+		return limit
+	}
+	if b := (p.budget().Seconds()/2 - a) / c; b < float64(limit) {
+		return max(1, int(math.Floor(b)))
+	}
+	return limit
+}
+
 // due is the effective deadline of a request: the latest moment its answer
 // may leave the model; ok false when it has none.
 func (p *policy) due(it *item) (time.Time, bool) {
@@ -211,14 +226,7 @@ func (p *policy) decide(now time.Time, n int, at func(int) *item, waitingSince t
 		return decision{take: k, reason: pick(full, flushFull, flushWorkerFreed)}
 	}
 	cost := func(b int) time.Duration { return time.Duration((a + c*float64(b)) * float64(time.Second)) }
-	limit := max(1, min(p.maxItems, p.limit.get()))
-	bstar := limit
-	if c > 0 {
-		b := (p.budget().Seconds()/2 - a) / c
-		if b < float64(limit) {
-			bstar = max(1, int(math.Floor(b)))
-		}
-	}
+	bstar := p.target(a, c)
 
 	// 1. Early drop.
 	d := decision{}

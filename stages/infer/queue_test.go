@@ -328,3 +328,69 @@ func TestQueueWakesEveryIdleWorker(t *testing.T) {
 		}
 	})
 }
+
+// With lanes, a take sees (and takes) every request of a higher lane before
+// any of a lower one, each lane in its own order; the capacity bounds all
+// lanes together; stale items of any lane are purged to make room.
+func TestQueueLanes(t *testing.T) {
+	type push struct{ lane, size int }
+	tests := []struct {
+		name     string
+		pushes   []push
+		maxItems int
+		want     [][]int
+	}{
+		{"a higher lane first", []push{{2, 1}, {2, 2}, {0, 3}, {1, 4}}, 8, [][]int{{3, 4, 1, 2}}},
+		{"batches fill from the highest lane", []push{{1, 1}, {1, 2}, {0, 3}, {0, 4}, {0, 5}}, 2, [][]int{{3, 4}, {5, 1}, {2}}},
+		{"one lane is a FIFO", []push{{1, 1}, {1, 2}, {1, 3}}, 2, [][]int{{1, 2}, {3}}},
+		{"a lane out of range goes to the nearest", []push{{7, 1}, {1, 2}, {-1, 3}}, 8, [][]int{{3, 2, 1}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cfg := ModelConfig{MaxBatchItems: tc.maxItems, Batching: BatchingWindow, Concurrency: 1}
+				q := newLaneQueue(3, 16, newPolicy(cfg, newBatchLimit(tc.maxItems), newCosts()), nil, nil)
+				for _, p := range tc.pushes {
+					if !q.push(&item{size: p.size, lane: p.lane, enqueued: time.Now()}) {
+						t.Fatalf("push %+v refused", p)
+					}
+				}
+				for i, want := range tc.want {
+					if got := itemSizes(takeBatch(t.Context(), q)); !slices.Equal(got, want) {
+						t.Fatalf("take %d = %v, want %v", i, got, want)
+					}
+				}
+				if q.len() != 0 {
+					t.Fatalf("%d left", q.len())
+				}
+			})
+		})
+	}
+
+	synctest.Test(t, func(t *testing.T) {
+		cfg := ModelConfig{MaxBatchItems: 8, Batching: BatchingWindow, Concurrency: 1}
+		q := newLaneQueue(3, 3, newPolicy(cfg, newBatchLimit(8), newCosts()), nil, nil)
+		stale := make(chan struct{})
+		close(stale)
+		q.push(&item{size: 1, lane: 2, enqueued: time.Now()})
+		time.Sleep(time.Second)
+		q.push(&item{size: 2, lane: 0, enqueued: time.Now(), done: stale})
+		q.push(&item{size: 3, lane: 1, enqueued: time.Now()})
+		if got := q.lanes(nil); !slices.Equal(got, []int{1, 1, 1}) {
+			t.Fatalf("lanes %v", got)
+		}
+		if got := q.oldest(time.Now()); got != time.Second {
+			t.Fatalf("oldest %v, want the low lane's second", got)
+		}
+		// Full across the lanes: the stale item makes room.
+		if !q.push(&item{size: 4, lane: 0, enqueued: time.Now()}) {
+			t.Fatal("push refused although a queued item is stale")
+		}
+		if q.push(&item{size: 5, lane: 2, enqueued: time.Now()}) {
+			t.Fatal("push accepted past the capacity")
+		}
+		if got := itemSizes(takeBatch(t.Context(), q)); !slices.Equal(got, []int{4, 3, 1}) {
+			t.Fatalf("take = %v, want [4 3 1]", got)
+		}
+	})
+}
