@@ -34,7 +34,8 @@ func newVerifyCmd() *cobra.Command {
 process of its own, and matches every request id with its answers:
 
   lost         requests with no answer although the pipeline is settled
-  pending      requests with no answer while a stage still has work
+  pending      requests with no answer while a stage still has work, or a
+               transaction writing answers is still open
   conflicting  request ids whose answers disagree
   repeated     request ids answered more than once, identically
 
@@ -117,6 +118,18 @@ func verify(ctx context.Context, c *cluster, prefix string, reply []string, code
 	if err != nil {
 		return report{}, err
 	}
+	if settled {
+		// Exactly-once, a transaction's markers land on its partitions one
+		// by one: the group's offsets can be committed before the answers
+		// of the same transaction are visible (after a broker's restart,
+		// its coordinator writes the markers seconds later). Settled means
+		// no answer topic has a transaction in flight: its last stable
+		// offset is its high watermark.
+		settled, err = noOpenTransactions(ctx, c.kopts, answerEnds)
+		if err != nil {
+			return report{}, err
+		}
+	}
 	for topic, ps := range answerEnds {
 		reqEnds[topic] = ps
 	}
@@ -157,6 +170,34 @@ func endOffsets(ctx context.Context, kopts []kgo.Opt, topics ...string) (kadm.Li
 		return nil, fmt.Errorf("list end offsets: %w", err)
 	}
 	return ends, nil
+}
+
+// noOpenTransactions reports whether every partition of lsos (last stable
+// offsets) has reached its high watermark: no transaction is open on it.
+func noOpenTransactions(ctx context.Context, kopts []kgo.Opt, lsos kadm.ListedOffsets) (bool, error) {
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return false, err
+	}
+	defer cl.Close()
+	var topics []string
+	for topic := range lsos {
+		topics = append(topics, topic)
+	}
+	hwms, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = hwms.Error()
+	}
+	if err != nil {
+		return false, fmt.Errorf("list end offsets: %w", err)
+	}
+	open := false
+	lsos.Each(func(o kadm.ListedOffset) {
+		if h, ok := hwms.Lookup(o.Topic, o.Partition); ok && h.Offset > o.Offset {
+			open = true
+		}
+	})
+	return !open, nil
 }
 
 // readTopics reads every partition in ends from its start to its end offset,
