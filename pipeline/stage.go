@@ -104,6 +104,24 @@ type Context struct {
 	// counted and the stage gets it.
 	pending    any
 	pendingErr error
+	// In-place room for what a stage usually writes per input (one or two
+	// outputs, one state entry and its changelog record): allocated with
+	// the Context, not one object at a time. Franz-go holds the records
+	// until their promise, which keeps the Context alive.
+	outRoom    [2]*kgo.Record
+	recRoom    [3]kgo.Record
+	recUsed    int
+	changeRoom [1]schemas.StateEntry
+	logRoom    [1]*kgo.Record
+}
+
+// newRecord is a record for c's outputs, from its room while there is some.
+func (c *Context) newRecord() *kgo.Record {
+	if c.recUsed < len(c.recRoom) {
+		c.recUsed++
+		return &c.recRoom[c.recUsed-1]
+	}
+	return new(kgo.Record)
 }
 
 // ErrStale is the error of a Context whose work went stale.
@@ -173,9 +191,13 @@ func (c *Context) EmitTo(edgeName, topic string, key []byte, v any, headers []kg
 	if err != nil {
 		return err
 	}
-	rec := &kgo.Record{Topic: topic, Key: key, Value: b, Headers: headers}
+	rec := c.newRecord()
+	*rec = kgo.Record{Topic: topic, Key: key, Value: b, Headers: headers}
 	if err := c.r.fits(rec); err != nil {
 		return err
+	}
+	if c.outs == nil {
+		c.outs = c.outRoom[:0]
 	}
 	c.outs = append(c.outs, rec)
 	return nil
@@ -236,6 +258,9 @@ func (c *Context) Remember(key, requestID string, status schemas.Status) {
 	}
 	e := c.r.win.Entry(StateRef(key), StateRef(requestID), status)
 	c.r.win.Stage(c.rec.Partition, e)
+	if c.changes == nil {
+		c.changes = c.changeRoom[:0]
+	}
 	c.changes = append(c.changes, e)
 }
 
@@ -341,13 +366,22 @@ type output struct {
 // output builds the changelog records of the staged state.
 func (c *Context) output() (output, error) {
 	o := output{records: c.outs}
+	if len(c.changes) > 0 {
+		o.changelog = c.logRoom[:0]
+	}
 	for i := range c.changes {
 		e := &c.changes[i]
 		v, err := c.r.codec().EncodeStateEntry(c.r.changelog, e)
 		if err != nil {
 			return output{}, fmt.Errorf("encode state entry: %w", err)
 		}
-		o.changelog = append(o.changelog, &kgo.Record{Topic: c.r.changelog, Partition: c.rec.Partition, Key: []byte(e.Key), Value: v})
+		key := c.rec.Key // the usual case: the input is keyed by the state's key
+		if string(key) != e.Key {
+			key = []byte(e.Key)
+		}
+		rec := c.newRecord()
+		*rec = kgo.Record{Topic: c.r.changelog, Partition: c.rec.Partition, Key: key, Value: v}
+		o.changelog = append(o.changelog, rec)
 	}
 	return o, nil
 }

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"container/list"
 	"sync"
 	"time"
 
@@ -39,12 +38,65 @@ type Window struct {
 }
 
 type partWindow struct {
-	entries map[string]*list.Element // committed, in insertion order
-	order   *list.List               // of *schemas.StateEntry, oldest first
-	bytes   int64                    // entryBytes of the committed entries
+	entries map[string]*node // committed
+	order   nodeList         // the committed entries, oldest first
+	bytes   int64            // entryBytes of the committed entries
 	// staged holds, per key, the entries of the stagers in flight in the
 	// order they staged; the last one is what Get shows.
-	staged map[string][]schemas.StateEntry
+	staged map[string]stagers
+}
+
+// node is a committed entry and its place in the insertion order: one
+// allocation per key (a container/list element and the entry were two).
+type node struct {
+	e          schemas.StateEntry
+	prev, next *node
+}
+
+// nodeList is a doubly linked list of nodes, oldest first.
+type nodeList struct {
+	front, back *node
+	n           int
+}
+
+func (l *nodeList) pushBack(x *node) {
+	x.prev, x.next = l.back, nil
+	if l.back != nil {
+		l.back.next = x
+	} else {
+		l.front = x
+	}
+	l.back = x
+	l.n++
+}
+
+func (l *nodeList) remove(x *node) {
+	if x.prev != nil {
+		x.prev.next = x.next
+	} else {
+		l.front = x.next
+	}
+	if x.next != nil {
+		x.next.prev = x.prev
+	} else {
+		l.back = x.prev
+	}
+	x.prev, x.next = nil, nil
+	l.n--
+}
+
+// stagers are the entries staged for one key, in the order they staged:
+// first, then more. The usual case, one stager, allocates nothing.
+type stagers struct {
+	first schemas.StateEntry
+	more  []schemas.StateEntry
+}
+
+func (s *stagers) last() schemas.StateEntry {
+	if len(s.more) > 0 {
+		return s.more[len(s.more)-1]
+	}
+	return s.first
 }
 
 // NewWindow returns a window keeping keys for ttl, at most maxKeys per
@@ -82,9 +134,8 @@ func (w *Window) part(p int32) *partWindow {
 	pw, ok := w.parts[p]
 	if !ok {
 		pw = &partWindow{
-			entries: make(map[string]*list.Element),
-			order:   list.New(),
-			staged:  make(map[string][]schemas.StateEntry),
+			entries: make(map[string]*node),
+			staged:  make(map[string]stagers),
 		}
 		w.parts[p] = pw
 	}
@@ -116,18 +167,17 @@ func (w *Window) Get(p int32, key string) (schemas.StateEntry, bool) {
 	if !ok {
 		return schemas.StateEntry{}, false
 	}
-	if es := pw.staged[key]; len(es) > 0 {
-		return es[len(es)-1], true
+	if st, ok := pw.staged[key]; ok {
+		return st.last(), true
 	}
-	el, ok := pw.entries[key]
+	x, ok := pw.entries[key]
 	if !ok {
 		return schemas.StateEntry{}, false
 	}
-	e := el.Value.(*schemas.StateEntry)
-	if e.ExpiresAtMs <= w.now().UnixMilli() {
+	if x.e.ExpiresAtMs <= w.now().UnixMilli() {
 		return schemas.StateEntry{}, false
 	}
-	return *e, true
+	return x.e, true
 }
 
 // Entry builds the entry a stage stages for key.
@@ -141,7 +191,12 @@ func (w *Window) Stage(p int32, e schemas.StateEntry) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if pw := w.part(p); pw != nil {
-		pw.staged[e.Key] = append(pw.staged[e.Key], e)
+		if st, ok := pw.staged[e.Key]; ok {
+			st.more = append(st.more, e)
+			pw.staged[e.Key] = st
+		} else {
+			pw.staged[e.Key] = stagers{first: e}
+		}
 	}
 }
 
@@ -170,19 +225,26 @@ func (w *Window) Discard(p int32, e schemas.StateEntry) {
 // are interchangeable, so which one goes does not matter, and the entry Get
 // shows is the latest still staged.
 func (w *Window) unstageLocked(pw *partWindow, e schemas.StateEntry) {
-	es := pw.staged[e.Key]
-	for i := len(es) - 1; i >= 0; i-- {
-		if es[i] != e {
-			continue
-		}
-		es = append(es[:i], es[i+1:]...)
-		if len(es) == 0 {
-			delete(pw.staged, e.Key)
-		} else {
-			pw.staged[e.Key] = es
-		}
+	st, ok := pw.staged[e.Key]
+	if !ok {
 		return
 	}
+	for i := len(st.more) - 1; i >= 0; i-- {
+		if st.more[i] == e {
+			st.more = append(st.more[:i], st.more[i+1:]...)
+			pw.staged[e.Key] = st
+			return
+		}
+	}
+	if st.first != e {
+		return
+	}
+	if len(st.more) == 0 {
+		delete(pw.staged, e.Key)
+		return
+	}
+	st.first, st.more = st.more[0], st.more[1:]
+	pw.staged[e.Key] = st
 }
 
 // Restore puts an entry read from the changelog, unless it has expired.
@@ -202,9 +264,9 @@ func (w *Window) Delete(p int32, key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if pw, ok := w.parts[p]; ok {
-		if el, ok := pw.entries[key]; ok {
-			pw.order.Remove(el)
-			pw.bytes -= entryBytes(el.Value.(*schemas.StateEntry))
+		if x, ok := pw.entries[key]; ok {
+			pw.order.remove(x)
+			pw.bytes -= entryBytes(&x.e)
 			delete(pw.entries, key)
 			w.sized(-1)
 		}
@@ -213,25 +275,26 @@ func (w *Window) Delete(p int32, key string) {
 
 func (w *Window) putLocked(pw *partWindow, e schemas.StateEntry) {
 	d := 1
-	if el, ok := pw.entries[e.Key]; ok {
-		pw.order.Remove(el)
-		pw.bytes -= entryBytes(el.Value.(*schemas.StateEntry))
+	if x, ok := pw.entries[e.Key]; ok {
+		pw.order.remove(x)
+		pw.bytes -= entryBytes(&x.e)
 		d = 0
 	}
-	pw.entries[e.Key] = pw.order.PushBack(&e)
+	x := &node{e: e}
+	pw.order.pushBack(x)
+	pw.entries[e.Key] = x
 	pw.bytes += entryBytes(&e)
 	// Expire from the front (entries are in insertion order and share one
 	// ttl), then enforce the key and byte bounds.
 	now := w.now().UnixMilli()
-	for pw.order.Len() > 0 {
-		front := pw.order.Front()
-		fe := front.Value.(*schemas.StateEntry)
-		if fe.ExpiresAtMs > now && pw.order.Len() <= w.maxKeys && (w.maxBytes <= 0 || pw.bytes <= w.maxBytes) {
+	for pw.order.n > 0 {
+		fe := pw.order.front
+		if fe.e.ExpiresAtMs > now && pw.order.n <= w.maxKeys && (w.maxBytes <= 0 || pw.bytes <= w.maxBytes) {
 			break
 		}
-		pw.order.Remove(front)
-		pw.bytes -= entryBytes(fe)
-		delete(pw.entries, fe.Key)
+		pw.order.remove(fe)
+		pw.bytes -= entryBytes(&fe.e)
+		delete(pw.entries, fe.e.Key)
 		d--
 	}
 	w.sized(d)

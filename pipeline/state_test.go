@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -462,5 +463,24 @@ func TestWindowEntry(t *testing.T) {
 	}
 	if w.TTL() != 90*time.Second {
 		t.Fatalf("TTL = %v, want 90s", w.TTL())
+	}
+}
+
+// BenchmarkWindowStageCommit is what one key costs the window on the hot
+// path: staged by the work, committed once its outputs are durable.
+func BenchmarkWindowStageCommit(b *testing.B) {
+	w := NewWindow(time.Hour, 100_000)
+	keys := make([]string, 1<<16)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("key-%d", i)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		e := w.Entry(keys[i%len(keys)], "request", "")
+		w.Stage(0, e)
+		if _, ok := w.Get(0, e.Key); !ok {
+			b.Fatal("a staged key is not visible")
+		}
+		w.Commit(0, e)
 	}
 }

@@ -342,7 +342,11 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		}
 		// Forward the client's bytes untouched: its schema id and any
 		// fields this version does not know travel on.
-		err := c.EmitTo(topics.EdgeAccepted, s.laneTopic(lane), []byte(key), rec.Value, headers)
+		k := rec.Key // keyed by the idempotency key, as clients are asked to
+		if string(k) != key {
+			k = []byte(key)
+		}
+		err := c.EmitTo(topics.EdgeAccepted, s.laneTopic(lane), k, rec.Value, headers)
 		switch {
 		case err == nil:
 			s.m.Decisions.WithLabelValues("accepted").Inc()
