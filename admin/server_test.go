@@ -62,7 +62,7 @@ func TestReadyz(t *testing.T) {
 	joined := admin.StageStatus{Name: "dedup", Group: "asyncinfer.dedup", Joined: true, Ready: true}
 	restoring := admin.StageStatus{Name: "dedup", Group: "asyncinfer.dedup", Joined: true, Partitions: []admin.PartitionStatus{
 		{Topic: "requests", Partition: 0, Restoring: true},
-		{Topic: "requests", Partition: 1, PausedBy: []string{"inflight"}},
+		{Topic: "requests", Partition: 1, PausedBy: []string{"backpressure"}},
 		{Topic: "requests", Partition: 2, Restoring: true, PausedBy: []string{"restore"}},
 	}}
 	emitReady := admin.StageStatus{Name: "emit", Joined: true, Ready: true}

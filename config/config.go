@@ -112,8 +112,8 @@ type Topics struct {
 
 // Runner is how every stage consumes and commits.
 type Runner struct {
-	MaxInflight        int           `yaml:"max_inflight" doc:"records a stage holds unfinished before it pauses its input"`
-	MaxInflightBytes   int64         `yaml:"max_inflight_bytes" doc:"bytes (keys and values) of the records a stage holds unfinished before it pauses its input: that many bytes count as max_inflight records, so large requests reach the bound sooner; 0: no byte bound"`
+	MaxInflight        int           `yaml:"max_inflight" doc:"records a stage holds unfinished before it stops consuming"`
+	MaxInflightBytes   int64         `yaml:"max_inflight_bytes" doc:"bytes (keys and values) of the records a stage holds unfinished before it stops consuming: that many bytes count as max_inflight records, so large requests reach the bound sooner; 0: no byte bound"`
 	ProducerLinger     time.Duration `yaml:"producer_linger" doc:"how long producers wait to fill a batch (franz-go's 10ms default would add 10ms per hop)"`
 	TransactionTimeout time.Duration `yaml:"transaction_timeout" doc:"exactly-once mode: a unit of work not finished by then is aborted and consumed again (its records wait in Kafka, e.g. while a model is down)"`
 }

@@ -8,7 +8,6 @@ import (
 // Pause reasons the runner and the stages use. A partition is fetched only
 // when no reason holds it.
 const (
-	PauseInflight  = "inflight"  // the runner's bound on unfinished records
 	PauseAdmission = "admission" // admission control asks producers to wait
 	PauseBreaker   = "breaker"   // the model backend's circuit is open
 	PauseRestore   = "restore"   // the partition's state is being restored
@@ -283,7 +282,7 @@ func (p *Pauses) reportLocked() {
 	// a reason named at run time (breaker:<model>) must not stay at its
 	// last count after it is lifted.
 	if p.reported == nil {
-		p.reported = map[string]bool{PauseInflight: true, PauseAdmission: true, PauseRestore: true, PauseRegistry: true}
+		p.reported = map[string]bool{PauseBackpressure: true, PauseAdmission: true, PauseRestore: true, PauseRegistry: true}
 	}
 	counts := make(map[string]int, len(p.reported))
 	for r := range p.reported {

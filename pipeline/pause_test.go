@@ -128,13 +128,13 @@ func TestPauses(t *testing.T) {
 			name: "global and local reasons",
 			ops: []func(p *Pauses){
 				func(p *Pauses) { p.assign([]tp{a0, a1, b0}) },
-				func(p *Pauses) { p.PauseAll(PauseInflight) },
+				func(p *Pauses) { p.PauseAll(PauseBackpressure) },
 				func(p *Pauses) { p.Pause(PauseRestore, "a", 0) },
 			},
 			want: []want{
-				{a0, true, []string{PauseInflight, PauseRestore}},
-				{a1, true, []string{PauseInflight}},
-				{b0, true, []string{PauseInflight}},
+				{a0, true, []string{PauseBackpressure, PauseRestore}},
+				{a1, true, []string{PauseBackpressure}},
+				{b0, true, []string{PauseBackpressure}},
 			},
 			lastCalls: 0, // a0 was paused already
 		},
@@ -143,8 +143,8 @@ func TestPauses(t *testing.T) {
 			ops: []func(p *Pauses){
 				func(p *Pauses) { p.assign([]tp{a0, a1, b0}) },
 				func(p *Pauses) { p.Pause(PauseRestore, "a", 0) },
-				func(p *Pauses) { p.PauseAll(PauseInflight) },
-				func(p *Pauses) { p.ResumeAll(PauseInflight) },
+				func(p *Pauses) { p.PauseAll(PauseBackpressure) },
+				func(p *Pauses) { p.ResumeAll(PauseBackpressure) },
 			},
 			want: []want{
 				{a0, true, []string{PauseRestore}},
@@ -158,12 +158,12 @@ func TestPauses(t *testing.T) {
 			ops: []func(p *Pauses){
 				func(p *Pauses) { p.assign([]tp{a0, a1}) },
 				func(p *Pauses) { p.Pause(PauseRestore, "a", 0) },
-				func(p *Pauses) { p.PauseAll(PauseInflight) },
+				func(p *Pauses) { p.PauseAll(PauseBackpressure) },
 				func(p *Pauses) { p.Resume(PauseRestore, "a", 0) },
 			},
 			want: []want{
-				{a0, true, []string{PauseInflight}},
-				{a1, true, []string{PauseInflight}},
+				{a0, true, []string{PauseBackpressure}},
+				{a1, true, []string{PauseBackpressure}},
 			},
 			lastCalls: 0,
 		},
@@ -180,9 +180,9 @@ func TestPauses(t *testing.T) {
 			name: "two global reasons, one lifted",
 			ops: []func(p *Pauses){
 				func(p *Pauses) { p.assign([]tp{a0, b0}) },
-				func(p *Pauses) { p.PauseAll(PauseInflight) },
+				func(p *Pauses) { p.PauseAll(PauseBackpressure) },
 				func(p *Pauses) { p.PauseAll(PauseBreaker + ":m") },
-				func(p *Pauses) { p.ResumeAll(PauseInflight) },
+				func(p *Pauses) { p.ResumeAll(PauseBackpressure) },
 			},
 			want: []want{
 				{a0, true, []string{PauseBreaker + ":m"}},
@@ -207,18 +207,18 @@ func TestPauses(t *testing.T) {
 		{
 			name: "PauseAll before any assignment",
 			ops: []func(p *Pauses){
-				func(p *Pauses) { p.PauseAll(PauseInflight) },
+				func(p *Pauses) { p.PauseAll(PauseBackpressure) },
 				func(p *Pauses) { p.assign([]tp{a0}) },
 			},
-			want:      []want{{a0, true, []string{PauseInflight}}},
+			want:      []want{{a0, true, []string{PauseBackpressure}}},
 			lastCalls: 1,
 		},
 		{
 			name: "newly assigned partition resumes with the global reason",
 			ops: []func(p *Pauses){
-				func(p *Pauses) { p.PauseAll(PauseInflight) },
+				func(p *Pauses) { p.PauseAll(PauseBackpressure) },
 				func(p *Pauses) { p.assign([]tp{a0, a1}) },
-				func(p *Pauses) { p.ResumeAll(PauseInflight) },
+				func(p *Pauses) { p.ResumeAll(PauseBackpressure) },
 			},
 			want:      []want{{a0, false, nil}, {a1, false, nil}},
 			lastCalls: 1,
@@ -243,13 +243,13 @@ func TestPauses(t *testing.T) {
 			name: "unassign under a global reason, re-assign re-applies it",
 			ops: []func(p *Pauses){
 				func(p *Pauses) { p.assign([]tp{a0, a1}) },
-				func(p *Pauses) { p.PauseAll(PauseInflight) },
+				func(p *Pauses) { p.PauseAll(PauseBackpressure) },
 				func(p *Pauses) { p.unassign([]tp{a0}) },
 				func(p *Pauses) { p.assign([]tp{a0}) },
 			},
 			want: []want{
-				{a0, true, []string{PauseInflight}},
-				{a1, true, []string{PauseInflight}},
+				{a0, true, []string{PauseBackpressure}},
+				{a1, true, []string{PauseBackpressure}},
 			},
 			lastCalls: 1,
 		},
@@ -257,9 +257,9 @@ func TestPauses(t *testing.T) {
 			name: "unassigned partition is not resumed by ResumeAll",
 			ops: []func(p *Pauses){
 				func(p *Pauses) { p.assign([]tp{a0, a1}) },
-				func(p *Pauses) { p.PauseAll(PauseInflight) },
+				func(p *Pauses) { p.PauseAll(PauseBackpressure) },
 				func(p *Pauses) { p.unassign([]tp{a1}) },
-				func(p *Pauses) { p.ResumeAll(PauseInflight) },
+				func(p *Pauses) { p.ResumeAll(PauseBackpressure) },
 			},
 			want:      []want{{a0, false, nil}},
 			lastCalls: 1,
@@ -371,9 +371,9 @@ func TestPauses(t *testing.T) {
 			name: "PauseAll twice, one ResumeAll lifts it",
 			ops: []func(p *Pauses){
 				func(p *Pauses) { p.assign([]tp{a0}) },
-				func(p *Pauses) { p.PauseAll(PauseInflight) },
-				func(p *Pauses) { p.PauseAll(PauseInflight) },
-				func(p *Pauses) { p.ResumeAll(PauseInflight) },
+				func(p *Pauses) { p.PauseAll(PauseBackpressure) },
+				func(p *Pauses) { p.PauseAll(PauseBackpressure) },
+				func(p *Pauses) { p.ResumeAll(PauseBackpressure) },
 			},
 			want:      []want{{a0, false, nil}},
 			lastCalls: 1,
@@ -415,10 +415,10 @@ func TestPausesOnChange(t *testing.T) {
 	p.onChange = func(reason string, n int) { got[reason] = n }
 
 	p.assign([]tp{a0, a1})
-	p.PauseAll(PauseInflight)
+	p.PauseAll(PauseBackpressure)
 	p.Pause(PauseRestore, "a", 0)
-	p.Pause(PauseInflight, "a", 1) // also held globally: counted once
-	want := map[string]int{PauseInflight: 2, PauseRestore: 1, PauseAdmission: 0, PauseBreaker: 0}
+	p.Pause(PauseBackpressure, "a", 1) // also held globally: counted once
+	want := map[string]int{PauseBackpressure: 2, PauseRestore: 1, PauseAdmission: 0, PauseBreaker: 0}
 	for r, n := range want {
 		if got[r] != n {
 			t.Fatalf("after pauses: partitions held by %q = %d, want %d (all: %v)", r, got[r], n, got)
@@ -426,8 +426,8 @@ func TestPausesOnChange(t *testing.T) {
 	}
 
 	p.unassign([]tp{a0})
-	p.ResumeAll(PauseInflight)
-	want = map[string]int{PauseInflight: 1, PauseRestore: 0, PauseAdmission: 0, PauseBreaker: 0}
+	p.ResumeAll(PauseBackpressure)
+	want = map[string]int{PauseBackpressure: 1, PauseRestore: 0, PauseAdmission: 0, PauseBreaker: 0}
 	for r, n := range want {
 		if got[r] != n {
 			t.Fatalf("after unassign and ResumeAll: partitions held by %q = %d, want %d (all: %v)", r, got[r], n, got)

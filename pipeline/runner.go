@@ -56,6 +56,7 @@ type Runner struct {
 
 	// inputPartitions is the input topic's partition count, 0 until known.
 	inputPartitions atomic.Int32
+	atBound         atomic.Bool // the poll loop waits for in-flight work to free half the bound
 
 	workCtx    context.Context
 	cancelWork context.CancelFunc
@@ -441,13 +442,17 @@ func (r *Runner) pollLoop(ctx context.Context) {
 		n := r.tr.liveCount()
 		r.m.Inflight.WithLabelValues(r.stage).Set(float64(n))
 		if n >= max {
-			// Stop fetching, and wait for half the window to free: the
-			// hysteresis keeps the pause from flapping on every record.
-			r.pause.PauseAll(PauseInflight)
+			// Stop polling, and wait for half the window to free. Not
+			// polling is what stops the fetching: the client buffers at
+			// most one fetch per broker until it is polled. Pausing the
+			// partitions instead (as this did) drops what the client has
+			// buffered for them, and fetches it again on resume: draining
+			// a backlog, infer fetched each record about ten times.
+			r.atBound.Store(true)
 			if !r.tr.wait(ctx.Done(), func() bool { return r.tr.liveLocked() <= max/2 }) {
 				return
 			}
-			r.pause.ResumeAll(PauseInflight)
+			r.atBound.Store(false)
 			continue
 		}
 		fs := r.client().PollRecords(ctx, r.tr.room(max-n))

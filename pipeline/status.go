@@ -31,7 +31,8 @@ type Status struct {
 	Partitions []PartitionStatus // sorted by topic, partition
 	Inflight   int               // records handed to the stage and not yet finished
 	// Waiting says what the stage waits for while it cannot consume some of
-	// its partitions (the schema registry), "" when nothing.
+	// its partitions (the schema registry, the in-flight bound), "" when
+	// nothing.
 	Waiting string
 	// Notices are what the stage says an operator should know (Noticer).
 	Notices []string
@@ -92,6 +93,9 @@ func (r *Runner) Status() Status {
 	}
 	if n, ok := r.h.(Noticer); ok {
 		s.Notices = n.Notices()
+	}
+	if r.atBound.Load() {
+		s.Waiting = fmt.Sprintf("in-flight bound: %d records unfinished (runner.max_inflight %d); consuming again at half", s.Inflight, r.cfg.maxInflight)
 	}
 	if since, err, ok := r.holds.oldest(); ok {
 		s.Ready = false

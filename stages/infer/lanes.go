@@ -3,7 +3,12 @@ package infer
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
+
+// reserveFor is how long after a lane's last request the lanes below it
+// keep room free for it.
+const reserveFor = 30 * time.Second
 
 // laneControl keeps a higher priority lane served first at the Kafka level:
 // each model's queue already puts a higher lane's requests before any lower
@@ -19,7 +24,13 @@ import (
 //   - or the lane itself holds its share of the in-flight bound (half of it,
 //     split among the lower lanes): the rest stays free for the highest
 //     lane, however deep the lower lanes' backlogs; resumed at half that
-//     share.
+//     share. Only while a higher lane is in use (a request of it handed
+//     out within reserveFor): with no higher traffic the lane has the
+//     whole bound. Reserving room nobody uses cost the default lane three
+//     quarters of the bound, and every pause drops what the Kafka client
+//     buffered for the lane's partitions, to be fetched again on resume:
+//     draining a backlog of the normal lane, infer fetched each record
+//     about thirty times.
 //
 // Pausing on any queued higher request instead would starve the lower lanes
 // whenever the higher one has steady traffic, with the model idle most of
@@ -29,7 +40,9 @@ type laneControl struct {
 	cap   int64           // in-flight each lower lane may hold
 	pause func(int, bool) // pauses (true) or resumes lane i's topic
 	live  []atomic.Int64  // per lane: handed to the stage and not yet answered or dropped
+	last  []atomic.Int64  // per lane: when a request of it was last handed out (unix nanoseconds)
 	queue func(l int) []laneLoad
+	now   func() time.Time
 
 	mu     sync.Mutex
 	paused []bool
@@ -45,7 +58,7 @@ type laneLoad struct {
 
 func newLaneControl(lanes, inflight int, pause func(int, bool), queue func(l int) []laneLoad) *laneControl {
 	lc := &laneControl{n: lanes, pause: pause, queue: queue, live: make([]atomic.Int64, lanes), paused: make([]bool, lanes),
-		held: make([]atomic.Bool, lanes)}
+		held: make([]atomic.Bool, lanes), last: make([]atomic.Int64, lanes), now: time.Now}
 	if lanes > 1 {
 		lc.cap = max(1, int64(inflight/(2*(lanes-1))))
 	}
@@ -57,6 +70,9 @@ func newLaneControl(lanes, inflight int, pause func(int, bool), queue func(l int
 func (lc *laneControl) handed(l int) {
 	if lc != nil {
 		lc.live[l].Add(1)
+		if l < lc.n-1 { // the lowest lane reserves nothing
+			lc.last[l].Store(lc.now().UnixNano())
+		}
 	}
 }
 
@@ -81,9 +97,12 @@ func (lc *laneControl) update() {
 	}
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
+	since := lc.now().Add(-reserveFor).UnixNano()
+	higherInUse := false
 	for l := 1; l < lc.n; l++ {
+		higherInUse = higherInUse || lc.last[l-1].Load() > since
 		live, was := lc.live[l].Load(), lc.paused[l]
-		full := live >= lc.cap || (was && live > lc.cap/2)
+		full := higherInUse && (live >= lc.cap || (was && live > lc.cap/2))
 		behind := false
 		for _, ld := range lc.queue(l) {
 			if ld.higher > ld.target || (was && ld.higher > ld.target/2) {

@@ -3,6 +3,7 @@ package infer
 import (
 	"slices"
 	"testing"
+	"time"
 )
 
 // A lower lane pauses while a higher one saturates a model (more queued
@@ -13,6 +14,7 @@ func TestLaneControl(t *testing.T) {
 	type step struct {
 		higher [3]int // per lane: requests of the lanes above it queued for the one model
 		live   [3]int64
+		unused bool   // no request of the highest lane for longer than reserveFor
 		want   []bool // paused, per lane
 	}
 	tests := []struct {
@@ -35,6 +37,9 @@ func TestLaneControl(t *testing.T) {
 			{live: [3]int64{50, 6, 3}, want: []bool{false, true, false}},
 			{live: [3]int64{50, 5, 3}, want: []bool{false, false, false}},
 		}},
+		{"no share is reserved for a lane nobody uses", 8, []step{
+			{live: [3]int64{0, 30, 3}, unused: true, want: []bool{false, false, false}},
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,10 +53,16 @@ func TestLaneControl(t *testing.T) {
 				}
 				paused[l] = p
 			}, func(l int) []laneLoad { return []laneLoad{{higher: cur.higher[l], target: tc.target}} })
+			clock := time.Now()
+			lc.now = func() time.Time { return clock }
+			lc.handed(0) // the highest lane is in use
 			for i, st := range tc.steps {
 				cur = st
 				for l := range 3 {
 					lc.live[l].Store(st.live[l])
+				}
+				if st.unused {
+					clock = clock.Add(reserveFor + time.Second)
 				}
 				lc.update()
 				if !slices.Equal(paused, st.want) || !slices.Equal(lc.pausedLanes(), st.want) {
@@ -70,6 +81,7 @@ func TestLaneControl(t *testing.T) {
 	// then drops what went stale).
 	paused := false
 	lc := newLaneControl(2, 40, func(_ int, p bool) { paused = p }, func(int) []laneLoad { return nil })
+	lc.handed(0)
 	for range 20 {
 		lc.handed(1)
 	}
