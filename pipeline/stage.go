@@ -162,22 +162,11 @@ func (c *Context) Emit(edgeName string, key []byte, v any, headers []kgo.RecordH
 
 // EmitTo is Emit to one of the edge's topics ("": its first).
 func (c *Context) EmitTo(edgeName, topic string, key []byte, v any, headers []kgo.RecordHeader) error {
-	if c.Ended() {
-		return errors.New("pipeline: emit after the work ended")
+	topic, err := c.edgeTopic(edgeName, topic)
+	if err != nil {
+		return err
 	}
-	e, ok := c.r.edges[edgeName]
-	if !ok {
-		return fmt.Errorf("pipeline: %s: no edge %q is declared", c.r.stage, edgeName)
-	}
-	if topic == "" {
-		topic = e.topics[0]
-	} else if !contains(e.topics, topic) {
-		return fmt.Errorf("pipeline: %s: edge %q does not write to %s", c.r.stage, edgeName, topic)
-	}
-	var (
-		b   []byte
-		err error
-	)
+	var b []byte
 	switch v := v.(type) {
 	case []byte:
 		b = v
@@ -191,8 +180,42 @@ func (c *Context) EmitTo(edgeName, topic string, key []byte, v any, headers []kg
 	if err != nil {
 		return err
 	}
+	return c.emit(topic, key, b, headers)
+}
+
+// EmitBytesTo is EmitTo of bytes that go as they are (a record forwarded
+// unchanged): the same as EmitTo with a []byte, without boxing the slice
+// in an interface (an allocation per record).
+func (c *Context) EmitBytesTo(edgeName, topic string, key, value []byte, headers []kgo.RecordHeader) error {
+	topic, err := c.edgeTopic(edgeName, topic)
+	if err != nil {
+		return err
+	}
+	return c.emit(topic, key, value, headers)
+}
+
+// edgeTopic resolves the topic an emit to edgeName writes to.
+func (c *Context) edgeTopic(edgeName, topic string) (string, error) {
+	if c.Ended() {
+		return "", errors.New("pipeline: emit after the work ended")
+	}
+	e, ok := c.r.edges[edgeName]
+	if !ok {
+		return "", fmt.Errorf("pipeline: %s: no edge %q is declared", c.r.stage, edgeName)
+	}
+	if topic == "" {
+		return e.topics[0], nil
+	}
+	if !contains(e.topics, topic) {
+		return "", fmt.Errorf("pipeline: %s: edge %q does not write to %s", c.r.stage, edgeName, topic)
+	}
+	return topic, nil
+}
+
+// emit adds a record to the outputs, if it fits.
+func (c *Context) emit(topic string, key, value []byte, headers []kgo.RecordHeader) error {
 	rec := c.newRecord()
-	*rec = kgo.Record{Topic: topic, Key: key, Value: b, Headers: headers}
+	*rec = kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers}
 	if err := c.r.fits(rec); err != nil {
 		return err
 	}

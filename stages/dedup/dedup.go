@@ -346,7 +346,7 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		if string(k) != key {
 			k = []byte(key)
 		}
-		err := c.EmitTo(topics.EdgeAccepted, s.laneTopic(lane), k, rec.Value, headers)
+		err := c.EmitBytesTo(topics.EdgeAccepted, s.laneTopic(lane), k, rec.Value, headers)
 		switch {
 		case err == nil:
 			s.m.Decisions.WithLabelValues("accepted").Inc()

@@ -121,19 +121,20 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.ResultHead) {
 	if string(key) != h.RequestID {
 		key = []byte(h.RequestID)
 	}
-	var value any = rec.Value
-	if id, _ := schemas.SchemaID(rec.Value); !s.sameSchema(topic, id) {
+	var err error
+	if id, _ := schemas.SchemaID(rec.Value); s.sameSchema(topic, id) {
+		err = c.EmitBytesTo(topics.EdgeResults, topic, key, rec.Value, headers)
+	} else {
 		// Written with another schema than the reply topic's: decode and
 		// encode for the topic.
 		s.m.Reencoded.Inc()
-		res, err := s.codec.DecodeResult(context.Background(), rec.Value)
-		if err != nil {
-			c.DeadLetter(pipeline.ReasonUndecodable, err)
+		res, derr := s.codec.DecodeResult(context.Background(), rec.Value)
+		if derr != nil {
+			c.DeadLetter(pipeline.ReasonUndecodable, derr)
 			return
 		}
-		value = res
+		err = c.EmitTo(topics.EdgeResults, topic, key, res, headers)
 	}
-	err := c.EmitTo(topics.EdgeResults, topic, key, value, headers)
 	if errors.Is(err, pipeline.ErrTooLarge) {
 		// Infer keeps room for this stage's header, so only a foreign
 		// writer gets here: the client still gets an answer, FAILED.

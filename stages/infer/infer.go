@@ -164,6 +164,9 @@ type Stage struct {
 	lanes      []topics.Lane
 	laneTopics []string
 	lc         *laneControl
+	// laneLoads's buffers (used under the lane control's lock).
+	loadsBuf  []laneLoad
+	countsBuf []int
 }
 
 type served struct {
@@ -475,18 +478,20 @@ func (s *Stage) left(it *item) {
 }
 
 // laneLoads is, for lane l, each model's requests of the lanes above l
-// queued for it, with its target batch.
+// queued for it, with its target batch. Called by the lane control only,
+// under its lock: the result is valid until the next call (its buffers are
+// reused, a call per request would otherwise allocate two slices).
 func (s *Stage) laneLoads(l int) []laneLoad {
-	out := make([]laneLoad, 0, len(s.models))
-	var counts []int
+	out := s.loadsBuf[:0]
 	for _, sv := range s.models {
-		counts = sv.q.lanes(counts)
+		s.countsBuf = sv.q.lanes(s.countsBuf)
 		higher := 0
-		for _, n := range counts[:l] {
+		for _, n := range s.countsBuf[:l] {
 			higher += n
 		}
 		out = append(out, laneLoad{higher: higher, target: int(sv.target.Load())})
 	}
+	s.loadsBuf = out
 	return out
 }
 

@@ -98,12 +98,18 @@ func (lc *laneControl) update() {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	since := lc.now().Add(-reserveFor).UnixNano()
-	higherInUse := false
+	higherInUse, higherLive := false, int64(0)
 	for l := 1; l < lc.n; l++ {
 		higherInUse = higherInUse || lc.last[l-1].Load() > since
+		higherLive += lc.live[l-1].Load()
 		live, was := lc.live[l].Load(), lc.paused[l]
 		full := higherInUse && (live >= lc.cap || (was && live > lc.cap/2))
 		behind := false
+		if higherLive == 0 && !full && !was {
+			// No higher request in the stage, so none queued: nothing to
+			// ask the queues (their counts cost an allocation per call).
+			continue
+		}
 		for _, ld := range lc.queue(l) {
 			if ld.higher > ld.target || (was && ld.higher > ld.target/2) {
 				behind = true

@@ -23,13 +23,14 @@ func TestLaneControl(t *testing.T) {
 		steps  []step
 	}{
 		{"a higher request queued is no reason", 8, []step{
-			{higher: [3]int{0, 3, 3}, want: []bool{false, false, false}},
+			{higher: [3]int{0, 3, 3}, live: [3]int64{3, 0, 0}, want: []bool{false, false, false}},
 		}},
 		{"a saturated model pauses the lanes below, half resumes", 8, []step{
-			{higher: [3]int{0, 9, 9}, want: []bool{false, true, true}},
-			{higher: [3]int{0, 5, 9}, want: []bool{false, true, true}},
-			{higher: [3]int{0, 4, 6}, want: []bool{false, false, true}},
-			{higher: [3]int{0, 0, 4}, want: []bool{false, false, false}},
+			// What is queued is live: handed to the stage, not answered.
+			{higher: [3]int{0, 9, 9}, live: [3]int64{9, 0, 0}, want: []bool{false, true, true}},
+			{higher: [3]int{0, 5, 9}, live: [3]int64{5, 4, 0}, want: []bool{false, true, true}},
+			{higher: [3]int{0, 4, 6}, live: [3]int64{4, 2, 0}, want: []bool{false, false, true}},
+			{higher: [3]int{0, 0, 4}, live: [3]int64{0, 4, 0}, want: []bool{false, false, false}},
 		}},
 		{"a lane's share of the in-flight bound", 8, []step{
 			// inflight 40, 3 lanes: each lower lane may hold 10.
