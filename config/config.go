@@ -55,12 +55,16 @@ type Lane struct {
 	WaitFraction float64 `yaml:"wait_fraction" doc:"admission (reject) admits a request of the lane while its predicted wait is within this fraction of what is left of its deadline; below 1 the lane is shed before it would miss, leaving the capacity to the lanes above; 0: 1"`
 }
 
-// DefaultLanes are high (priority above 0), normal (0) and low (below 0,
-// shed at 80% of its budget).
+// DefaultLanes are high (priority above 0), normal (0) and low (below 0).
+// Admission predicts a wait, and a prediction errs: a lane admitted up to
+// its whole budget answers its p99 past the objective (the demo at twice
+// a model's capacity: p99 of SUCCEEDED 106–108 ms for a 100 ms objective
+// with normal at 1). High keeps a tenth for error, normal 15% (p99 97–98
+// ms in the same demo, 4% fewer served), and low is shed first, at 70%.
 var DefaultLanes = []Lane{
-	{Name: "high", MinPriority: 1, WaitFraction: 1},
-	{Name: "normal", MinPriority: 0, WaitFraction: 1},
-	{Name: "low", MinPriority: math.MinInt32, WaitFraction: 0.8},
+	{Name: "high", MinPriority: 1, WaitFraction: 0.9},
+	{Name: "normal", MinPriority: 0, WaitFraction: 0.85},
+	{Name: "low", MinPriority: math.MinInt32, WaitFraction: 0.7},
 }
 
 // Kafka is how to reach the cluster.
