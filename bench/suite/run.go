@@ -49,24 +49,24 @@ type runSpec struct {
 
 // RunResult is what one run measured.
 type RunResult struct {
-	Config      string         `json:"config"`
-	Rep         int            `json:"rep"`
-	Probe       int            `json:"probe,omitempty"`
-	Schedule    *Schedule      `json:"schedule,omitempty"`
-	Preload     int            `json:"preload,omitempty"`
-	Offered     Num            `json:"offered_rps"`
-	Requests    int            `json:"requests"`
-	Duplicates  int            `json:"duplicates,omitempty"`
+	Config     string    `json:"config"`
+	Rep        int       `json:"rep"`
+	Probe      int       `json:"probe,omitempty"`
+	Schedule   *Schedule `json:"schedule,omitempty"`
+	Preload    int       `json:"preload,omitempty"`
+	Offered    Num       `json:"offered_rps"`
+	Requests   int       `json:"requests"`
+	Duplicates int       `json:"duplicates,omitempty"`
 	// FreedDuplicates are the duplicates whose key's first request was
 	// answered REJECTED: admission frees a rejected key for the client's
 	// retry, so such a duplicate is decided afresh (inferred, or REJECTED
 	// again), not answered DUPLICATE.
-	FreedDuplicates int `json:"freed_duplicates,omitempty"`
-	Answered    int            `json:"answered"`
-	Repeats     int            `json:"repeats"`
-	Unrequested int            `json:"unrequested"`
-	Complete    bool           `json:"complete"`
-	Statuses    map[string]int `json:"statuses"`
+	FreedDuplicates int            `json:"freed_duplicates,omitempty"`
+	Answered        int            `json:"answered"`
+	Repeats         int            `json:"repeats"`
+	Unrequested     int            `json:"unrequested"`
+	Complete        bool           `json:"complete"`
+	Statuses        map[string]int `json:"statuses"`
 	// Latency: created_at (when the request was sent) to the first result a
 	// read_committed reader sees, of the requests after the warm-up.
 	Latency Latency       `json:"latency"`
