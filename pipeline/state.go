@@ -1,6 +1,9 @@
 package pipeline
 
 import (
+	"hash/maphash"
+	"math"
+	"math/bits"
 	"sync"
 	"time"
 
@@ -28,6 +31,8 @@ type Window struct {
 	maxBytes int64 // per partition, by entryBytes; 0: none
 	now      func() time.Time
 
+	hash func(string) uint64 // of the keys: maphash, randomly seeded
+
 	mu      sync.Mutex
 	parts   map[int32]*partWindow
 	dropped map[int32]bool // dropped and not opened since
@@ -37,52 +42,164 @@ type Window struct {
 	onSize func(int)
 }
 
+// partWindow is one partition's keys. The committed entries hold no
+// pointers, so that a window of a million keys costs the garbage collector
+// nothing to mark and a lookup touches few cache lines: an index from the
+// key's 64-bit hash to its slot, the slots in insertion order in a ring, and
+// the keys' and request ids' bytes in a byte ring beside them. The key is
+// kept and compared, so two keys whose hashes collide are told apart (the
+// later one takes the index; the earlier is then not found, as if it had
+// been evicted: a chance of about one in 10^13 per key at a million keys).
 type partWindow struct {
-	entries map[string]*node // committed
-	order   nodeList         // the committed entries, oldest first
-	bytes   int64            // entryBytes of the committed entries
+	index map[uint64]uint64 // key hash → the seq of its live slot
+	slots slotRing          // committed entries, oldest first, dead ones too
+	bytes byteRing          // the slots' key, request id and status bytes
+	live  int               // live slots
+	size  int64             // entryBytes of the live slots
 	// staged holds, per key, the entries of the stagers in flight in the
 	// order they staged; the last one is what Get shows.
 	staged map[string]stagers
 }
 
-// node is a committed entry and its place in the insertion order: one
-// allocation per key (a container/list element and the entry were two).
-type node struct {
-	e          schemas.StateEntry
-	prev, next *node
+// slot is a committed entry: where its bytes are, when it expires.
+type slot struct {
+	hash    uint64
+	off     uint64 // of its key in the byte ring; the request id and status follow
+	expires int64  // Unix ms
+	klen    uint32
+	rlen    uint32
+	slen    uint8
+	dead    bool // replaced or deleted; freed when it reaches the front
 }
 
-// nodeList is a doubly linked list of nodes, oldest first.
-type nodeList struct {
-	front, back *node
-	n           int
+// slotRing is a queue of slots addressed by sequence number: the slot of
+// seq s is at s modulo its power-of-two capacity.
+type slotRing struct {
+	buf        []slot
+	head, tail uint64 // seqs of the oldest slot and of the next one
 }
 
-func (l *nodeList) pushBack(x *node) {
-	x.prev, x.next = l.back, nil
-	if l.back != nil {
-		l.back.next = x
-	} else {
-		l.front = x
+func (q *slotRing) n() int              { return int(q.tail - q.head) }
+func (q *slotRing) at(seq uint64) *slot { return &q.buf[seq&uint64(len(q.buf)-1)] }
+func (q *slotRing) front() *slot        { return q.at(q.head) }
+func (q *slotRing) pop()                { q.head++ }
+
+func (q *slotRing) push(x slot) uint64 {
+	if q.n() == len(q.buf) {
+		q.resize(max(64, 2*len(q.buf)))
 	}
-	l.back = x
-	l.n++
+	*q.at(q.tail) = x
+	q.tail++
+	return q.tail - 1
 }
 
-func (l *nodeList) remove(x *node) {
-	if x.prev != nil {
-		x.prev.next = x.next
-	} else {
-		l.front = x.next
+// shrink gives memory back once the ring is mostly empty.
+func (q *slotRing) shrink() {
+	if len(q.buf) > 1024 && q.n() < len(q.buf)/4 {
+		q.resize(len(q.buf) / 2)
 	}
-	if x.next != nil {
-		x.next.prev = x.prev
-	} else {
-		l.back = x.prev
+}
+
+func (q *slotRing) resize(c int) {
+	buf := make([]slot, c)
+	for s := q.head; s != q.tail; s++ {
+		buf[s&uint64(c-1)] = *q.at(s)
 	}
-	x.prev, x.next = nil, nil
-	l.n--
+	q.buf = buf
+}
+
+// byteRing is a queue of bytes addressed by absolute offset, power-of-two
+// sized; what is before head is free.
+type byteRing struct {
+	buf        []byte
+	head, tail uint64
+}
+
+func (b *byteRing) put(ss ...string) uint64 {
+	n := 0
+	for _, s := range ss {
+		n += len(s)
+	}
+	if used := int(b.tail - b.head); used+n > len(b.buf) {
+		b.resize(max(4096, 2*(used+n)))
+	}
+	off := b.tail
+	for _, s := range ss {
+		b.write(s)
+	}
+	return off
+}
+
+func (b *byteRing) write(s string) {
+	for len(s) > 0 {
+		i := int(b.tail & uint64(len(b.buf)-1))
+		n := copy(b.buf[i:], s)
+		s = s[n:]
+		b.tail += uint64(n)
+	}
+}
+
+// equal reports whether the n bytes at off are s.
+func (b *byteRing) equal(off uint64, n uint32, s string) bool {
+	if int(n) != len(s) {
+		return false
+	}
+	for len(s) > 0 {
+		i := int(off & uint64(len(b.buf)-1))
+		chunk := min(len(s), len(b.buf)-i)
+		if string(b.buf[i:i+chunk]) != s[:chunk] {
+			return false
+		}
+		s, off = s[chunk:], off+uint64(chunk)
+	}
+	return true
+}
+
+// text returns the n bytes at off as a string (a copy).
+func (b *byteRing) text(off uint64, n uint32) string {
+	i := int(off & uint64(len(b.buf)-1))
+	if i+int(n) <= len(b.buf) {
+		return string(b.buf[i : i+int(n)])
+	}
+	out := make([]byte, 0, n)
+	out = append(out, b.buf[i:]...)
+	return string(append(out, b.buf[:int(n)-(len(b.buf)-i)]...))
+}
+
+// release frees the bytes before off.
+func (b *byteRing) release(off uint64) {
+	b.head = off
+	if len(b.buf) > 64<<10 && int(b.tail-b.head) < len(b.buf)/4 {
+		b.resize(len(b.buf) / 2)
+	}
+}
+
+func (b *byteRing) resize(c int) {
+	c = 1 << bits.Len(uint(c-1)) // a power of two
+	buf := make([]byte, c)
+	// Copied range by range: what is in use may wrap in either ring.
+	for k, used := 0, int(b.tail-b.head); k < used; {
+		src := int((b.head + uint64(k)) & uint64(len(b.buf)-1))
+		dst := int((b.head + uint64(k)) & uint64(c-1))
+		m := min(used-k, len(b.buf)-src, c-dst)
+		copy(buf[dst:dst+m], b.buf[src:src+m])
+		k += m
+	}
+	b.buf = buf
+}
+
+// status returns a status stored as bytes without allocating for the known
+// ones.
+func (b *byteRing) status(off uint64, n uint8) schemas.Status {
+	if n == 0 {
+		return ""
+	}
+	for _, s := range knownStatuses {
+		if b.equal(off, uint32(n), string(s)) {
+			return s
+		}
+	}
+	return schemas.Status(b.text(off, uint32(n)))
 }
 
 // stagers are the entries staged for one key, in the order they staged:
@@ -99,11 +216,18 @@ func (s *stagers) last() schemas.StateEntry {
 	return s.first
 }
 
+var knownStatuses = []schemas.Status{schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusExpired,
+	schemas.StatusRejected, schemas.StatusDuplicate}
+
 // NewWindow returns a window keeping keys for ttl, at most maxKeys per
 // partition (the oldest go first when it is full).
 func NewWindow(ttl time.Duration, maxKeys int) *Window {
-	return &Window{ttl: ttl, maxKeys: maxKeys, now: time.Now, parts: make(map[int32]*partWindow),
+	return &Window{ttl: ttl, maxKeys: maxKeys, now: time.Now, hash: keyHash(maphash.MakeSeed()), parts: make(map[int32]*partWindow),
 		dropped: make(map[int32]bool)}
+}
+
+func keyHash(seed maphash.Seed) func(string) uint64 {
+	return func(s string) uint64 { return maphash.String(seed, s) }
 }
 
 // MaxBytes bounds each partition's keys by their memory (entryBytes each):
@@ -114,13 +238,11 @@ func (w *Window) MaxBytes(n int64) {
 	w.maxBytes = n
 }
 
-// entryOverhead is what an entry costs besides its strings: the entry, its
-// list element and its map slot.
-const entryOverhead = 160
+// entryOverhead is what an entry costs besides its key and request id: its
+// slot, its index entry (at the map's load) and its status.
+const entryOverhead = 80
 
-func entryBytes(e *schemas.StateEntry) int64 {
-	return int64(len(e.Key) + len(e.RequestID) + entryOverhead)
-}
+func (x *slot) entryBytes() int64 { return int64(x.klen) + int64(x.rlen) + entryOverhead }
 
 // TTL is how long a key is kept.
 func (w *Window) TTL() time.Duration { return w.ttl }
@@ -134,8 +256,8 @@ func (w *Window) part(p int32) *partWindow {
 	pw, ok := w.parts[p]
 	if !ok {
 		pw = &partWindow{
-			entries: make(map[string]*node),
-			staged:  make(map[string]stagers),
+			index:  make(map[uint64]uint64),
+			staged: make(map[string]stagers),
 		}
 		w.parts[p] = pw
 	}
@@ -170,14 +292,33 @@ func (w *Window) Get(p int32, key string) (schemas.StateEntry, bool) {
 	if st, ok := pw.staged[key]; ok {
 		return st.last(), true
 	}
-	x, ok := pw.entries[key]
+	x := w.findLocked(pw, key, w.hash(key))
+	if x == nil || x.expires <= w.now().UnixMilli() {
+		return schemas.StateEntry{}, false
+	}
+	return schemas.StateEntry{Key: key, RequestID: pw.bytes.text(x.off+uint64(x.klen), x.rlen),
+		Status: pw.bytes.status(x.off+uint64(x.klen)+uint64(x.rlen), x.slen), ExpiresAtMs: x.expires}, true
+}
+
+// findLocked returns key's live committed slot, nil if none.
+func (w *Window) findLocked(pw *partWindow, key string, h uint64) *slot {
+	seq, ok := pw.index[h]
 	if !ok {
-		return schemas.StateEntry{}, false
+		return nil
 	}
-	if x.e.ExpiresAtMs <= w.now().UnixMilli() {
-		return schemas.StateEntry{}, false
+	x := pw.slots.at(seq)
+	if !pw.bytes.equal(x.off, x.klen, key) {
+		return nil // another key with the same hash
 	}
-	return x.e, true
+	return x
+}
+
+// killLocked marks a live slot dead and forgets it in the index.
+func (w *Window) killLocked(pw *partWindow, x *slot) {
+	x.dead = true
+	delete(pw.index, x.hash)
+	pw.live--
+	pw.size -= x.entryBytes()
 }
 
 // Entry builds the entry a stage stages for key.
@@ -264,10 +405,8 @@ func (w *Window) Delete(p int32, key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if pw, ok := w.parts[p]; ok {
-		if x, ok := pw.entries[key]; ok {
-			pw.order.remove(x)
-			pw.bytes -= entryBytes(&x.e)
-			delete(pw.entries, key)
+		if x := w.findLocked(pw, key, w.hash(key)); x != nil {
+			w.killLocked(pw, x)
 			w.sized(-1)
 		}
 	}
@@ -275,28 +414,50 @@ func (w *Window) Delete(p int32, key string) {
 
 func (w *Window) putLocked(pw *partWindow, e schemas.StateEntry) {
 	d := 1
-	if x, ok := pw.entries[e.Key]; ok {
-		pw.order.remove(x)
-		pw.bytes -= entryBytes(&x.e)
+	h := w.hash(e.Key)
+	if x := w.findLocked(pw, e.Key, h); x != nil {
+		w.killLocked(pw, x)
 		d = 0
 	}
-	x := &node{e: e}
-	pw.order.pushBack(x)
-	pw.entries[e.Key] = x
-	pw.bytes += entryBytes(&e)
-	// Expire from the front (entries are in insertion order and share one
-	// ttl), then enforce the key and byte bounds.
-	now := w.now().UnixMilli()
-	for pw.order.n > 0 {
-		fe := pw.order.front
-		if fe.e.ExpiresAtMs > now && pw.order.n <= w.maxKeys && (w.maxBytes <= 0 || pw.bytes <= w.maxBytes) {
-			break
-		}
-		pw.order.remove(fe)
-		pw.bytes -= entryBytes(&fe.e)
-		delete(pw.entries, fe.e.Key)
+	if uint64(len(e.RequestID)) > math.MaxUint32 || uint64(len(e.Key)) > math.MaxUint32 || len(e.Status) > math.MaxUint8 {
+		return // never: keys and ids are refs (StateRef), statuses short
+	}
+	x := slot{hash: h, expires: e.ExpiresAtMs,
+		klen: uint32(len(e.Key)), rlen: uint32(len(e.RequestID)), slen: uint8(len(e.Status))}
+	x.off = pw.bytes.put(e.Key, e.RequestID, string(e.Status))
+	// A slot with the same hash but another key (a collision) loses the
+	// index: it is then not found, as if evicted.
+	if seq, ok := pw.index[x.hash]; ok {
+		old := pw.slots.at(seq)
+		old.dead = true
+		pw.live--
+		pw.size -= old.entryBytes()
 		d--
 	}
+	pw.index[x.hash] = pw.slots.push(x)
+	pw.live++
+	pw.size += x.entryBytes()
+	// Expire from the front (entries are in insertion order and share one
+	// ttl), then enforce the key and byte bounds; dead slots go as they
+	// reach the front.
+	now := w.now().UnixMilli()
+	for pw.slots.n() > 0 {
+		fe := pw.slots.front()
+		if !fe.dead {
+			if fe.expires > now && pw.live <= w.maxKeys && (w.maxBytes <= 0 || pw.size <= w.maxBytes) {
+				break
+			}
+			w.killLocked(pw, fe)
+			d--
+		}
+		pw.slots.pop()
+		if pw.slots.n() > 0 {
+			pw.bytes.release(pw.slots.front().off)
+		} else {
+			pw.bytes.release(pw.bytes.tail)
+		}
+	}
+	pw.slots.shrink()
 	w.sized(d)
 }
 
@@ -306,7 +467,7 @@ func (w *Window) Drop(p int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if pw, ok := w.parts[p]; ok {
-		w.sized(-len(pw.entries))
+		w.sized(-pw.live)
 	}
 	delete(w.parts, p)
 	w.dropped[p] = true

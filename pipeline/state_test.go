@@ -1,7 +1,10 @@
 package pipeline
 
 import (
+	"container/list"
 	"fmt"
+	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -482,5 +485,146 @@ func BenchmarkWindowStageCommit(b *testing.B) {
 			b.Fatal("a staged key is not visible")
 		}
 		w.Commit(0, e)
+	}
+}
+
+// refWindow is the committed half of a Window written the obvious way
+// (a map and a list in insertion order): the model TestWindowModel checks
+// the ring-based window against.
+type refWindow struct {
+	entries  map[string]*list.Element
+	order    list.List // of schemas.StateEntry, oldest first
+	bytes    int64
+	maxKeys  int
+	maxBytes int64
+}
+
+func (m *refWindow) put(e schemas.StateEntry, now int64) {
+	if x, ok := m.entries[e.Key]; ok {
+		m.remove(x)
+	}
+	m.entries[e.Key] = m.order.PushBack(e)
+	m.bytes += int64(len(e.Key) + len(e.RequestID) + entryOverhead)
+	for m.order.Len() > 0 {
+		fe := m.order.Front()
+		f := fe.Value.(schemas.StateEntry)
+		if f.ExpiresAtMs > now && m.order.Len() <= m.maxKeys && (m.maxBytes <= 0 || m.bytes <= m.maxBytes) {
+			break
+		}
+		m.remove(fe)
+	}
+}
+
+func (m *refWindow) remove(x *list.Element) {
+	e := m.order.Remove(x).(schemas.StateEntry)
+	delete(m.entries, e.Key)
+	m.bytes -= int64(len(e.Key) + len(e.RequestID) + entryOverhead)
+}
+
+func (m *refWindow) get(key string, now int64) (schemas.StateEntry, bool) {
+	x, ok := m.entries[key]
+	if !ok || x.Value.(schemas.StateEntry).ExpiresAtMs <= now {
+		return schemas.StateEntry{}, false
+	}
+	return x.Value.(schemas.StateEntry), true
+}
+
+// The window keeps its committed entries in rings of slots and bytes that
+// wrap, grow and shrink: random puts, restores, deletes and clock moves,
+// with keys and request ids from 0 to 3 KB (so the byte ring wraps inside
+// an entry) and bursts of large ones (so the rings grow and shrink), must leave it answering as the obvious map-and-list does.
+func TestWindowModel(t *testing.T) {
+	statuses := []schemas.Status{"", schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusRejected, "SOMETHING_NEW"}
+	for _, bounds := range []struct {
+		maxKeys  int
+		maxBytes int64
+	}{{50, 0}, {5000, 0}, {5000, 40_000}, {3, 0}} {
+		t.Run(fmt.Sprintf("keys=%d,bytes=%d", bounds.maxKeys, bounds.maxBytes), func(t *testing.T) {
+			rnd := rand.New(rand.NewPCG(uint64(bounds.maxKeys), uint64(bounds.maxBytes)))
+			w := newTestWindow(time.Minute, bounds.maxKeys)
+			w.MaxBytes(bounds.maxBytes)
+			ref := &refWindow{entries: map[string]*list.Element{}, maxKeys: bounds.maxKeys, maxBytes: bounds.maxBytes}
+			text := func(prefix string) string {
+				n := rnd.IntN(40)
+				if rnd.IntN(20) == 0 {
+					n = rnd.IntN(3000)
+				}
+				return prefix + strings.Repeat("x", n)
+			}
+			key := func() string { return fmt.Sprintf("k%d-", rnd.IntN(400)) }
+			for op := range 20_000 {
+				now := w.clock.UnixMilli()
+				switch r := rnd.IntN(100); {
+				case r < 60:
+					e := w.Entry(key()+text(""), text("r"), statuses[rnd.IntN(len(statuses))])
+					w.Stage(0, e)
+					w.Commit(0, e)
+					ref.put(e, now)
+				case r < 70: // a changelog record, expiring at any time
+					e := schemas.StateEntry{Key: key(), RequestID: text("r"), ExpiresAtMs: now + int64(rnd.IntN(120_000)) - 30_000}
+					w.Restore(0, e)
+					if e.ExpiresAtMs > now {
+						ref.put(e, now)
+					}
+				case r < 80:
+					k := key()
+					w.Delete(0, k)
+					if x, ok := ref.entries[k]; ok {
+						ref.remove(x)
+					}
+				case r < 85:
+					w.advance(time.Duration(rnd.IntN(20_000)) * time.Millisecond)
+				case r == 85: // a burst of large entries: the rings grow, and shrink as they go
+					for range 200 {
+						e := w.Entry(key(), strings.Repeat("y", 500+rnd.IntN(2500)), "")
+						w.Stage(0, e)
+						w.Commit(0, e)
+						ref.put(e, now)
+					}
+				}
+				if w.Len() != len(ref.entries) {
+					t.Fatalf("op %d: Len = %d, want %d", op, w.Len(), len(ref.entries))
+				}
+				now = w.clock.UnixMilli()
+				for range 3 {
+					var k string
+					if rnd.IntN(2) == 0 || ref.order.Len() == 0 {
+						k = key()
+					} else {
+						k = ref.order.Back().Value.(schemas.StateEntry).Key
+					}
+					got, ok := w.Get(0, k)
+					want, wok := ref.get(k, now)
+					if ok != wok || got != want {
+						t.Fatalf("op %d: Get(%q) = %+v, %v; want %+v, %v", op, k, got, ok, want, wok)
+					}
+				}
+			}
+		})
+	}
+}
+
+// Two keys whose hashes collide are told apart: the later one is found, the
+// earlier one is not (as if evicted), and neither answers for the other.
+func TestWindowHashCollision(t *testing.T) {
+	w := newTestWindow(time.Minute, 100)
+	w.hash = func(string) uint64 { return 7 }
+	w.put(0, "a", "ra")
+	if e, ok := w.Get(0, "b"); ok {
+		t.Fatalf("Get(b) = %+v with only a in the window", e)
+	}
+	w.put(0, "b", "rb")
+	if e, ok := w.Get(0, "b"); !ok || e.RequestID != "rb" {
+		t.Fatalf("Get(b) = %+v, %v; want rb", e, ok)
+	}
+	if e, ok := w.Get(0, "a"); ok {
+		t.Fatalf("Get(a) = %+v after b took its hash; want none", e)
+	}
+	if w.Len() != 1 {
+		t.Fatalf("Len = %d, want 1", w.Len())
+	}
+	w.Delete(0, "a") // not there: must not delete b
+	if _, ok := w.Get(0, "b"); !ok {
+		t.Fatal("Delete(a) deleted b")
 	}
 }
