@@ -74,14 +74,14 @@ func (c *Context) onProduced(rec *kgo.Record, err error) {
 		return
 	}
 	if err != nil {
-		r.m.ProduceErrors.WithLabelValues(r.stage).Inc()
+		r.hot.produceErrors.Inc()
 		w.mu.Lock()
 		if w.first == nil {
 			w.first = err
 		}
 		w.mu.Unlock()
 	} else {
-		r.m.Produced.WithLabelValues(r.stage, rec.Topic).Inc()
+		r.hot.produced(rec.Topic).Inc()
 	}
 	if w.left.Add(-1) != 0 {
 		return

@@ -30,8 +30,9 @@ type Runner struct {
 	decode    func(context.Context, []byte) (any, error)
 	process   func(*Context, any)
 	edges     map[string]edge
-	changelog string  // "" when the stage keeps no state
-	win       *Window // nil when the stage keeps no state
+	hot       hotMetrics // the children of the per-record metrics, resolved once
+	changelog string     // "" when the stage keeps no state
+	win       *Window    // nil when the stage keeps no state
 	// The client, and in exactly-once mode the session that wraps it: both
 	// are replaced when a fenced producer is renewed (renew.go), so they are
 	// read through client() and session().
@@ -116,7 +117,9 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 		fenceKick: make(chan struct{}, 1),
 	}
 	manual := map[string]bool{}
+	var written []string
 	for _, e := range st.Outputs {
+		written = append(written, e.Topics...)
 		r.edges[e.Name] = edge{topics: e.Topics, kind: e.Kind}
 		if e.Partitioning == topics.AsInput {
 			for _, t := range e.Topics {
@@ -125,12 +128,18 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 		}
 	}
 	if st.Changelog != nil {
+		written = append(written, st.Changelog.Topic)
 		r.changelog = st.Changelog.Topic
 		r.win = NewWindow(st.Changelog.TTL, st.Changelog.MaxKeys)
 		r.win.MaxBytes(st.Changelog.MaxBytes)
-		r.win.onSize = func(n int) { r.m.StateKeys.WithLabelValues(st.Name).Set(float64(n)) }
+		keys := r.m.StateKeys.WithLabelValues(st.Name)
+		r.win.onSize = func(n int) { keys.Set(float64(n)) }
 		manual[st.Changelog.Topic] = true
 	}
+	if st.DeadLetters != "" {
+		written = append(written, st.DeadLetters)
+	}
+	r.hot = newHotMetrics(r.m, st.Name, written)
 	r.tr.bound(c.maxInflight, c.maxInflightBytes)
 	r.holds = newHolds()
 	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
@@ -489,7 +498,7 @@ func (r *Runner) handOut(fs kgo.Fetches, u *unit) []*Context {
 			if !ok {
 				return // revoked since the fetch: its new owner gets it
 			}
-			r.m.Consumed.WithLabelValues(r.stage).Inc()
+			r.hot.consumed.Inc()
 			c := &Context{r: r, rec: rec, received: now, gen: gen, stale: stale, unit: u}
 			if u != nil {
 				u.add(t)
@@ -793,14 +802,14 @@ func (r *Runner) produceAll(rs []*kgo.Record, done func(error)) {
 	for _, rec := range rs {
 		r.client().Produce(r.workCtx, rec, func(rec *kgo.Record, err error) {
 			if err != nil {
-				r.m.ProduceErrors.WithLabelValues(r.stage).Inc()
+				r.hot.produceErrors.Inc()
 				mu.Lock()
 				if first == nil {
 					first = err
 				}
 				mu.Unlock()
 			} else {
-				r.m.Produced.WithLabelValues(r.stage, rec.Topic).Inc()
+				r.hot.produced(rec.Topic).Inc()
 			}
 			if left.Add(-1) == 0 {
 				mu.Lock()

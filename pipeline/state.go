@@ -413,20 +413,16 @@ func (w *Window) Delete(p int32, key string) {
 }
 
 func (w *Window) putLocked(pw *partWindow, e schemas.StateEntry) {
-	d := 1
-	h := w.hash(e.Key)
-	if x := w.findLocked(pw, e.Key, h); x != nil {
-		w.killLocked(pw, x)
-		d = 0
-	}
 	if uint64(len(e.RequestID)) > math.MaxUint32 || uint64(len(e.Key)) > math.MaxUint32 || len(e.Status) > math.MaxUint8 {
 		return // never: keys and ids are refs (StateRef), statuses short
 	}
-	x := slot{hash: h, expires: e.ExpiresAtMs,
+	x := slot{hash: w.hash(e.Key), expires: e.ExpiresAtMs,
 		klen: uint32(len(e.Key)), rlen: uint32(len(e.RequestID)), slen: uint8(len(e.Status))}
 	x.off = pw.bytes.put(e.Key, e.RequestID, string(e.Status))
-	// A slot with the same hash but another key (a collision) loses the
-	// index: it is then not found, as if evicted.
+	// The slot the hash indexes (the key's earlier entry, or another key's
+	// with the same hash: a collision, which is then not found, as if
+	// evicted) is replaced.
+	d := 1
 	if seq, ok := pw.index[x.hash]; ok {
 		old := pw.slots.at(seq)
 		old.dead = true

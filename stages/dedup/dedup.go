@@ -84,6 +84,9 @@ type Config struct {
 	Downstream Downstream
 }
 
+// decisions are the values of Decisions' label.
+var decisions = []string{"accepted", "duplicate", "redelivery", "invalid", "expired", "rerouted", "too_large", "rejected"}
+
 // Metrics are the stage's Prometheus metrics.
 type Metrics struct {
 	Decisions           *prometheus.CounterVec
@@ -106,7 +109,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "dedup_partitioning_violations_total",
 			Help: "Requests not on the partition murmur2(idempotency key) picks: a producer ignores the partitioning rule (they are re-routed)."}),
 	}
-	for _, d := range []string{"accepted", "duplicate", "redelivery", "invalid", "expired", "rerouted", "too_large", "rejected"} {
+	for _, d := range decisions {
 		m.Decisions.WithLabelValues(d)
 	}
 	m.Admission = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "admission_decisions_total",
@@ -133,7 +136,11 @@ type Stage struct {
 	m      *Metrics
 	r      *pipeline.Runner
 	models map[string]*modelState // admission, by configured model name
-	pub    *publisher             // nil without Config.Pressure
+	// decided holds Decisions' children, admitted and rejected
+	// Admission's per model and lane: resolved once, not per request.
+	decided            map[string]prometheus.Counter
+	admitted, rejected map[string][]prometheus.Counter
+	pub                *publisher // nil without Config.Pressure
 	// share is the fraction of the requests partitions this process owns
 	// (float64 bits); inferLag and emitLag the watcher's measures less
 	// DownstreamNoise. Refreshed by Run.
@@ -162,7 +169,11 @@ func New(cfg Config, m *Metrics) (*Stage, error) {
 			return nil, fmt.Errorf("dedup: %w", err)
 		}
 	}
-	s := &Stage{cfg: cfg, m: m, models: map[string]*modelState{}}
+	s := &Stage{cfg: cfg, m: m, models: map[string]*modelState{}, decided: map[string]prometheus.Counter{},
+		admitted: map[string][]prometheus.Counter{}, rejected: map[string][]prometheus.Counter{}}
+	for _, d := range decisions {
+		s.decided[d] = m.Decisions.WithLabelValues(d)
+	}
 	s.share.Store(int64(math.Float64bits(1)))
 	lanes := max(1, len(cfg.Lanes))
 	for _, ma := range cfg.Admission {
@@ -189,9 +200,8 @@ func New(cfg Config, m *Metrics) (*Stage, error) {
 		s.models[ma.Name] = &modelState{cfg: ma, ahead: make([]float64, lanes), lanes: make([]laneState, lanes)}
 		for l := range lanes {
 			lane := s.laneName(l)
-			for _, d := range []string{"admitted", "rejected"} {
-				m.Admission.WithLabelValues(ma.Name, lane, d)
-			}
+			s.admitted[ma.Name] = append(s.admitted[ma.Name], m.Admission.WithLabelValues(ma.Name, lane, "admitted"))
+			s.rejected[ma.Name] = append(s.rejected[ma.Name], m.Admission.WithLabelValues(ma.Name, lane, "rejected"))
 			m.PredictedWait.WithLabelValues(ma.Name, lane).Set(-1)
 			m.ShedFraction.WithLabelValues(ma.Name, lane)
 		}
@@ -273,7 +283,7 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		if !rerouted {
 			err := c.Emit(topics.EdgeReroute, []byte(key), rec.Value, pipeline.SetHeader(headers, HeaderRerouted, []byte{'1'}))
 			if err == nil {
-				s.m.Decisions.WithLabelValues("rerouted").Inc()
+				s.decided["rerouted"].Inc()
 				c.Finish()
 				return
 			}
@@ -292,11 +302,11 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		// is decided afresh. The rejected request id itself is answered.
 		if e.RequestID == pipeline.StateRef(h.RequestID) {
 			// Its outputs exist (write order): a re-delivery after a crash.
-			s.m.Decisions.WithLabelValues("redelivery").Inc()
+			s.decided["redelivery"].Inc()
 			finish(c)
 			return
 		}
-		s.m.Decisions.WithLabelValues("duplicate").Inc()
+		s.decided["duplicate"].Inc()
 		// The original's request id as the state keeps it: its SHA-256
 		// when it is longer than pipeline.MaxStateRef.
 		s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusDuplicate, Reason: "idempotency_key_seen",
@@ -306,7 +316,7 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 	}
 	switch {
 	case h.Invalid != nil:
-		s.m.Decisions.WithLabelValues("invalid").Inc()
+		s.decided["invalid"].Inc()
 		msg := pipeline.Cut(h.Invalid.Error(), maxMessage)
 		s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusFailed, ErrorCode: CodeInvalidRequest, ErrorMessage: msg})
 		if s.cfg.CopyFailedToDLQ {
@@ -314,7 +324,7 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		}
 		c.Remember(key, h.RequestID, schemas.StatusFailed)
 	case h.DeadlineMs > 0 && time.Now().UnixMilli() > h.DeadlineMs:
-		s.m.Decisions.WithLabelValues("expired").Inc()
+		s.decided["expired"].Inc()
 		s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusExpired, Reason: "deadline_passed"})
 		c.Remember(key, h.RequestID, schemas.StatusExpired)
 	default:
@@ -322,20 +332,20 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		if ms := s.models[h.Model]; ms != nil {
 			v := ms.decide(h, lane, s.lane(lane), time.Now(), s.shareNow(), time.Duration(s.inferLag.Load()), time.Duration(s.emitLag.Load()))
 			if v.expired != "" {
-				s.m.Decisions.WithLabelValues("expired").Inc()
+				s.decided["expired"].Inc()
 				s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusExpired, Reason: v.expired})
 				c.Remember(key, h.RequestID, schemas.StatusExpired)
 				break
 			}
 			if !v.admit {
-				s.m.Decisions.WithLabelValues("rejected").Inc()
-				s.m.Admission.WithLabelValues(h.Model, s.laneName(lane), "rejected").Inc()
+				s.decided["rejected"].Inc()
+				s.rejected[h.Model][lane].Inc()
 				s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusRejected, Reason: ReasonOverloaded,
 					RetryAfterMs: max(1, v.retryAfter.Milliseconds()), ErrorMessage: overloadMessage(h.Model, s.laneName(lane), v)})
 				c.Remember(key, h.RequestID, schemas.StatusRejected)
 				break
 			}
-			s.m.Admission.WithLabelValues(h.Model, s.laneName(lane), "admitted").Inc()
+			s.admitted[h.Model][lane].Inc()
 			if ms.cfg.Mode == AdmissionPause {
 				s.checkPause(ms, time.Now())
 			}
@@ -349,10 +359,10 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 		err := c.EmitBytesTo(topics.EdgeAccepted, s.laneTopic(lane), k, rec.Value, headers)
 		switch {
 		case err == nil:
-			s.m.Decisions.WithLabelValues("accepted").Inc()
+			s.decided["accepted"].Inc()
 			c.Remember(key, h.RequestID, "")
 		case errors.Is(err, pipeline.ErrTooLarge):
-			s.m.Decisions.WithLabelValues("too_large").Inc()
+			s.decided["too_large"].Inc()
 			s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusFailed, ErrorCode: CodeRequestTooLarge,
 				ErrorMessage: pipeline.Cut(err.Error(), maxMessage)})
 			if s.cfg.CopyFailedToDLQ {

@@ -61,8 +61,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "From a request's created_at to its result's emission.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}, []string{"status"}),
 	}
-	for _, st := range []schemas.Status{schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusExpired,
-		schemas.StatusRejected, schemas.StatusDuplicate} {
+	for _, st := range statuses {
 		m.Emitted.WithLabelValues(string(st))
 	}
 	if err := pipeline.Register(reg, m.Emitted, m.Repeats, m.ReplyDenied, m.Reencoded, m.EndToEnd); err != nil {
@@ -71,12 +70,32 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// statuses are the statuses a result has.
+var statuses = []schemas.Status{schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusExpired,
+	schemas.StatusRejected, schemas.StatusDuplicate}
+
 // Stage is the emit stage.
 type Stage struct {
 	cfg     Config
 	codec   *schemas.Codec
 	allowed map[string]bool
 	m       *Metrics
+	// counted holds the per-status children of Emitted and EndToEnd,
+	// resolved once rather than per result.
+	counted map[schemas.Status]statusMetrics
+}
+
+type statusMetrics struct {
+	emitted  prometheus.Counter
+	endToEnd prometheus.Observer
+}
+
+// statusMetrics returns the children for status.
+func (s *Stage) statusMetrics(status schemas.Status) statusMetrics {
+	if sm, ok := s.counted[status]; ok {
+		return sm
+	}
+	return statusMetrics{s.m.Emitted.WithLabelValues(string(status)), s.m.EndToEnd.WithLabelValues(string(status))}
 }
 
 // New returns the stage. The codec must have every reply topic bound; m nil:
@@ -89,7 +108,11 @@ func New(cfg Config, codec *schemas.Codec, m *Metrics) *Stage {
 	for _, t := range cfg.ReplyTopics {
 		allowed[t] = true
 	}
-	return &Stage{cfg: cfg, codec: codec, allowed: allowed, m: m}
+	counted := make(map[schemas.Status]statusMetrics, len(statuses))
+	for _, st := range statuses {
+		counted[st] = statusMetrics{m.Emitted.WithLabelValues(string(st)), m.EndToEnd.WithLabelValues(string(st))}
+	}
+	return &Stage{cfg: cfg, codec: codec, allowed: allowed, m: m, counted: counted}
 }
 
 // Decoder is the stage's decoder: a result's head.
@@ -154,28 +177,27 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.ResultHead) {
 		return
 	}
 	c.Remember(h.RequestID, h.RequestID, h.Status)
-	status, created := string(h.Status), h.CreatedAtMs
+	sm, created := s.statusMetrics(h.Status), h.CreatedAtMs
 	c.OnCommit(func() {
-		s.m.Emitted.WithLabelValues(status).Inc()
+		sm.emitted.Inc()
 		if created > 0 {
-			s.m.EndToEnd.WithLabelValues(status).Observe(time.Since(time.UnixMilli(created)).Seconds())
+			sm.endToEnd.Observe(time.Since(time.UnixMilli(created)).Seconds())
 		}
 	})
 	c.Finish()
 }
 
-// statuses are the status header's values, made once.
-var statuses = map[schemas.Status][]byte{}
+// statusHeaders are the status header's values, made once.
+var statusHeaders = map[schemas.Status][]byte{}
 
 func init() {
-	for _, st := range []schemas.Status{schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusExpired,
-		schemas.StatusRejected, schemas.StatusDuplicate} {
-		statuses[st] = []byte(st)
+	for _, st := range statuses {
+		statusHeaders[st] = []byte(st)
 	}
 }
 
 func statusBytes(st schemas.Status) []byte {
-	if b, ok := statuses[st]; ok {
+	if b, ok := statusHeaders[st]; ok {
 		return b
 	}
 	return []byte(st)

@@ -180,6 +180,10 @@ type served struct {
 	// (the share of a lane's Kafka backlog the model is charged with).
 	running  atomic.Int64
 	arrivals []atomic.Int64
+	// queueLen and outcomes are metric children resolved once, not per
+	// request.
+	queueLen prometheus.Gauge
+	outcomes map[schemas.Status]prometheus.Counter
 	// target is the model's target batch (policy.target), refreshed every
 	// second by gauges: laneControl's measure of a saturated model.
 	target atomic.Int64
@@ -297,8 +301,10 @@ func New(cfg Config, m *Metrics) (*Stage, error) {
 		sv.q = newLaneQueue(len(s.lanes), cfg.QueueCap, newPolicy(mc, sv.limit, sv.costs), drop, sv.ex.unreachable)
 		sv.target.Store(int64(mc.MaxBatchItems))
 		s.models[mc.Name] = sv
+		sv.queueLen = m.QueueLen.WithLabelValues(name)
+		sv.outcomes = map[schemas.Status]prometheus.Counter{}
 		for _, st := range []schemas.Status{schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusExpired} {
-			m.Outcomes.WithLabelValues(name, string(st))
+			sv.outcomes[st] = m.Outcomes.WithLabelValues(name, string(st))
 		}
 		for _, r := range flushReasons {
 			m.Flushes.WithLabelValues(name, r)
@@ -465,7 +471,7 @@ func (s *Stage) Process(c *pipeline.Context, req *schemas.Request) {
 		c.Fail(fmt.Errorf("infer: the queue of model %s is full although it is sized to the in-flight bound (a bug)", req.Model))
 		return
 	}
-	s.m.QueueLen.WithLabelValues(req.Model).Set(float64(sv.q.len()))
+	sv.queueLen.Set(float64(sv.q.len()))
 	s.lc.update()
 }
 
@@ -528,8 +534,14 @@ func (s *Stage) answer(it *item, res *schemas.Result) {
 	if res.Status == schemas.StatusFailed && s.cfg.CopyFailedToDLQ {
 		c.DeadLetterCopy(req.RequestID, "failed:"+res.ErrorCode, errors.New(res.ErrorMessage))
 	}
-	status := string(res.Status)
-	c.OnCommit(func() { s.m.Outcomes.WithLabelValues(label, status).Inc() })
+	var counter prometheus.Counter
+	if sv := s.models[req.Model]; sv != nil {
+		counter = sv.outcomes[res.Status]
+	}
+	if counter == nil {
+		counter = s.m.Outcomes.WithLabelValues(label, string(res.Status))
+	}
+	c.OnCommit(counter.Inc)
 	c.Finish()
 }
 
