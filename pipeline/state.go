@@ -3,7 +3,6 @@ package pipeline
 import (
 	"hash/maphash"
 	"math"
-	"math/bits"
 	"sync"
 	"time"
 
@@ -45,15 +44,17 @@ type Window struct {
 // partWindow is one partition's keys. The committed entries hold no
 // pointers, so that a window of a million keys costs the garbage collector
 // nothing to mark and a lookup touches few cache lines: an index from the
-// key's 64-bit hash to its slot, the slots in insertion order in a ring, and
-// the keys' and request ids' bytes in a byte ring beside them. The key is
+// key's 64-bit hash to its slot, the slots in insertion order in a queue of
+// fixed-size chunks, and the keys' and request ids' bytes in a queue of
+// chunks beside them. Chunks come and go one at a time, so growing and
+// shrinking never copies the window (a stall under the lock). The key is
 // kept and compared, so two keys whose hashes collide are told apart (the
 // later one takes the index; the earlier is then not found, as if it had
 // been evicted: a chance of about one in 10^13 per key at a million keys).
 type partWindow struct {
 	index map[uint64]uint64 // key hash → the seq of its live slot
-	slots slotRing          // committed entries, oldest first, dead ones too
-	bytes byteRing          // the slots' key, request id and status bytes
+	slots slotQueue         // committed entries, oldest first, dead ones too
+	bytes byteQueue         // the slots' key, request id and status bytes
 	live  int               // live slots
 	size  int64             // entryBytes of the live slots
 	// staged holds, per key, the entries of the stagers in flight in the
@@ -64,142 +65,127 @@ type partWindow struct {
 // slot is a committed entry: where its bytes are, when it expires.
 type slot struct {
 	hash    uint64
-	off     uint64 // of its key in the byte ring; the request id and status follow
+	chunk   uint64 // the byte chunk holding its key, then request id and status
 	expires int64  // Unix ms
+	off     uint32 // of its key in the chunk
 	klen    uint32
 	rlen    uint32
 	slen    uint8
 	dead    bool // replaced or deleted; freed when it reaches the front
 }
 
-// slotRing is a queue of slots addressed by sequence number: the slot of
-// seq s is at s modulo its power-of-two capacity.
-type slotRing struct {
-	buf        []slot
-	head, tail uint64 // seqs of the oldest slot and of the next one
+const slotChunk = 1 << 12 // slots per chunk: 160 KiB
+
+// slotQueue is a queue of slots addressed by sequence number, in chunks.
+type slotQueue struct {
+	chunks           [][]slot // chunks[0] holds the seqs from base
+	base, head, tail uint64   // seqs: of chunks[0][0], the oldest slot, the next one
+	spare            []slot   // a freed chunk, for the next one needed
 }
 
-func (q *slotRing) n() int              { return int(q.tail - q.head) }
-func (q *slotRing) at(seq uint64) *slot { return &q.buf[seq&uint64(len(q.buf)-1)] }
-func (q *slotRing) front() *slot        { return q.at(q.head) }
-func (q *slotRing) pop()                { q.head++ }
+func (q *slotQueue) n() int { return int(q.tail - q.head) }
 
-func (q *slotRing) push(x slot) uint64 {
-	if q.n() == len(q.buf) {
-		q.resize(max(64, 2*len(q.buf)))
+func (q *slotQueue) at(seq uint64) *slot {
+	i := seq - q.base
+	return &q.chunks[i/slotChunk][i%slotChunk]
+}
+
+func (q *slotQueue) front() *slot { return q.at(q.head) }
+
+func (q *slotQueue) push(x slot) uint64 {
+	if int(q.tail-q.base) == len(q.chunks)*slotChunk {
+		c := q.spare
+		q.spare = nil
+		if c == nil {
+			c = make([]slot, slotChunk)
+		}
+		q.chunks = append(q.chunks, c)
 	}
 	*q.at(q.tail) = x
 	q.tail++
 	return q.tail - 1
 }
 
-// shrink gives memory back once the ring is mostly empty.
-func (q *slotRing) shrink() {
-	if len(q.buf) > 1024 && q.n() < len(q.buf)/4 {
-		q.resize(len(q.buf) / 2)
+func (q *slotQueue) pop() {
+	q.head++
+	if q.head-q.base == slotChunk {
+		q.spare = q.chunks[0]
+		q.chunks[0] = nil
+		q.chunks = q.chunks[1:]
+		q.base += slotChunk
 	}
 }
 
-func (q *slotRing) resize(c int) {
-	buf := make([]slot, c)
-	for s := q.head; s != q.tail; s++ {
-		buf[s&uint64(c-1)] = *q.at(s)
-	}
-	q.buf = buf
+const byteChunk = 64 << 10
+
+// byteQueue holds the entries' bytes in chunks of byteChunk (an entry
+// larger than that gets a chunk of its own size); an entry never spans two
+// chunks, and a chunk is freed when no slot before the front uses it.
+type byteQueue struct {
+	chunks [][]byte // chunks[0] is number base; the last one is being filled
+	base   uint64
+	spare  []byte // a freed chunk, for the next one needed
 }
 
-// byteRing is a queue of bytes addressed by absolute offset, power-of-two
-// sized; what is before head is free.
-type byteRing struct {
-	buf        []byte
-	head, tail uint64
-}
-
-func (b *byteRing) put(ss ...string) uint64 {
+// put appends ss as one run of bytes and returns where it starts.
+func (b *byteQueue) put(ss ...string) (chunk uint64, off uint32) {
 	n := 0
 	for _, s := range ss {
 		n += len(s)
 	}
-	if used := int(b.tail - b.head); used+n > len(b.buf) {
-		b.resize(max(4096, 2*(used+n)))
+	last := len(b.chunks) - 1
+	if last < 0 || cap(b.chunks[last])-len(b.chunks[last]) < n {
+		var c []byte
+		switch {
+		case n > byteChunk:
+			c = make([]byte, 0, n)
+		case b.spare != nil:
+			c, b.spare = b.spare[:0], nil
+		default:
+			c = make([]byte, 0, byteChunk)
+		}
+		b.chunks = append(b.chunks, c)
+		last++
 	}
-	off := b.tail
+	c := b.chunks[last]
+	off = uint32(len(c))
 	for _, s := range ss {
-		b.write(s)
+		c = append(c, s...)
 	}
-	return off
+	b.chunks[last] = c
+	return b.base + uint64(last), off
 }
 
-func (b *byteRing) write(s string) {
-	for len(s) > 0 {
-		i := int(b.tail & uint64(len(b.buf)-1))
-		n := copy(b.buf[i:], s)
-		s = s[n:]
-		b.tail += uint64(n)
-	}
+// at returns the n bytes at off in chunk.
+func (b *byteQueue) at(chunk uint64, off, n uint32) []byte {
+	return b.chunks[chunk-b.base][off : off+n]
 }
 
-// equal reports whether the n bytes at off are s.
-func (b *byteRing) equal(off uint64, n uint32, s string) bool {
-	if int(n) != len(s) {
-		return false
-	}
-	for len(s) > 0 {
-		i := int(off & uint64(len(b.buf)-1))
-		chunk := min(len(s), len(b.buf)-i)
-		if string(b.buf[i:i+chunk]) != s[:chunk] {
-			return false
+// release frees the chunks before chunk, but never the one being filled.
+func (b *byteQueue) release(chunk uint64) {
+	for b.base < chunk && len(b.chunks) > 1 {
+		if cap(b.chunks[0]) == byteChunk {
+			b.spare = b.chunks[0]
 		}
-		s, off = s[chunk:], off+uint64(chunk)
-	}
-	return true
-}
-
-// text returns the n bytes at off as a string (a copy).
-func (b *byteRing) text(off uint64, n uint32) string {
-	i := int(off & uint64(len(b.buf)-1))
-	if i+int(n) <= len(b.buf) {
-		return string(b.buf[i : i+int(n)])
-	}
-	out := make([]byte, 0, n)
-	out = append(out, b.buf[i:]...)
-	return string(append(out, b.buf[:int(n)-(len(b.buf)-i)]...))
-}
-
-// release frees the bytes before off.
-func (b *byteRing) release(off uint64) {
-	b.head = off
-	if len(b.buf) > 64<<10 && int(b.tail-b.head) < len(b.buf)/4 {
-		b.resize(len(b.buf) / 2)
+		b.chunks[0] = nil
+		b.chunks = b.chunks[1:]
+		b.base++
 	}
 }
 
-func (b *byteRing) resize(c int) {
-	c = 1 << bits.Len(uint(c-1)) // a power of two
-	buf := make([]byte, c)
-	// Copied range by range: what is in use may wrap in either ring.
-	for k, used := 0, int(b.tail-b.head); k < used; {
-		src := int((b.head + uint64(k)) & uint64(len(b.buf)-1))
-		dst := int((b.head + uint64(k)) & uint64(c-1))
-		m := min(used-k, len(b.buf)-src, c-dst)
-		copy(buf[dst:dst+m], b.buf[src:src+m])
-		k += m
-	}
-	b.buf = buf
-}
+func (x *slot) key(b *byteQueue) []byte { return b.at(x.chunk, x.off, x.klen) }
 
-// status returns a status stored as bytes without allocating for the known
-// ones.
-func (b *byteRing) status(off uint64, n uint8) schemas.Status {
-	if n == 0 {
-		return ""
-	}
-	for _, s := range knownStatuses {
-		if b.equal(off, uint32(n), string(s)) {
-			return s
+func (x *slot) requestID(b *byteQueue) string { return string(b.at(x.chunk, x.off+x.klen, x.rlen)) }
+
+// status returns the slot's status without allocating for the known ones.
+func (x *slot) status(b *byteQueue) schemas.Status {
+	s := b.at(x.chunk, x.off+x.klen+x.rlen, uint32(x.slen))
+	for _, k := range knownStatuses {
+		if string(s) == string(k) {
+			return k
 		}
 	}
-	return schemas.Status(b.text(off, uint32(n)))
+	return schemas.Status(s)
 }
 
 // stagers are the entries staged for one key, in the order they staged:
@@ -296,8 +282,8 @@ func (w *Window) Get(p int32, key string) (schemas.StateEntry, bool) {
 	if x == nil || x.expires <= w.now().UnixMilli() {
 		return schemas.StateEntry{}, false
 	}
-	return schemas.StateEntry{Key: key, RequestID: pw.bytes.text(x.off+uint64(x.klen), x.rlen),
-		Status: pw.bytes.status(x.off+uint64(x.klen)+uint64(x.rlen), x.slen), ExpiresAtMs: x.expires}, true
+	return schemas.StateEntry{Key: key, RequestID: x.requestID(&pw.bytes), Status: x.status(&pw.bytes),
+		ExpiresAtMs: x.expires}, true
 }
 
 // findLocked returns key's live committed slot, nil if none.
@@ -307,7 +293,7 @@ func (w *Window) findLocked(pw *partWindow, key string, h uint64) *slot {
 		return nil
 	}
 	x := pw.slots.at(seq)
-	if !pw.bytes.equal(x.off, x.klen, key) {
+	if string(x.key(&pw.bytes)) != key {
 		return nil // another key with the same hash
 	}
 	return x
@@ -418,7 +404,7 @@ func (w *Window) putLocked(pw *partWindow, e schemas.StateEntry) {
 	}
 	x := slot{hash: w.hash(e.Key), expires: e.ExpiresAtMs,
 		klen: uint32(len(e.Key)), rlen: uint32(len(e.RequestID)), slen: uint8(len(e.Status))}
-	x.off = pw.bytes.put(e.Key, e.RequestID, string(e.Status))
+	x.chunk, x.off = pw.bytes.put(e.Key, e.RequestID, string(e.Status))
 	// The slot the hash indexes (the key's earlier entry, or another key's
 	// with the same hash: a collision, which is then not found, as if
 	// evicted) is replaced.
@@ -448,12 +434,11 @@ func (w *Window) putLocked(pw *partWindow, e schemas.StateEntry) {
 		}
 		pw.slots.pop()
 		if pw.slots.n() > 0 {
-			pw.bytes.release(pw.slots.front().off)
+			pw.bytes.release(pw.slots.front().chunk)
 		} else {
-			pw.bytes.release(pw.bytes.tail)
+			pw.bytes.release(math.MaxUint64)
 		}
 	}
-	pw.slots.shrink()
 	w.sized(d)
 }
 

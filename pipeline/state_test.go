@@ -529,10 +529,11 @@ func (m *refWindow) get(key string, now int64) (schemas.StateEntry, bool) {
 	return x.Value.(schemas.StateEntry), true
 }
 
-// The window keeps its committed entries in rings of slots and bytes that
-// wrap, grow and shrink: random puts, restores, deletes and clock moves,
-// with keys and request ids from 0 to 3 KB (so the byte ring wraps inside
-// an entry) and bursts of large ones (so the rings grow and shrink), must leave it answering as the obvious map-and-list does.
+// The window keeps its committed entries in queues of chunks of slots and
+// of bytes: random puts, restores, deletes and clock moves, with keys and
+// request ids from 0 to 3 KB and bursts of large ones (so chunks fill,
+// are freed and reused, and an entry can be larger than a chunk), must
+// leave it answering as the obvious map-and-list does.
 func TestWindowModel(t *testing.T) {
 	statuses := []schemas.Status{"", schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusRejected, "SOMETHING_NEW"}
 	for _, bounds := range []struct {
@@ -574,9 +575,13 @@ func TestWindowModel(t *testing.T) {
 					}
 				case r < 85:
 					w.advance(time.Duration(rnd.IntN(20_000)) * time.Millisecond)
-				case r == 85: // a burst of large entries: the rings grow, and shrink as they go
-					for range 200 {
-						e := w.Entry(key(), strings.Repeat("y", 500+rnd.IntN(2500)), "")
+				case r == 85: // a burst of large entries (one larger than a chunk): chunks come and go
+					for i := range 200 {
+						n := 500 + rnd.IntN(2500)
+						if i == 0 {
+							n = 70_000
+						}
+						e := w.Entry(key(), strings.Repeat("y", n), "")
 						w.Stage(0, e)
 						w.Commit(0, e)
 						ref.put(e, now)
