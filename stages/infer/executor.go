@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/asyncinfer/asyncinfer/connectors/backend"
 	"github.com/asyncinfer/asyncinfer/pipeline"
 	"github.com/asyncinfer/asyncinfer/schemas"
@@ -28,6 +30,22 @@ type executor struct {
 	costs *costs
 	limit *batchLimit
 	busy  *busyMeter
+	// The children of the metrics counted per call, resolved once.
+	hotOnce sync.Once
+	hot     callMetrics
+}
+
+type callMetrics struct {
+	seconds, size prometheus.Observer
+	ok            prometheus.Counter
+}
+
+func (e *executor) callMetrics() *callMetrics {
+	e.hotOnce.Do(func() {
+		e.hot = callMetrics{e.m.CallSeconds.WithLabelValues(e.cfg.Name), e.m.BatchSize.WithLabelValues(e.cfg.Name),
+			e.m.Calls.WithLabelValues(e.cfg.Name, "ok")}
+	})
+	return &e.hot
 }
 
 // ReasonDeadlineUnreachable is the reason of an EXPIRED answer to a request
@@ -94,8 +112,9 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) {
 		took := end.Sub(start)
 		cancelTimeout()
 		cancelCall()
-		e.m.CallSeconds.WithLabelValues(name).Observe(took.Seconds())
-		e.m.BatchSize.WithLabelValues(name).Observe(float64(len(b)))
+		cm := e.callMetrics()
+		cm.seconds.Observe(took.Seconds())
+		cm.size.Observe(float64(len(b)))
 		if ctx.Err() != nil {
 			return
 		}
@@ -112,7 +131,7 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) {
 			err = fmt.Errorf("model %s returned %d outputs for %d inputs", name, len(outs), len(b))
 			b = e.permanent(ctx, b, err, probe, took)
 		case err == nil:
-			e.m.Calls.WithLabelValues(name, "ok").Inc()
+			cm.ok.Inc()
 			e.br.success(probe)
 			e.learn(b, measured, end, took)
 			for i, it := range b {

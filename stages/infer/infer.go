@@ -184,6 +184,7 @@ type served struct {
 	// request.
 	queueLen prometheus.Gauge
 	outcomes map[schemas.Status]prometheus.Counter
+	flushes  [numFlushReasons]prometheus.Counter
 	// target is the model's target batch (policy.target), refreshed every
 	// second by gauges: laneControl's measure of a saturated model.
 	target atomic.Int64
@@ -306,8 +307,8 @@ func New(cfg Config, m *Metrics) (*Stage, error) {
 		for _, st := range []schemas.Status{schemas.StatusSucceeded, schemas.StatusFailed, schemas.StatusExpired} {
 			sv.outcomes[st] = m.Outcomes.WithLabelValues(name, string(st))
 		}
-		for _, r := range flushReasons {
-			m.Flushes.WithLabelValues(name, r)
+		for i, r := range flushReasons {
+			sv.flushes[i] = m.Flushes.WithLabelValues(name, r)
 		}
 		m.EarlyDrops.WithLabelValues(name)
 		m.BatchLimit.WithLabelValues(name).Set(float64(mc.MaxBatchItems))
@@ -382,8 +383,8 @@ func (s *Stage) Run(ctx context.Context) error {
 					}
 					sv.running.Add(int64(len(b)))
 					s.lc.update()
-					s.m.QueueLen.WithLabelValues(sv.cfg.Name).Set(float64(sv.q.len()))
-					s.m.Flushes.WithLabelValues(sv.cfg.Name, why.String()).Inc()
+					sv.queueLen.Set(float64(sv.q.len()))
+					sv.flushes[why].Inc()
 					sv.ex.run(ctx, b)
 					sv.running.Add(-int64(len(b)))
 				}
