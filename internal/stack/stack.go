@@ -258,10 +258,19 @@ func (s *Set) Run(ctx context.Context) error {
 }
 
 // KafkaClientMetrics are franz-go's client metrics (kprom) for one client,
-// as asyncinfer_kafka_*, labelled with the stage (or tool) using it.
+// as asyncinfer_kafka_*, labelled with the stage (or tool) using it. Every
+// metric docs/metrics.md lists is reported: kprom registers its batch,
+// record and compressed-byte counters and its request histograms always,
+// but fills them only when asked (they stayed empty before), and the
+// records per produced batch are how an operator sees whether produce
+// requests carry many records under load.
 func KafkaClientMetrics(reg prometheus.Registerer, stage string) *kprom.Metrics {
 	return kprom.NewMetrics("asyncinfer", kprom.Subsystem("kafka"), kprom.Registerer(reg),
-		kprom.WithStaticLabel(prometheus.Labels{"stage": stage}))
+		kprom.WithStaticLabel(prometheus.Labels{"stage": stage}),
+		kprom.FetchAndProduceDetail(kprom.ByNode, kprom.ByTopic, kprom.Batches, kprom.Records,
+			kprom.CompressedBytes, kprom.UncompressedBytes),
+		kprom.Histograms(kprom.ReadWait, kprom.ReadTime, kprom.WriteWait, kprom.WriteTime,
+			kprom.RequestDurationE2E, kprom.RequestThrottled))
 }
 
 func randomID() string {
