@@ -61,6 +61,11 @@ type serving struct {
 	lastAt  time.Time
 	shares  map[string][]float64 // per model, per lane: its share of the lane's arrivals
 	arrived map[string][]int64   // per model, per lane: arrivals counted at the last tick
+	// The last backlog asked of the broker, when, and the arrivals then:
+	// a quiet stage does not ask again (quiet).
+	backlog   []int64
+	askedAt   time.Time
+	askedSeen int64
 }
 
 // ServingState is what a serving record carries, for one model and lane.
@@ -212,18 +217,26 @@ func (sv *serving) kafkaBacklog(ctx context.Context) []int64 {
 		return nil
 	}
 	owned := map[string][]int32{}
+	paused := false
 	for _, p := range r.Status().Partitions {
 		owned[p.Topic] = append(owned[p.Topic], p.Partition)
+		paused = paused || p.Restoring || len(p.PausedBy) > 0
 	}
 	if len(owned) == 0 {
 		return nil
+	}
+	now, seen := time.Now(), sv.seen()
+	if sv.quiet(now, seen, paused) {
+		return slices.Clone(sv.backlog)
 	}
 	lctx, cancel := context.WithTimeout(ctx, sv.cfg.Interval)
 	defer cancel()
 	ends, err := sv.adm.ListCommittedOffsets(lctx, sv.s.laneTopics...)
 	if err != nil {
+		sv.backlog = nil
 		return nil
 	}
+	defer func() { sv.askedAt, sv.askedSeen = now, seen }()
 	pos := r.Client().UncommittedOffsets()
 	committed := r.Client().CommittedOffsets()
 	out := make([]int64, len(sv.s.lanes))
@@ -242,7 +255,43 @@ func (sv *serving) kafkaBacklog(ctx context.Context) []int64 {
 			out[l] += max(0, end.Offset-at.Offset)
 		}
 	}
+	sv.backlog = slices.Clone(out)
 	return out
+}
+
+// seen is every request handed to the stage so far, over models and lanes.
+func (sv *serving) seen() int64 {
+	var n int64
+	for _, m := range sv.s.models {
+		for l := range m.arrivals {
+			n += m.arrivals[l].Load()
+		}
+	}
+	return n
+}
+
+// quiet reports whether the backlog last asked of the broker still holds
+// without asking again: it was empty, nothing arrived since, nothing is
+// queued or in a call, no lane partition is paused or restoring (so the
+// consumer fetches, and a record that arrives is handed out at once and
+// counted), and it is younger than the heartbeat. An idle infer process
+// asked ten times a second (ListOffsets), about half of what three idle
+// stages cost the broker; now it asks once per heartbeat.
+func (sv *serving) quiet(now time.Time, seen int64, paused bool) bool {
+	if sv.backlog == nil || paused || seen != sv.askedSeen || now.Sub(sv.askedAt) >= sv.cfg.Heartbeat {
+		return false
+	}
+	for _, n := range sv.backlog {
+		if n != 0 {
+			return false
+		}
+	}
+	for _, m := range sv.s.models {
+		if m.q.len() > 0 || m.running.Load() > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // retire publishes a tombstone for every key this process published, so
