@@ -489,6 +489,46 @@ func (d *deployment) hangingTransactions(ctx context.Context, t *testing.T) []st
 			anyOpen = true // a transaction in progress may yet complete the pending offsets
 		}
 	}
+	// The third shape: a transaction left open on one of the pipeline's own
+	// partitions long past any transaction timeout the stages set (the
+	// broker must abort it then; it checks every 10 s), so that the
+	// partition's last stable offset is stuck and its readers wait for
+	// good. Seen once in a fresh clone's run: after a killed broker's
+	// restart, infer's outcomes stuck behind a transaction its coordinator
+	// no longer listed, for over a minute.
+	all, err := adm.ListTopics(ctx)
+	if err != nil {
+		t.Logf("list topics: %v", err)
+		return out
+	}
+	ourParts := kadm.TopicsSet{}
+	for _, td := range all.Sorted() {
+		if strings.HasPrefix(td.Topic, d.prefix) {
+			for _, p := range td.Partitions.Numbers() {
+				ourParts.Add(td.Topic, p)
+			}
+		}
+	}
+	if len(ourParts) > 0 {
+		if dp, err := adm.DescribeProducers(ctx, ourParts); err != nil {
+			t.Logf("describe producers: %v", err)
+		} else {
+			for _, p := range dp.SortedPartitions() {
+				for _, pr := range p.ActiveProducers.Sorted() {
+					if pr.CurrentTxnStartOffset < 0 || time.Since(time.UnixMilli(pr.LastTimestamp)) < hangingAfter {
+						continue
+					}
+					state := "no coordinator lists it"
+					if x, ok := ours[pr.ProducerID]; ok {
+						state = fmt.Sprintf("%s says %s at epoch %d", x.TxnID, x.State, x.ProducerEpoch)
+					}
+					out = append(out, fmt.Sprintf("producer %d: epoch %d open in %s/%d from offset %d, last written %v ago (%s)",
+						pr.ProducerID, pr.ProducerEpoch, p.Topic, p.Partition, pr.CurrentTxnStartOffset,
+						time.Since(time.UnixMilli(pr.LastTimestamp)).Round(time.Second), state))
+				}
+			}
+		}
+	}
 	if len(out) > 0 || anyOpen {
 		return out
 	}
@@ -512,6 +552,12 @@ func (d *deployment) hangingTransactions(ctx context.Context, t *testing.T) []st
 	}
 	return out
 }
+
+// hangingAfter is how long a transaction may stay open on a partition of
+// the pipeline before the broker has failed to abort it: well past the
+// transaction timeout the stages set in these tests (11 s) and the broker's
+// 10 s interval between its checks for timed-out transactions.
+const hangingAfter = 40 * time.Second
 
 // registryOutage is how long the registry stays down: longer than every
 // retry in the path (a decode's own timeout of 5 s and retry, the hold's
