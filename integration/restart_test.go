@@ -166,7 +166,7 @@ func brokerOutage(t *testing.T, mode, modeYAML string, kill bool) {
 				d.diagnose(ctx, t, procs)
 				// Not ours to fix: the broker's. Said in the report, not
 				// hidden in a pass.
-				tr.Notes = fmt.Sprintf("%s; broker %s: the broker left transactions hanging in __consumer_offsets, the groups' offsets unstable for good: %s",
+				tr.Notes = fmt.Sprintf("%s; broker %s: the broker left transactions hanging (in __consumer_offsets, the groups' offsets unstable for good, or on the pipeline's partitions, their last stable offset stuck): %s",
 					mode, map[bool]string{false: "stopped", true: "killed"}[kill], strings.Join(hs, "; "))
 				t.Skipf("Apache Kafka left transactions hanging after its restart (its defect; the stages cannot consume, and nothing a client does repairs it): %s; stages committing again: %v",
 					strings.Join(hs, "; "), resumed)
