@@ -29,6 +29,7 @@ type Runner struct {
 	h         any // the processor, for its optional interfaces
 	decode    func(context.Context, []byte) (any, error)
 	process   func(*Context, any)
+	held      []*Context // works finished during a hand-out, not yet produced (poll goroutine)
 	edges     map[string]edge
 	hot       hotMetrics // the children of the per-record metrics, resolved once
 	changelog string     // "" when the stage keeps no state
@@ -511,17 +512,40 @@ func (r *Runner) handOut(fs kgo.Fetches, u *unit) []*Context {
 			r.dispatch(c, v, err)
 		}
 	})
+	r.produceHeld()
 	return out
 }
 
 // dispatch gives a decoded record to the stage, or dead-letters it.
 func (r *Runner) dispatch(c *Context, v any, err error) {
+	c.held.Store(1)
 	if err != nil {
 		r.m.Undecodable.WithLabelValues(r.stage).Inc()
 		c.DeadLetter(reasonFor(err), err)
+	} else {
+		r.process(c, v)
+	}
+	if c.held.CompareAndSwap(1, 0) {
 		return
 	}
-	r.process(c, v)
+	r.held = append(r.held, c)
+	if len(r.held) >= heldMax {
+		r.produceHeld()
+	}
+}
+
+// heldMax bounds the works whose records wait for the end of their poll's
+// hand-out: the first of them waits for at most this many more.
+const heldMax = 256
+
+// produceHeld produces the records of the works finished during the
+// hand-out of a poll, together.
+func (r *Runner) produceHeld() {
+	for i, c := range r.held {
+		c.produce(phaseRecords, c.out.records, false)
+		r.held[i] = nil
+	}
+	r.held = r.held[:0]
 }
 
 // Dead-letter reasons of the runtime.
@@ -753,6 +777,9 @@ func (r *Runner) finish(c *Context) {
 		return
 	}
 	c.out = out
+	if c.held.CompareAndSwap(1, 2) {
+		return // the poll goroutine produces it with the rest of the poll
+	}
 	c.produce(phaseRecords, out.records, false)
 }
 

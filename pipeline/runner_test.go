@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -188,3 +189,52 @@ func TestInflightByteBound(t *testing.T) {
 		t.Errorf("handed out %d records with the byte bound at %d", got, bound)
 	}
 }
+
+// The records of a poll's works are produced together, once the poll is
+// handed out (or every HeldMax works), not one work at a time: produced
+// one by one, each goes out in a produce request of its own while the
+// client is idle, and under load the broker's cost follows its requests.
+func TestPollProducedTogether(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	n := pipeline.HeldMax + 44
+	for i := 0; i < n; i++ {
+		e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{byte(i)})
+	}
+	var mu sync.Mutex
+	var events []byte
+	note := func(b byte) { mu.Lock(); events = append(events, b); mu.Unlock() }
+	h := newHolder()
+	h.then = func(c *pipeline.Context, _ []byte) { note('P'); copyOut(t, c) }
+	hook := bufferedHook(func(r *kgo.Record) {
+		if r.Topic == e.Topics.Outcomes {
+			note('B')
+		}
+	})
+	r := newRunner(t, e, testStage(e, "g", false), h, pipeline.MaxInFlight(4*n), pipeline.ClientHooks(hook))
+	run(t, r)
+	kafkatest.Eventually(t, "every output acknowledged", func() bool { return len(e.ReadAll(t, e.Topics.Outcomes)) == n })
+	mu.Lock()
+	got := string(events)
+	mu.Unlock()
+	// Runs of hand-outs, each followed by the production of as many
+	// records: a poll's (the first poll may hold one record, the next the
+	// rest), cut every HeldMax.
+	longest := 0
+	for rest := got; rest != ""; {
+		p := len(rest) - len(strings.TrimLeft(rest, "P"))
+		rest = rest[p:]
+		b := len(rest) - len(strings.TrimLeft(rest, "B"))
+		rest = rest[b:]
+		if p == 0 || p != b || p > pipeline.HeldMax {
+			t.Fatalf("a run of %d hand-outs then %d records produced (at most %d together); in order:\n%s", p, b, pipeline.HeldMax, got)
+		}
+		longest = max(longest, p)
+	}
+	if longest < 2 {
+		t.Fatalf("every record produced alone, as its work finished:\n%s", got)
+	}
+}
+
+type bufferedHook func(*kgo.Record)
+
+func (f bufferedHook) OnProduceRecordBuffered(r *kgo.Record) { f(r) }

@@ -100,6 +100,10 @@ type Context struct {
 	out      output // what finishing produces (set by the runner)
 	w        write  // its produce in progress
 	ended    atomic.Bool
+	// held: 1 while the poll goroutine is in the stage's Process for it, 2
+	// once it finished meanwhile: its produce is then left to the poll
+	// goroutine, which produces the records of a poll's works together.
+	held atomic.Int32
 	// Exactly-once mode: the decoded input, kept until the whole unit is
 	// counted and the stage gets it.
 	pending    any

@@ -1,0 +1,4 @@
+package pipeline
+
+// HeldMax is heldMax, for the tests.
+const HeldMax = heldMax
