@@ -30,6 +30,7 @@ type cfg struct {
 	rebalanceTimeout   time.Duration
 	fetchMaxWait       time.Duration
 	linger             time.Duration
+	logWait            time.Duration // how long a changelog record waits for the next poll's records
 	isolation          kgo.IsolationLevel
 	codec              *schemas.Codec
 	maxRecordBytes     int
@@ -57,6 +58,7 @@ func defaultCfg() cfg {
 		rebalanceTimeout:   45 * time.Second,
 		fetchMaxWait:       250 * time.Millisecond,
 		linger:             0,
+		logWait:            logWait,
 		isolation:          kgo.ReadCommitted(),
 		maxDeadLetterBytes: DefaultMaxDeadLetterBytes,
 		logger:             slog.New(slog.DiscardHandler),

@@ -30,6 +30,7 @@ type Runner struct {
 	decode    func(context.Context, []byte) (any, error)
 	process   func(*Context, any)
 	held      []*Context // works finished during a hand-out, not yet produced (poll goroutine)
+	logs      logHold    // works whose changelog records wait for the next hand-out
 	edges     map[string]edge
 	hot       hotMetrics // the children of the per-record metrics, resolved once
 	changelog string     // "" when the stage keeps no state
@@ -351,6 +352,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if !r.killed.Load() {
 		r.drain()
 	}
+	r.closeLogs()
 	r.drained.Store(true)
 	r.tr.closeAll() // what is still out is stale
 	r.cancelWork()
@@ -512,6 +514,7 @@ func (r *Runner) handOut(fs kgo.Fetches, u *unit) []*Context {
 			r.dispatch(c, v, err)
 		}
 	})
+	r.flushLogs()
 	r.produceHeld()
 	return out
 }
@@ -655,6 +658,7 @@ func (r *Runner) commit(ctx context.Context, only map[tp]bool) {
 // drain waits for unfinished work (up to the drain timeout; not at all after
 // a fatal error, when it may never finish) and commits what finished.
 func (r *Runner) drain() {
+	r.closeLogs()
 	if !r.stopping() {
 		stop := make(chan struct{})
 		timer := time.AfterFunc(r.cfg.drainTimeout, func() { close(stop) })
@@ -723,7 +727,9 @@ func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	if !r.killed.Load() && !r.drained.Load() && !r.stopping() {
 		stop := make(chan struct{})
 		timer := time.AfterFunc(r.cfg.drainTimeout, func() { close(stop) })
+		done := r.urgentLogs()
 		r.tr.wait(stop, func() bool { return r.tr.inflightLocked(only) == 0 })
+		done()
 		timer.Stop()
 		if !r.cfg.eos { // exactly-once: nothing is in flight between units
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -238,3 +239,48 @@ func TestPollProducedTogether(t *testing.T) {
 type bufferedHook func(*kgo.Record)
 
 func (f bufferedHook) OnProduceRecordBuffered(r *kgo.Record) { f(r) }
+
+// A work's changelog record, produced once its outputs are acknowledged,
+// waits for the next poll's hand-out and goes out just before that poll's
+// records (so that both can share a produce request), or for a short wait
+// when no poll comes: here the wait is an hour, so only the next poll can
+// produce them.
+func TestChangelogGoesOutWithTheNextPoll(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	var mu sync.Mutex
+	var events []byte
+	note := func(b byte) { mu.Lock(); events = append(events, b); mu.Unlock() }
+	seen := func() string { mu.Lock(); defer mu.Unlock(); return string(events) }
+	h := newHolder()
+	h.then = func(c *pipeline.Context, _ []byte) {
+		note('P')
+		c.Remember(fmt.Sprintf("k%d", c.Record().Offset), "req", "")
+		copyOut(t, c)
+	}
+	hook := bufferedHook(func(r *kgo.Record) {
+		switch r.Topic {
+		case e.Topics.Outcomes:
+			note('B')
+		case e.Topics.DedupState:
+			note('C')
+		}
+	})
+	r := newRunner(t, e, testStage(e, "g", true), h, pipeline.ClientHooks(hook), pipeline.LogWait(time.Hour))
+	stop := run(t, r)
+	e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{0})
+	kafkatest.Eventually(t, "the output acknowledged and its changelog held", func() bool { return r.HeldLogs() == 1 })
+	if got := seen(); got != "PB" {
+		t.Fatalf("in order: %s, want PB (processed, output produced; the changelog waits)", got)
+	}
+	e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{1})
+	kafkatest.Eventually(t, "the next output acknowledged and its changelog held", func() bool { return r.HeldLogs() == 1 && strings.Count(seen(), "B") == 2 })
+	if got := seen(); got != "PBPCB" {
+		t.Fatalf("in order: %s, want PBPCB (the held changelog goes out with the next poll's record)", got)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := seen(); got != "PBPCBC" {
+		t.Errorf("in order: %s, want PBPCBC (the drain produces what is held)", got)
+	}
+}
