@@ -84,12 +84,15 @@ const arrivalHalfLife = 250 * time.Millisecond
 //     serves the most within the stage's budget L' (half of it waiting for
 //     the running batch, half running its own); L' is L less
 //     DownstreamLatency and less the measured mean time from created_at to
-//     the queue (the hops before; counted up to half of what is left). From the head, every request that would miss its deadline
-//     even in a batch of min(queue, b*) is answered EXPIRED
-//     (deadline_unreachable) at once. Dropping only what cannot make it
-//     alone would serve nearly-expired heads in tiny batches and collapse
-//     under overload; this keeps the model busy with requests that can
-//     still make it.
+//     the queue (the hops before; counted up to half of what is left).
+//     From the head, a request is answered EXPIRED (deadline_unreachable)
+//     at once when it cannot make its deadline itself even alone, or, while
+//     more than b* are queued, when it would miss its effective deadline
+//     in a batch of b*. Dropping only what cannot make it alone would serve
+//     nearly-expired heads in tiny batches and collapse under overload;
+//     this keeps the model busy with requests that can still make it. When
+//     no more than b* are queued, a request that would miss only by the
+//     downstream estimate takes nobody's place, and is served.
 //  2. Take what is queued, up to the limits (items, bytes, the learnt
 //     limit) and up to the largest batch whose estimated time still lets
 //     every request in it meet its deadline, but at least b*.
@@ -232,8 +235,22 @@ func (p *policy) decide(now time.Time, n int, at func(int) *item, waitingSince t
 	d := decision{}
 	if now.Sub(last) <= p.objective {
 		for d.drop < n {
-			due, has := p.due(at(d.drop))
-			if !has || !now.Add(cost(min(n-d.drop, bstar))).After(due) {
+			it := at(d.drop)
+			due, has := p.due(it)
+			if !has {
+				break
+			}
+			// A certain miss: not even alone, by the deadline itself.
+			certain := now.Add(cost(1)).After(it.deadline)
+			// A likely miss (by the downstream estimate, in the batch it
+			// would share) is dropped only while the queue holds more than
+			// that batch: then it would take a place that a request that
+			// can still make it needs. Below, it takes nobody's place, and
+			// the estimate's margin is often enough (measured: dropping
+			// those expired 3-5% of requests at 0.35-0.7 X*, where fixed
+			// windows answered every one in time).
+			likely := n-d.drop > bstar && now.Add(cost(bstar)).After(due)
+			if !certain && !likely {
 				break
 			}
 			d.drop++

@@ -59,18 +59,35 @@ func TestPolicyAdaptive(t *testing.T) {
 			want:  decision{take: 10, reason: flushWorkerFreed},
 		},
 		{
-			// Due at now+2ms: not even alone (5.25ms).
-			name:  "early drop of what cannot make it",
-			queue: []queued{{n: 3, age: 38 * ms}, {n: 5}},
+			// Deadline at now+4ms: not even alone (5.25ms), whatever the
+			// queue.
+			name:  "early drop of a certain miss",
+			queue: []queued{{n: 3, age: 46 * ms}, {n: 5}},
 			want:  decision{drop: 3, take: 5, reason: flushWorkerFreed},
 		},
 		{
+			// Due (less the downstream 10ms) at now+2ms, deadline at
+			// now+12ms: a likely miss, but all 8 fit a batch of b* (60):
+			// it takes nobody's place, and the downstream margin may be
+			// enough.
+			name:  "a likely miss is served while the queue fits a best batch",
+			queue: []queued{{n: 3, age: 38 * ms}, {n: 5}},
+			want:  decision{take: 8, reason: flushWorkerFreed},
+		},
+		{
 			// Due at now+8ms: alone it would make it (5.25ms), but not in a
-			// batch of min(queue, b*) = 20 (10ms): a naive drop would serve
-			// it in a batch of 12 and leave the rest to pile up.
+			// batch of b* = 60 (20ms), and 100 are queued: a naive drop
+			// would serve it in a batch of 12 and leave the rest to pile up.
 			name:  "early drop counts the batch, not the request alone",
-			queue: []queued{{n: 2, age: 32 * ms}, {n: 18}},
-			want:  decision{drop: 2, take: 18, reason: flushWorkerFreed},
+			queue: []queued{{n: 2, age: 32 * ms}, {n: 98}},
+			want:  decision{drop: 2, take: 98, reason: flushWorkerFreed},
+		},
+		{
+			// 62 queued, the first 5 due at now+8ms: two are dropped, then
+			// the 60 left fit a batch of b*, and the other three are served.
+			name:  "likely misses are dropped only down to a best batch",
+			queue: []queued{{n: 5, age: 32 * ms}, {n: 57}},
+			want:  decision{drop: 2, take: 60, reason: flushWorkerFreed},
 		},
 		{
 			// Due in 12ms: not in a batch of b* = 60 (20ms).
@@ -356,7 +373,11 @@ func TestQueueEarlyDrop(t *testing.T) {
 			q.push(&item{req: &schemas.Request{}, size: i + 1, enqueued: now, deadline: now.Add(cfg.Objective)})
 			time.Sleep(2 * ms)
 		}
-		time.Sleep(27 * ms) // the first is due in 5ms, the second in 7ms...
+		// The first can no longer make its deadline even alone (4ms left,
+		// a call takes 5.25ms); the second can (6ms), and is served though
+		// the downstream estimate (10ms) says it will miss: nothing else
+		// waits for its place.
+		time.Sleep(38 * ms)
 		b, why := q.take(context.Background())
 		if !slices.Equal(expired, []int{1}) || !slices.Equal(itemSizes(b), []int{2, 3, 4}) || why != flushWorkerFreed {
 			t.Fatalf("expired %v, took %v (%s); want [1] expired, [2 3 4] taken", expired, itemSizes(b), why)
