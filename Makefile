@@ -39,11 +39,12 @@ test: deps lint bench-quick
 ## baselines (stages, raw hops and the embedded broker in processes of
 ## their own): fails when the harness breaks (a scenario or baseline
 ## missing, a request unanswered, counts that disagree), never on
-## performance; the report lands in test-output/bench-quick/
+## performance; the report lands in test-output/bench-quick/. The binary
+## also runs as its own "before" (--before), so that path is checked too
 bench-quick: build
 	@mkdir -p test-output/bench-quick
-	@echo "./$(BIN) bench --quick --out test-output/bench-quick (progress in test-output/bench-quick/progress.log)"
-	@./$(BIN) bench --quick --out test-output/bench-quick 2>test-output/bench-quick/progress.log || \
+	@echo "./$(BIN) bench --quick --before ./$(BIN) --out test-output/bench-quick (progress in test-output/bench-quick/progress.log)"
+	@./$(BIN) bench --quick --before ./$(BIN) --before-commit "this binary, as its own before" --out test-output/bench-quick 2>test-output/bench-quick/progress.log || \
 	  { tail -n 30 test-output/bench-quick/progress.log; exit 1; }
 
 ## lint: gofmt, go vet, golangci-lint (.golangci.yml: the package layering

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -261,6 +262,16 @@ func (s *suite) judgeS1(sc *Scenario) {
 		fmtNum(peak(cand)), fmtNum(peak(raw)), fmtNum(med(cs, "latency_p50_ms")), fmtNum(med(cs, "latency_p99_ms")),
 		fmtNum(med(rs, "latency_p50_ms")), fmtNum(med(rs, "latency_p99_ms")),
 		fmtRatio(med(cs, "latency_p99_ms")/med(rs, "latency_p99_ms")))
+	if b := sc.config("before"); b != nil {
+		bc, _ := stages(b)
+		bs := sc.config("before at 1,000/s")
+		sc.Figures["before_throughput_ratio"] = Num(med(b, "throughput_rps") / med(raw, "throughput_rps"))
+		sc.Measured += fmt.Sprintf(". Before (%s), in the same invocation: %s results/s (%s×), CPU µs per request %s (%s×), broker %s; hops only at 1,000/s p50 %s / p99 %s ms",
+			s.beforeLabel(),
+			fmtNum(med(b, "throughput_rps")), fmtRatio(med(b, "throughput_rps")/med(raw, "throughput_rps")),
+			fmtNum(bc), fmtRatio(bc/rc), fmtNum(med(b, "cpu_us_per_request:broker")),
+			fmtNum(med(bs, "latency_p50_ms")), fmtNum(med(bs, "latency_p99_ms")))
+	}
 	if !math.IsNaN(r) {
 		sc.Met = met(r >= 0.85)
 		if r < 0.85 {
@@ -646,6 +657,11 @@ func (s *suite) judgeS6(sc *Scenario, fit Fit) {
 	sc.Measured = fmt.Sprintf("p50 %s ms against the raw chain's %s ms + t(1) %.2f ms + 0.5 = %s ms (over the raw chain by %s ms; the fitted t(1) is %s ms); p99 %s against %s ms",
 		fmtNum(cp), fmtNum(rp), t1, fmtNum(rp+t1+0.5), fmtNum(cp-rp), fmtNum(float64(fit.AMs+fit.CMs)),
 		fmtNum(med(cand, "latency_p99_ms")), fmtNum(med(raw, "latency_p99_ms")))
+	if b := sc.config("before"); b != nil {
+		sc.Measured += fmt.Sprintf(". Before (%s), in the same invocation: p50 %s / p99 %s ms",
+			s.beforeLabel(),
+			fmtNum(med(b, "latency_p50_ms")), fmtNum(med(b, "latency_p99_ms")))
+	}
 	if !math.IsNaN(cp) && !math.IsNaN(rp) {
 		ok := cp <= rp+t1+0.5
 		sc.Met = met(ok)
@@ -736,4 +752,12 @@ func fmtSeconds(f float64) string {
 		return fmt.Sprintf("%.0f ms", f*1000)
 	}
 	return fmt.Sprintf("%.1f s", f)
+}
+
+// beforeLabel names the "before" binary in the scenarios' figures.
+func (s *suite) beforeLabel() string {
+	if s.opt.BeforeCommit != "" {
+		return s.opt.BeforeCommit
+	}
+	return filepath.Base(s.opt.Before)
 }

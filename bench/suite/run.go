@@ -35,7 +35,8 @@ type runSpec struct {
 	label      string // for progress lines: "S2 capacity · candidate rep 1/3 probe 2"
 	config     string
 	rep, probe int
-	raw        int // >0: the raw chain with this many hops, not the pipeline
+	raw        int    // >0: the raw chain with this many hops, not the pipeline
+	bin        string // the binary of the stages and hops ("": the benchmark's own)
 	model      modelSpec
 	infers     int // infer processes (0: 1)
 	partitions int
@@ -298,8 +299,12 @@ func (e *env) run(ctx context.Context, rs runSpec) (*RunResult, error) {
 	// The processes: started together; each one's counters read as soon as
 	// its admin server answers (before it has joined its group, so before
 	// it has consumed anything), then every one ready.
+	bin := e.opt.Bin
+	if rs.bin != "" {
+		bin = rs.bin
+	}
 	for _, m := range members {
-		m.p, err = startProc(m.name, e.opt.Bin, m.args...)
+		m.p, err = startProc(m.name, bin, m.args...)
 		if err != nil {
 			return nil, err
 		}

@@ -120,16 +120,20 @@ func (s *suite) s1(ctx context.Context, sc *Scenario) error {
 		name, role string
 		raw        int
 		rate       float64 // 0: the preloaded backlog
+		bin        string
 	}
-	cfgs := []cfg{{"candidate", "candidate", 0, 0}, {"raw chain (3 hops)", "baseline", 3, 0}, {"one hop", "context", 1, 0},
-		{"candidate at 1,000/s", "candidate", 0, 1000}, {"raw chain at 1,000/s", "baseline", 3, 1000}}
+	cfgs := []cfg{{"candidate", "candidate", 0, 0, ""}, {"raw chain (3 hops)", "baseline", 3, 0, ""}, {"one hop", "context", 1, 0, ""},
+		{"candidate at 1,000/s", "candidate", 0, 1000, ""}, {"raw chain at 1,000/s", "baseline", 3, 1000, ""}}
+	if s.opt.Before != "" {
+		cfgs = append(cfgs, cfg{"before", "context", 0, 0, s.opt.Before}, cfg{"before at 1,000/s", "context", 0, 1000, s.opt.Before})
+	}
 	for _, c := range cfgs {
 		sc.required = append(sc.required, c.name)
 	}
 	for rep := 1; rep <= s.opt.Reps; rep++ {
 		for _, c := range rotate(cfgs, rep) {
 			rs := runSpec{label: fmt.Sprintf("S1 · %s · rep %d/%d", c.name, rep, s.opt.Reps), config: c.name, rep: rep,
-				raw: c.raw, model: modelSpec{MaxBatch: maxBatch}, partitions: partitions}
+				raw: c.raw, bin: c.bin, model: modelSpec{MaxBatch: maxBatch}, partitions: partitions}
 			if c.rate > 0 {
 				rs.warmup = s.p.warmup
 				rs.sched = &Schedule{Phases: []Phase{poisson("1,000/s", c.rate, s.p.warmup+s.p.s1Steady)}, Seed: s.seed("S1", rep)}
@@ -388,8 +392,12 @@ func (s *suite) s6(ctx context.Context, sc *Scenario) error {
 	type cfg struct {
 		name, role string
 		raw        int
+		bin        string
 	}
-	cfgs := []cfg{{"candidate", "candidate", 0}, {"raw chain (3 hops)", "baseline", 3}}
+	cfgs := []cfg{{"candidate", "candidate", 0, ""}, {"raw chain (3 hops)", "baseline", 3, ""}}
+	if s.opt.Before != "" {
+		cfgs = append(cfgs, cfg{"before", "context", 0, s.opt.Before})
+	}
 	for _, c := range cfgs {
 		sc.required = append(sc.required, c.name)
 	}
@@ -398,7 +406,7 @@ func (s *suite) s6(ctx context.Context, sc *Scenario) error {
 		seed := s.seed("S6", rep)
 		for _, c := range rotate(cfgs, rep) {
 			r, err := s.env.run(ctx, runSpec{label: fmt.Sprintf("S6 · %s · rep %d/%d", c.name, rep, s.opt.Reps),
-				config: c.name, rep: rep, raw: c.raw, model: m, partitions: partitions, warmup: s.p.s6Warm,
+				config: c.name, rep: rep, raw: c.raw, bin: c.bin, model: m, partitions: partitions, warmup: s.p.s6Warm,
 				objective: objective.Seconds(),
 				sched:     &Schedule{Phases: []Phase{poisson("50/s", 50, s.p.s6Warm+s.p.s6Seconds)}, Seed: seed}})
 			if err != nil {

@@ -42,6 +42,12 @@ type Options struct {
 	Seed      uint64   // arrivals (0: 1)
 	Progress  io.Writer
 	Commit    string // what is measured (the report's header)
+	// Before is another asyncinfer binary (the one before a change): S1 and
+	// S6 then run it too, as configurations "before" and "before at
+	// 1,000/s", interleaved with the candidate and the raw chain, so that
+	// a before and after share one invocation and its machine.
+	Before       string
+	BeforeCommit string // what Before is (the report's header)
 }
 
 // Scenario IDs, in report order.
@@ -63,6 +69,7 @@ type Report struct {
 type EnvInfo struct {
 	Date      string `json:"date"`
 	Commit    string `json:"commit"`
+	Before    string `json:"before,omitempty"` // the binary run as "before" in S1 and S6
 	Go        string `json:"go"`
 	CPUs      int    `json:"cpus"`
 	CPUModel  string `json:"cpu_model,omitempty"`
@@ -174,6 +181,11 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	}
 	if opt.Bin == "" {
 		return nil, errors.New("no asyncinfer binary to run the stages from")
+	}
+	if opt.Before != "" {
+		if st, err := os.Stat(opt.Before); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return nil, fmt.Errorf("before: %s is not an executable file (want another asyncinfer binary)", opt.Before)
+		}
 	}
 	began := time.Now()
 	rep := &Report{Env: envInfo(opt), Constants: constants()}
@@ -294,7 +306,7 @@ func (s *suite) scenario(ctx context.Context, id string) *Scenario {
 }
 
 func envInfo(opt Options) EnvInfo {
-	ei := EnvInfo{Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Commit: opt.Commit, Go: runtime.Version(),
+	ei := EnvInfo{Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Commit: opt.Commit, Before: beforeName(opt), Go: runtime.Version(),
 		CPUs: runtime.NumCPU(), MemoryGB: Num(nan), Quick: opt.Quick, Reps: opt.Reps, Seed: opt.Seed,
 		Processes: "each stage and each raw hop in a process of its own (the asyncinfer binary); generator and reader in the benchmark's process",
 		LoadAvg:   [3]Num{Num(nan), Num(nan), Num(nan)}}
@@ -323,4 +335,15 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
+}
+
+// beforeName is how the report names the "before" binary.
+func beforeName(opt Options) string {
+	switch {
+	case opt.Before == "":
+		return ""
+	case opt.BeforeCommit != "":
+		return opt.BeforeCommit
+	}
+	return opt.Before
 }
