@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -267,7 +266,7 @@ func (s *suite) judgeS1(sc *Scenario) {
 		bs := sc.config("before at 1,000/s")
 		sc.Figures["before_throughput_ratio"] = Num(med(b, "throughput_rps") / med(raw, "throughput_rps"))
 		sc.Measured += fmt.Sprintf(". Before (%s), in the same invocation: %s results/s (%s×), CPU µs per request %s (%s×), broker %s; hops only at 1,000/s p50 %s / p99 %s ms",
-			s.beforeLabel(),
+			beforeName(s.opt),
 			fmtNum(med(b, "throughput_rps")), fmtRatio(med(b, "throughput_rps")/med(raw, "throughput_rps")),
 			fmtNum(bc), fmtRatio(bc/rc), fmtNum(med(b, "cpu_us_per_request:broker")),
 			fmtNum(med(bs, "latency_p50_ms")), fmtNum(med(bs, "latency_p99_ms")))
@@ -659,7 +658,7 @@ func (s *suite) judgeS6(sc *Scenario, fit Fit) {
 		fmtNum(med(cand, "latency_p99_ms")), fmtNum(med(raw, "latency_p99_ms")))
 	if b := sc.config("before"); b != nil {
 		sc.Measured += fmt.Sprintf(". Before (%s), in the same invocation: p50 %s / p99 %s ms",
-			s.beforeLabel(),
+			beforeName(s.opt),
 			fmtNum(med(b, "latency_p50_ms")), fmtNum(med(b, "latency_p99_ms")))
 	}
 	if !math.IsNaN(cp) && !math.IsNaN(rp) {
@@ -752,12 +751,4 @@ func fmtSeconds(f float64) string {
 		return fmt.Sprintf("%.0f ms", f*1000)
 	}
 	return fmt.Sprintf("%.1f s", f)
-}
-
-// beforeLabel names the "before" binary in the scenarios' figures.
-func (s *suite) beforeLabel() string {
-	if s.opt.BeforeCommit != "" {
-		return s.opt.BeforeCommit
-	}
-	return filepath.Base(s.opt.Before)
 }

@@ -24,6 +24,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -337,7 +338,8 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// beforeName is how the report names the "before" binary.
+// beforeName is how the report names the "before" binary: its commit,
+// or its file name.
 func beforeName(opt Options) string {
 	switch {
 	case opt.Before == "":
@@ -345,5 +347,5 @@ func beforeName(opt Options) string {
 	case opt.BeforeCommit != "":
 		return opt.BeforeCommit
 	}
-	return opt.Before
+	return filepath.Base(opt.Before)
 }
