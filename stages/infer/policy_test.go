@@ -97,19 +97,30 @@ func TestPolicyAdaptive(t *testing.T) {
 		},
 		{
 			// The hops before the queue took 20ms of the 40: b* = (20ms/2
-			// − a)/c = 20 (10ms), so the head due in 12ms makes it, in a
-			// batch of what its deadline allows, 28.
+			// − a)/c = 20 (10ms), so the head due in 22ms makes it with
+			// the overload's margin (10ms + 10ms), in a batch of what its
+			// deadline allows, 68. With b* = 60 (20ms + 10ms) it would be
+			// dropped.
 			name:     "the hops before the queue shrink the budget, and b*",
-			queue:    []queued{{n: 1, age: 28 * ms}, {n: 99}},
+			queue:    []queued{{n: 1, age: 18 * ms}, {n: 99}},
 			upstream: 20 * ms,
-			want:     decision{take: 28, reason: flushFull},
+			want:     decision{take: 68, reason: flushFull},
 		},
 		{
 			// A backlog in Kafka: they count up to half the budget.
 			name:     "the hops before the queue count up to half the budget",
-			queue:    []queued{{n: 1, age: 28 * ms}, {n: 99}},
+			queue:    []queued{{n: 1, age: 18 * ms}, {n: 99}},
 			upstream: time.Second,
-			want:     decision{take: 28, reason: flushFull},
+			want:     decision{take: 68, reason: flushFull},
+		},
+		{
+			// 100 queued, more than b* = 20: the head, due in 12ms, would
+			// end a batch of b* 2ms before its due, short of the margin
+			// (one more downstream estimate) that overload asks for.
+			name:     "under overload a likely miss keeps a downstream margin",
+			queue:    []queued{{n: 1, age: 28 * ms}, {n: 99}},
+			upstream: 20 * ms,
+			want:     decision{drop: 1, take: 99, reason: flushWorkerFreed},
 		},
 		{
 			name:   "no early drop when the fit is older than the objective: a probe",
@@ -118,11 +129,12 @@ func TestPolicyAdaptive(t *testing.T) {
 			want:   decision{take: 8, reason: flushWorkerFreed},
 		},
 		{
-			// The head is due in 20ms = t(60): it stays, and the batch is
-			// what its deadline allows, 60.
+			// The head is due in 30ms = t(60) + the overload's margin
+			// (10ms): it stays, and the batch is what its deadline allows,
+			// 100.
 			name:  "the head's deadline caps the batch",
-			queue: []queued{{n: 1, age: 20 * ms}, {n: 150}},
-			want:  decision{take: 60, reason: flushFull},
+			queue: []queued{{n: 1, age: 10 * ms}, {n: 150}},
+			want:  decision{take: 100, reason: flushFull},
 		},
 		{
 			// The head has 35ms: the deadlines allow 120 items (35ms).

@@ -39,6 +39,22 @@ type load struct {
 	// model whose cost drifts).
 	costAt func(since time.Duration) (a, c time.Duration)
 	seed   uint64
+	// hop, when set, draws the time of one Kafka hop: a request's
+	// created_at is two hops (client to dedup to infer) before it reaches
+	// the queue, and its answer is visible two hops (infer to emit to the
+	// client) after the model's; downstream is then the stage's
+	// DownstreamLatency. Unset: requests are created as they reach the
+	// queue and answered as the model answers.
+	hop        func(*rand.Rand) time.Duration
+	downstream time.Duration
+}
+
+// kafkaHop is one hop as measured on Kafka on the benchmark's machine
+// (docs/benchmarks.md, per-hop latency at 1,000/s): about 1 ms at the least,
+// 2.5 ms at the median, a tail to 15 ms at p99 (1 ms + a log-normal of
+// median 1.5 ms, σ 0.9).
+func kafkaHop(r *rand.Rand) time.Duration {
+	return time.Millisecond + time.Duration(1.5e6*math.Exp(0.9*r.NormFloat64()))
 }
 
 // answer is what happened to one request.
@@ -85,6 +101,10 @@ func simulate(t *testing.T, l load) *run {
 		}
 		cfg := ModelConfig{Name: "m", Backend: sleeper(costOf), MaxBatchItems: l.maxItems, MaxWait: l.maxWait,
 			Batching: l.batching, Concurrency: l.workers, Objective: l.objective, DownstreamLatency: time.Nanosecond}
+		if l.hop != nil {
+			cfg.DownstreamLatency = l.downstream
+		}
+		hops := map[*schemas.Request][2]time.Duration{} // up, down; under mu
 		cfg.setDefaults()
 		m, _ := NewMetrics(nil)
 		var mu sync.Mutex
@@ -92,7 +112,8 @@ func simulate(t *testing.T, l load) *run {
 		record := func(it *item, res0 *schemas.Result) {
 			mu.Lock()
 			defer mu.Unlock()
-			res.answers = append(res.answers, answer{arrived: it.enqueued.Sub(start), latency: time.Since(it.enqueued),
+			h := hops[it.req]
+			res.answers = append(res.answers, answer{arrived: it.enqueued.Sub(start), latency: time.Since(it.enqueued) + h[0] + h[1],
 				status: res0.Status, reason: res0.Reason})
 			answered++
 		}
@@ -145,7 +166,17 @@ func simulate(t *testing.T, l load) *run {
 				break
 			}
 			now := time.Now()
-			if !q.push(&item{req: req, size: 1, enqueued: now, deadline: now.Add(l.objective), byObjective: true}) {
+			it := &item{req: req, size: 1, enqueued: now, deadline: now.Add(l.objective), byObjective: true}
+			if l.hop != nil {
+				up, down := l.hop(rng)+l.hop(rng), l.hop(rng)+l.hop(rng)
+				created := now.Add(-up)
+				it.req = &schemas.Request{Model: "m", CreatedAtMs: created.UnixMilli()}
+				it.deadline = time.UnixMilli(it.req.CreatedAtMs).Add(l.objective)
+				mu.Lock()
+				hops[it.req] = [2]time.Duration{now.Sub(time.UnixMilli(it.req.CreatedAtMs)), down}
+				mu.Unlock()
+			}
+			if !q.push(it) {
 				t.Fatal("queue full")
 			}
 			offered++
@@ -422,11 +453,20 @@ func TestSimBursts(t *testing.T) {
 	a, c, L := 5*ms, 250*time.Microsecond, 50*ms
 	x := xStar(a, c, L)
 	const d = 30 * time.Second
-	for _, mean := range []float64{0.1, 0.2, 0.3, 0.5} {
+	type regime struct {
+		mean float64
+		hops bool // Kafka's hops around the stage (kafkaHop)
+	}
+	for _, g := range []regime{{0.1, false}, {0.2, false}, {0.3, false}, {0.5, false}, {0.2, true}, {0.3, true}, {0.5, true}} {
+		mean := g.mean
 		rateAt := onOff(11, mean*x, d)
 		measure := func(batching Batching, wait time.Duration) (time.Duration, float64) {
-			r := simulate(t, load{a: a, c: c, objective: L, workers: 1, maxItems: 256, batching: batching, maxWait: wait,
-				duration: d, seed: 9, rateAt: rateAt})
+			l := load{a: a, c: c, objective: L, workers: 1, maxItems: 256, batching: batching, maxWait: wait,
+				duration: d, seed: 9, rateAt: rateAt}
+			if g.hops {
+				l.hop, l.downstream = kafkaHop, 10*ms
+			}
+			r := simulate(t, l)
 			ok := 0
 			for _, an := range r.answers {
 				if r.ok(an) {
@@ -442,12 +482,12 @@ func TestSimBursts(t *testing.T) {
 			bestP99, bestIn = min(bestP99, wp), max(bestIn, wi)
 			line += fmt.Sprintf("; W=%v: p99 %s, in-SLO %.3f", w, fmtLatency(wp), wi)
 		}
-		t.Logf("mean %.1f X*: adaptive p99 %s, in-SLO %.3f%s", mean, fmtLatency(p99), inSLO, line)
+		t.Logf("mean %.1f X*, hops %t: adaptive p99 %s, in-SLO %.3f%s", mean, g.hops, fmtLatency(p99), inSLO, line)
 		if inSLO < 0.95*bestIn {
-			t.Errorf("mean %.1f X*: adaptive answers %.3f within L, the best window %.3f", mean, inSLO, bestIn)
+			t.Errorf("mean %.1f X*, hops %t: adaptive answers %.3f within L, the best window %.3f", mean, g.hops, inSLO, bestIn)
 		}
 		if bestP99 <= L && float64(p99) > 1.05*float64(bestP99) {
-			t.Errorf("mean %.1f X*: adaptive p99 %s, the best window %s", mean, fmtLatency(p99), fmtLatency(bestP99))
+			t.Errorf("mean %.1f X*, hops %t: adaptive p99 %s, the best window %s", mean, g.hops, fmtLatency(p99), fmtLatency(bestP99))
 		}
 	}
 }
@@ -525,5 +565,40 @@ func TestSimOverloadRecovery(t *testing.T) {
 	}
 	if lastMiss-end > 2*L {
 		t.Errorf("a request that arrived %v after the overload ended missed L: recovery over 2L", lastMiss-end)
+	}
+}
+
+// Overload with Kafka's hops around the stage (kafkaHop: two before the
+// queue, two after the model, DownstreamLatency 10ms): at 2 X* the
+// requests FIFO serves are those at the edge of their deadline, so without
+// a margin the hops after the model made 16% of what was served late
+// (goodput 0.74 X*). The ceiling here is below X*: the hops take about 13
+// ms of L, and the budget left, L − 10ms − the hops before (about 6.5ms),
+// serves at most (1 − 2a/33.5ms)/c = 0.88 X*.
+func TestSimOverloadWithHops(t *testing.T) {
+	const ms = time.Millisecond
+	a, c, L := 5*ms, 250*time.Microsecond, 50*ms
+	x := xStar(a, c, L)
+	const d = 15 * time.Second
+	r := simulate(t, load{a: a, c: c, objective: L, workers: 1, maxItems: 128, rate: 2 * x, duration: d, seed: 9,
+		hop: kafkaHop, downstream: 10 * ms})
+	served, late := 0, 0
+	for _, an := range r.window(2*time.Second, d) {
+		if an.status == schemas.StatusSucceeded {
+			served++
+			if an.latency > L {
+				late++
+			}
+		}
+	}
+	good := r.goodput(2*time.Second, d)
+	t.Logf("goodput %.0f/s (%.3f X*), served %d, late %d (%.1f%%), mean batch %.1f, early drops %d of %d",
+		good, good/x, served, late, 100*float64(late)/float64(served), r.meanBatch(0, d),
+		r.count(r.answers, ReasonDeadlineUnreachable), len(r.answers))
+	if good < 0.8*x {
+		t.Errorf("goodput %.0f/s with hops at 2 X*, want at least 0.8 X* = %.0f/s", good, 0.8*x)
+	}
+	if float64(late) > 0.05*float64(served) {
+		t.Errorf("%d of %d served late: want at most 5%%", late, served)
 	}
 }
