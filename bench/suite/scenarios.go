@@ -344,15 +344,22 @@ func (s *suite) s4(ctx context.Context, sc *Scenario) error {
 	sc.Target = "goodput ≥ 0.90 X* during overload, recovery ≤ 2L, memory flat (RSS of every stage grows ≤ 10% over the overload's second half)"
 	p := policies()[0]
 	sc.required = []string{p.name}
+	type cfg struct{ name, role, bin string }
+	cfgs := []cfg{{p.name, p.role, ""}}
+	if s.opt.Before != "" {
+		cfgs = append(cfgs, cfg{"before", "context", s.opt.Before})
+	}
 	for rep := 1; rep <= s.opt.Reps; rep++ {
-		r, err := s.env.run(ctx, runSpec{label: fmt.Sprintf("S4 · %s · rep %d/%d", p.name, rep, s.opt.Reps),
-			config: p.name, rep: rep, model: p.model, partitions: partitions, objective: objective.Seconds(),
-			sample: true, bins: true, sched: &Schedule{Seed: s.seed("S4", rep), Phases: []Phase{
-				poisson("overload 2 X*", 2*xStar, s.p.over), poisson("0.5 X*", 0.5*xStar, s.p.recover)}}})
-		if err != nil {
-			return err
+		for _, c := range rotate(cfgs, rep) {
+			r, err := s.env.run(ctx, runSpec{label: fmt.Sprintf("S4 · %s · rep %d/%d", c.name, rep, s.opt.Reps),
+				config: c.name, rep: rep, bin: c.bin, model: p.model, partitions: partitions, objective: objective.Seconds(),
+				sample: true, bins: true, sched: &Schedule{Seed: s.seed("S4", rep), Phases: []Phase{
+					poisson("overload 2 X*", 2*xStar, s.p.over), poisson("0.5 X*", 0.5*xStar, s.p.recover)}}})
+			if err != nil {
+				return err
+			}
+			sc.add(c.role, r)
 		}
-		sc.add(p.role, r)
 	}
 	return nil
 }
