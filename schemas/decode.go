@@ -143,6 +143,7 @@ const (
 	prFixedMs
 	prPerItemMs
 	prBatch
+	prBatchLimit
 )
 
 // targetFields names each Go type's fields as the schemas do.
@@ -187,6 +188,7 @@ var targetFields = [numTargets][]string{
 		prPredictedWaitMs: "predicted_wait_ms", prRetryAfterMs: "retry_after_ms",
 		prShedFraction: "shed_fraction", prCapacityPerSecond: "capacity_per_second",
 		prBacklog: "backlog", prRunning: "running", prFixedMs: "fixed_ms", prPerItemMs: "per_item_ms", prBatch: "batch",
+		prBatchLimit: "batch_limit",
 	},
 }
 
@@ -1270,6 +1272,8 @@ func (r *reader) pressure(n *node) *Pressure {
 			p.PerItemMs = r.float64(f.typ)
 		case prBatch:
 			p.Batch = r.int(f.typ)
+		case prBatchLimit:
+			p.BatchLimit = r.int(f.typ)
 		default:
 			r.skip(f.typ)
 		}

@@ -296,7 +296,8 @@ func appendPressure(b []byte, p *Pressure) ([]byte, error) {
 	b = appendLong(b, p.Running)
 	b = appendDouble(b, p.FixedMs)
 	b = appendDouble(b, p.PerItemMs)
-	return appendLong(b, int64(p.Batch)), nil
+	b = appendLong(b, int64(p.Batch))
+	return appendLong(b, int64(p.BatchLimit)), nil
 }
 
 // The size functions estimate a message's encoded size, so that encoding

@@ -548,6 +548,7 @@ func (c *conv) pressure(r rec) *Pressure {
 		FixedMs:           c.double(r.field("fixed_ms")),
 		PerItemMs:         c.double(r.field("per_item_ms")),
 		Batch:             c.int(r.field("batch")),
+		BatchLimit:        c.int(r.field("batch_limit")),
 	}
 }
 

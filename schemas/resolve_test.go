@@ -104,6 +104,17 @@ func TestResolveByFieldName(t *testing.T) {
 			want:   &StateEntry{Key: "k", RequestID: "r", ExpiresAtMs: 99},
 		},
 		{
+			// A process from before batch_limit: the field is 0, unknown.
+			name: "pressure from a version without batch_limit",
+			schema: `{"type": "record", "name": "Pressure", "namespace": "asyncinfer", "fields": [
+				{"name": "source", "type": "string"}, {"name": "model", "type": "string"},
+				{"name": "capacity_per_second", "type": "double", "default": 0},
+				{"name": "batch", "type": "int", "default": 0}]}`,
+			native: map[string]any{"source": "serving", "model": "m", "capacity_per_second": 2000.0, "batch": int32(48)},
+			decode: func(b []byte) (any, error) { return c.DecodePressure(ctx, b) },
+			want:   &Pressure{Source: "serving", Model: "m", CapacityPerSecond: 2000, Batch: 48},
+		},
+		{
 			name: "dead letter with the payload as a fixed, partition as a long",
 			schema: `{"type": "record", "name": "DeadLetter", "fields": [
 				{"name": "reason", "type": "string"},

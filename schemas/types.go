@@ -147,6 +147,7 @@ type Pressure struct {
 	FixedMs           float64
 	PerItemMs         float64
 	Batch             int32
+	BatchLimit        int32
 }
 
 // The sources of pressure records.

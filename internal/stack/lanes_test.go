@@ -176,9 +176,10 @@ func TestInferPublishesServingState(t *testing.T) {
 	for _, l := range e.Graph.Lanes {
 		p := got[key(l.Name)]
 		// b* = (L/2 - a)/c, up to the batch limit (64): a batch of 64 takes
-		// about 8.4ms, well within half the objective.
+		// about 8.4ms, well within half the objective. The limit itself is
+		// published as batch_limit.
 		if p.Source != schemas.PressureServing || p.Model != "m" || p.Instance != "i0" || p.MinPriority != l.MinPriority ||
-			p.Batch != 64 || p.FixedMs < 0 || p.PerItemMs < 0 || p.FixedMs+p.PerItemMs <= 0 || p.IntervalMs != 1000 || p.Backlog != 0 {
+			p.Batch != 64 || p.BatchLimit != 64 || p.FixedMs < 0 || p.PerItemMs < 0 || p.FixedMs+p.PerItemMs <= 0 || p.IntervalMs != 1000 || p.Backlog != 0 {
 			t.Errorf("lane %s: %+v", l.Name, p)
 		}
 		// Capacity is what the published fit says one worker does at the

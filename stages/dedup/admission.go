@@ -150,6 +150,7 @@ type modelState struct {
 	capacity    float64       // requests per second, every process
 	a, c        float64       // seconds
 	batch       int
+	limit       int       // the most items one call takes (0: unknown, an older infer)
 	workers     float64   // calls the model makes at once, every process (capacity × t(batch) / batch)
 	running     float64   // requests in calls at `at`, every process
 	ahead       []float64 // per lane: requests of that lane and the lanes above it waiting, at `at`
@@ -176,10 +177,15 @@ const admissionMargin = 5 * time.Millisecond
 
 // predict is the wait of a request of lane l admitted at now, for a process
 // that owns share of the requests partitions (its admissions are that share
-// of everybody's). The requests ahead of it are served in batches of the
-// target size on the model's workers: it waits for the calls running now
-// (half of one, on average), for the full batches ahead, and then rides
-// the batch after them with the rest; then the hops after the model.
+// of everybody's). A worker that frees takes everything queued up to the
+// batch limit while the deadlines allow (a greedy window does; so does the
+// adaptive policy, whose target b* is only its least batch under load): a
+// request with fewer than the limit ahead of it rides one call with all of
+// them. A longer backlog is served in batches of the target size on the
+// model's workers: it waits for the full batches ahead, and then rides the
+// batch after them with the rest. Either way it first waits for the calls
+// running now (half of one, on average), and last for the hops after the
+// model.
 func (m *modelState) predict(l int, now time.Time, share float64) prediction {
 	if !m.known {
 		return prediction{}
@@ -196,6 +202,9 @@ func (m *modelState) predict(l int, now time.Time, share float64) prediction {
 	ahead = max(0, ahead-max(0, served-m.running))
 	drain := (ahead + running) / m.capacity
 	b := float64(max(1, m.batch))
+	if n := ahead + 1; n > b && n <= float64(m.limit) {
+		b = n // one call takes them all
+	}
 	cost := func(n float64) float64 { return m.a + m.c*n }
 	workers := max(1, m.workers)
 	residual := 0.0
@@ -250,7 +259,7 @@ func (m *modelState) serve(recs []*schemas.Pressure, lanes []Lane) {
 			m.capacity += p.CapacityPerSecond
 			if p.CapacityPerSecond > best {
 				best = p.CapacityPerSecond
-				m.a, m.c, m.batch = p.FixedMs/1000, p.PerItemMs/1000, int(p.Batch)
+				m.a, m.c, m.batch, m.limit = p.FixedMs/1000, p.PerItemMs/1000, int(p.Batch), int(p.BatchLimit)
 			}
 		}
 	}

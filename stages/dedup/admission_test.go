@@ -88,6 +88,41 @@ func TestPredict(t *testing.T) {
 	}
 }
 
+// With the batch limit known (128 items a call): a request with fewer
+// ahead of it than the limit rides one call with all of them, as a worker
+// that frees takes everything queued up to the limit; a longer backlog
+// goes in batches of the target (40), as before. Without it (an infer
+// from before batch_limit), batches of the target.
+func TestPredictWithTheBatchLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lane  int
+		limit int32
+		want  time.Duration
+	}{
+		// 50 ahead: one call of 51 (61ms), 10ms after.
+		{"normal: one call", 1, 128, 61*ms + 10*ms},
+		{"normal: without the limit", 1, 0, 50*ms + 21*ms + 10*ms},
+		{"normal: a limit below the backlog", 1, 50, 50*ms + 21*ms + 10*ms},
+		{"high: fewer than the target", 0, 128, 21*ms + 10*ms},
+		// 200 ahead: more than a call takes.
+		{"low: longer than the limit", 2, 128, 250*ms + 11*ms + 10*ms},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newModel(AdmissionReject, 100*ms)
+			recs := servingAt(t0, 10, 40, 150)
+			for _, r := range recs {
+				r.BatchLimit = tc.limit
+			}
+			m.serve(recs, testLanes)
+			p := m.predict(tc.lane, t0, 1)
+			if !p.known || absDur(p.wait-tc.want) > time.Microsecond {
+				t.Fatalf("wait %v (known %v), want %v", p.wait, p.known, tc.want)
+			}
+		})
+	}
+}
+
 func absDur(d time.Duration) time.Duration {
 	if d < 0 {
 		return -d
