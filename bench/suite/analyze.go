@@ -457,8 +457,12 @@ func (s *suite) judgeS3(sc *Scenario, o Oracle) {
 		}
 		ok := noWorse(cand, best, bestName, 0.05) && noWorse(cand, one, "one at a time", 0)
 		allMet = allMet && ok
-		parts = append(parts, fmt.Sprintf("%s: p99 %s ms (%s within L) against %s (%s) for the best window, %s, and %s (%s) one at a time%s",
-			ph, fmtNum(cand), fmtPct(slo("candidate")), fmtNum(best), fmtPct(slo(bestName)), bestName, fmtNum(one),
+		before := ""
+		if sc.config("before") != nil {
+			before = fmt.Sprintf(" (before, %s: p99 %s ms, %s within L)", beforeName(s.opt), fmtNum(get("before")), fmtPct(slo("before")))
+		}
+		parts = append(parts, fmt.Sprintf("%s: p99 %s ms (%s within L)%s against %s (%s) for the best window, %s, and %s (%s) one at a time%s",
+			ph, fmtNum(cand), fmtPct(slo("candidate")), before, fmtNum(best), fmtPct(slo(bestName)), bestName, fmtNum(one),
 			fmtPct(slo("one at a time")), map[bool]string{true: "", false: " ✗"}[ok]))
 		if !ok {
 			limits = append(limits, ph)

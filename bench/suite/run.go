@@ -123,6 +123,9 @@ type PhaseResult struct {
 	Offered   Num     `json:"offered_rps"`
 	Latency   Latency `json:"latency"`
 	MeanBatch Num     `json:"mean_batch"`
+	// Statuses counts the phase's requests (those created in it, after the
+	// warm-up) by their answer.
+	Statuses map[string]int `json:"statuses,omitempty"`
 }
 
 // Second is one second of a sampled run.
@@ -732,6 +735,12 @@ func (r *RunResult) analyze(rs runSpec, members []*member, rd *reader, sched, se
 		l := created(math.Max(from, rs.warmup), from+p.Seconds)
 		pr := PhaseResult{Name: p.Name, Offered: Num(p.mean()), Latency: summarize(l), MeanBatch: Num(nan)}
 		pr.Latency.InSLO = inSLO(math.Max(from, rs.warmup), from+p.Seconds)
+		pr.Statuses = map[string]int{}
+		for j, a := range r.arrivals {
+			if a.At >= math.Max(from, rs.warmup) && a.At < from+p.Seconds && j < len(rd.status) && rd.status[j] != stNone {
+				pr.Statuses[statusNames[rd.status[j]]]++
+			}
+		}
 		if rs.sample {
 			c0, i0 := inferAt(int(math.Round(from)) - 1)
 			c1, i1 := inferAt(int(math.Round(from+p.Seconds)) - 1)

@@ -89,6 +89,7 @@ type policy struct {
 	name, role string
 	model      modelSpec
 	sim        simPolicy
+	bin        string // another binary (--before); empty: the one measured
 }
 
 func policies() []policy {
@@ -97,11 +98,11 @@ func policies() []policy {
 	one := base
 	one.MaxBatch = 1
 	return []policy{
-		{"candidate", "candidate", base, simPolicy{kind: simGreedy}},
-		{"fixed L/10", "baseline", window(objective / 10), simPolicy{kind: simWindow, wait: (objective / 10).Seconds()}},
-		{"fixed L/4", "baseline", window(objective / 4), simPolicy{kind: simWindow, wait: (objective / 4).Seconds()}},
-		{"fixed L/2", "baseline", window(objective / 2), simPolicy{kind: simWindow, wait: (objective / 2).Seconds()}},
-		{"one at a time", "baseline", one, simPolicy{kind: simOne}},
+		{"candidate", "candidate", base, simPolicy{kind: simGreedy}, ""},
+		{"fixed L/10", "baseline", window(objective / 10), simPolicy{kind: simWindow, wait: (objective / 10).Seconds()}, ""},
+		{"fixed L/4", "baseline", window(objective / 4), simPolicy{kind: simWindow, wait: (objective / 4).Seconds()}, ""},
+		{"fixed L/2", "baseline", window(objective / 2), simPolicy{kind: simWindow, wait: (objective / 2).Seconds()}, ""},
+		{"one at a time", "baseline", one, simPolicy{kind: simOne}, ""},
 	}
 }
 
@@ -316,6 +317,9 @@ func (s *suite) s3(ctx context.Context, sc *Scenario) error {
 	for _, p := range ps {
 		sc.required = append(sc.required, p.name)
 	}
+	if s.opt.Before != "" {
+		ps = append(ps, policy{name: "before", role: "context", model: ps[0].model, bin: s.opt.Before})
+	}
 	phases := []Phase{
 		{Name: "bursts 0.2 X* (peaks 0.8)", Kind: OnOff, Rate: 0.2 * xStar, Seconds: s.p.burst},
 		{Name: "ramp 0.1→0.4 X*", Kind: Ramp, Rate: 0.1 * xStar, To: 0.4 * xStar, Seconds: s.p.rampPhase},
@@ -326,7 +330,7 @@ func (s *suite) s3(ctx context.Context, sc *Scenario) error {
 		seed := s.seed("S3", rep)
 		for _, p := range rotate(ps, rep) {
 			r, err := s.env.run(ctx, runSpec{label: fmt.Sprintf("S3 · %s · rep %d/%d", p.name, rep, s.opt.Reps),
-				config: p.name, rep: rep, model: p.model, partitions: partitions, objective: objective.Seconds(),
+				config: p.name, rep: rep, bin: p.bin, model: p.model, partitions: partitions, objective: objective.Seconds(),
 				sample: true, sched: &Schedule{Phases: phases, Seed: seed}})
 			if err != nil {
 				return err
