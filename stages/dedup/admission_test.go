@@ -47,6 +47,11 @@ func newModel(mode string, objective time.Duration) *modelState {
 // this process admitted since, scaled by its share) are served in batches
 // of 40: it waits for half of the call running, for the full batches
 // ahead, and rides the next with the rest; then the hops after the model.
+// With the batch limit known (the last cases: 128 items a call), a request
+// with fewer ahead of it than the limit rides one call with all of them,
+// as a worker that frees takes everything queued up to the limit; a longer
+// backlog goes in batches of the target, as without it (an infer from
+// before batch_limit).
 func TestPredict(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -56,66 +61,42 @@ func TestPredict(t *testing.T) {
 		share   float64
 		admit   [3]int // admitted per lane at t0 + 1ms, before the prediction
 		want    time.Duration
+		limit   int32 // the serving records' batch_limit
 	}{
 		// 50 ahead: a full batch (50ms), then a batch of 11 (21ms), 10ms after.
-		{"normal at the measure", 0, 1, 0, 1, [3]int{}, 50*ms + 21*ms + 10*ms},
-		{"high sees its lane only", 0, 0, 0, 1, [3]int{}, 21*ms + 10*ms},
-		{"low sees everything", 0, 2, 0, 1, [3]int{}, 250*ms + 11*ms + 10*ms},
+		{"normal at the measure", 0, 1, 0, 1, [3]int{}, 50*ms + 21*ms + 10*ms, 0},
+		{"high sees its lane only", 0, 0, 0, 1, [3]int{}, 21*ms + 10*ms, 0},
+		{"low sees everything", 0, 2, 0, 1, [3]int{}, 250*ms + 11*ms + 10*ms, 0},
 		// 30ms later 24 were served.
-		{"served since", 0, 1, 30 * ms, 1, [3]int{}, 37*ms + 10*ms},
-		{"drained to nothing", 0, 1, time.Second, 1, [3]int{}, 11*ms + 10*ms},
+		{"served since", 0, 1, 30 * ms, 1, [3]int{}, 37*ms + 10*ms, 0},
+		{"drained to nothing", 0, 1, time.Second, 1, [3]int{}, 11*ms + 10*ms, 0},
 		// 10 admitted here since (a low request does not count for a
 		// normal one), this process a quarter of the partitions: 40 more
 		// everywhere; 1.6 served in 2ms.
-		{"admitted since, by share", 0, 1, 2 * ms, 0.25, [3]int{4, 6, 7}, 100*ms + 19400*time.Microsecond + 10*ms},
+		{"admitted since, by share", 0, 1, 2 * ms, 0.25, [3]int{4, 6, 7}, 100*ms + 19400*time.Microsecond + 10*ms, 0},
 		// A call of 20 running: half of it (15ms) ahead of everything.
-		{"a call running", 20, 1, 0, 1, [3]int{}, 15*ms + 81*ms},
-		{"a call running, partly done", 20, 1, 10 * ms, 1, [3]int{}, 11*ms + 81*ms},
+		{"a call running", 20, 1, 0, 1, [3]int{}, 15*ms + 81*ms, 0},
+		{"a call running, partly done", 20, 1, 10 * ms, 1, [3]int{}, 11*ms + 81*ms, 0},
+		// 50 ahead: one call of 51 (61ms), 10ms after.
+		{name: "normal: one call", lane: 1, share: 1, limit: 128, want: 61*ms + 10*ms},
+		{name: "normal: a limit below the backlog", lane: 1, share: 1, limit: 50, want: 50*ms + 21*ms + 10*ms},
+		{name: "high: fewer than the target", lane: 0, share: 1, limit: 128, want: 21*ms + 10*ms},
+		// 200 ahead: more than a call takes.
+		{name: "low: longer than the limit", lane: 2, share: 1, limit: 128, want: 250*ms + 11*ms + 10*ms},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newModel(AdmissionReject, 100*ms)
-			m.serve(servingRun(t0, tc.running, 10, 40, 150), testLanes)
+			recs := servingRun(t0, tc.running, 10, 40, 150)
+			for _, r := range recs {
+				r.BatchLimit = tc.limit
+			}
+			m.serve(recs, testLanes)
 			for l, n := range tc.admit {
 				for range n {
 					m.adm.add(t0.Add(ms), l, 3)
 				}
 			}
 			p := m.predict(tc.lane, t0.Add(tc.after), tc.share)
-			if !p.known || absDur(p.wait-tc.want) > time.Microsecond {
-				t.Fatalf("wait %v (known %v), want %v", p.wait, p.known, tc.want)
-			}
-		})
-	}
-}
-
-// With the batch limit known (128 items a call): a request with fewer
-// ahead of it than the limit rides one call with all of them, as a worker
-// that frees takes everything queued up to the limit; a longer backlog
-// goes in batches of the target (40), as before. Without it (an infer
-// from before batch_limit), batches of the target.
-func TestPredictWithTheBatchLimit(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		lane  int
-		limit int32
-		want  time.Duration
-	}{
-		// 50 ahead: one call of 51 (61ms), 10ms after.
-		{"normal: one call", 1, 128, 61*ms + 10*ms},
-		{"normal: without the limit", 1, 0, 50*ms + 21*ms + 10*ms},
-		{"normal: a limit below the backlog", 1, 50, 50*ms + 21*ms + 10*ms},
-		{"high: fewer than the target", 0, 128, 21*ms + 10*ms},
-		// 200 ahead: more than a call takes.
-		{"low: longer than the limit", 2, 128, 250*ms + 11*ms + 10*ms},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			m := newModel(AdmissionReject, 100*ms)
-			recs := servingAt(t0, 10, 40, 150)
-			for _, r := range recs {
-				r.BatchLimit = tc.limit
-			}
-			m.serve(recs, testLanes)
-			p := m.predict(tc.lane, t0, 1)
 			if !p.known || absDur(p.wait-tc.want) > time.Microsecond {
 				t.Fatalf("wait %v (known %v), want %v", p.wait, p.known, tc.want)
 			}
