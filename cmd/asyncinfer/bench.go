@@ -43,9 +43,9 @@ report.json, report.md and SVG charts.
 --quick runs every scenario small: it checks the harness (every scenario
 ran with its baselines, every request answered once, counts consistent),
 not performance, and is part of make test. --before runs another binary
-too, in S1, S3, S4 and S6, interleaved with the rest: a change's before and after
-measured on one machine at one time. The full suite takes about 40
-minutes on 2 cores. It exits non-zero when a check fails; targets not met
+too, in S1, S3, S4 and S6, interleaved with the rest: a change's before
+and after measured on one machine at one time. The full suite takes about
+40 minutes on 2 cores. It exits non-zero when a check fails; targets not met
 are reported, not failed.`,
 		Example: `  asyncinfer bench --quick
   asyncinfer bench --out /tmp/bench
