@@ -354,6 +354,10 @@ func (s *suite) judgeS2(sc *Scenario, o Oracle) {
 	sc.Measured = fmt.Sprintf("%s; oracle %s/s (greedy %s, early drop %s; a=%.2f ms, c=%.3f ms, hop p99 %.1f ms); X* = %.0f/s; candidate %s× the oracle",
 		strings.Join(parts, "; "), fmtNum(float64(best.Median)), fmtNum(float64(greedy.Median)), fmtNum(float64(edrop.Median)),
 		o.Cost.A*1000, o.Cost.C*1000, o.hopP99()*1000, xStar, fmtRatio(r))
+	if b, ok := capSpread["before"]; ok {
+		sc.Measured += fmt.Sprintf(". Before (%s), in the same invocation: %s/s [%s–%s], %s× the oracle", beforeName(s.opt),
+			fmtNum(float64(b.Median)), fmtNum(float64(b.Min)), fmtNum(float64(b.Max)), fmtRatio(float64(b.Median)/float64(best.Median)))
+	}
 	if float64(best.Median) == 0 {
 		sc.Limits = fmt.Sprintf("the raw chain's own p99 at X* (%.1f ms) leaves no room for a model call within L: the machine was too loaded to judge", o.hopP99()*1000)
 	}

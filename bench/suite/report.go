@@ -95,7 +95,7 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 	fmt.Fprintf(w, "| date | %s |\n| asyncinfer | %s |\n| machine | %d CPUs (%s), %s GB, Linux %s |\n| Go | %s |\n",
 		e.Date, e.Commit, e.CPUs, e.CPUModel, fmtNum(float64(e.MemoryGB)), e.Kernel, e.Go)
 	if e.Before != "" {
-		fmt.Fprintf(w, "| before | %s (S1, S3, S4 and S6: configurations \"before\", interleaved with the rest) |\n", e.Before)
+		fmt.Fprintf(w, "| before | %s (S1–S4 and S6: configurations \"before\", interleaved with the rest) |\n", e.Before)
 	}
 	fmt.Fprintf(w, "| broker | %s |\n| processes | %s |\n", e.Broker, e.Processes)
 	fmt.Fprintf(w, "| repetitions | %d of every configuration, interleaved (each repetition starts with another configuration); medians with [min–max] |\n", e.Reps)

@@ -170,6 +170,9 @@ func (s *suite) s2(ctx context.Context, sc *Scenario) error {
 		sc.required = append(sc.required, p.name)
 	}
 	sc.required = append(sc.required, "raw chain at X*")
+	if s.opt.Before != "" {
+		ps = append(ps, policy{name: "before", role: "context", model: ps[0].model, sim: ps[0].sim, bin: s.opt.Before})
+	}
 	caps := map[string][]capEst{}
 	for rep := 1; rep <= s.opt.Reps; rep++ {
 		seed := s.seed("S2", rep)
@@ -226,7 +229,7 @@ func (s *suite) search(ctx context.Context, sc *Scenario, p policy, rep int, see
 		}
 		r, err := s.env.run(ctx, runSpec{
 			label:  fmt.Sprintf("S2 · %s · rep %d/%d · probe %d at %.0f/s", p.name, rep, s.opt.Reps, i, rate),
-			config: p.name, rep: rep, probe: i, model: p.model, partitions: partitions, warmup: s.p.warmup,
+			config: p.name, rep: rep, probe: i, bin: p.bin, model: p.model, partitions: partitions, warmup: s.p.warmup,
 			objective: objective.Seconds(),
 			sched:     &Schedule{Phases: []Phase{poisson("probe", rate, s.p.warmup+s.p.probe)}, Seed: seed}})
 		if err != nil {

@@ -43,8 +43,8 @@ type Options struct {
 	Seed      uint64   // arrivals (0: 1)
 	Progress  io.Writer
 	Commit    string // what is measured (the report's header)
-	// Before is another asyncinfer binary (the one before a change): S1,
-	// S3, S4 and S6 then run it too, as configurations "before" (and, in
+	// Before is another asyncinfer binary (the one before a change): S1–S4
+	// and S6 then run it too, as configurations "before" (and, in
 	// S1, "before at 1,000/s"), interleaved with the candidate and the
 	// baselines, so that a before and after share one invocation and its
 	// machine.
@@ -71,7 +71,7 @@ type Report struct {
 type EnvInfo struct {
 	Date      string `json:"date"`
 	Commit    string `json:"commit"`
-	Before    string `json:"before,omitempty"` // the binary run as "before" in S1, S3, S4 and S6
+	Before    string `json:"before,omitempty"` // the binary run as "before" in S1–S4 and S6
 	Go        string `json:"go"`
 	CPUs      int    `json:"cpus"`
 	CPUModel  string `json:"cpu_model,omitempty"`

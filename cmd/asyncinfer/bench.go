@@ -43,7 +43,7 @@ report.json, report.md and SVG charts.
 --quick runs every scenario small: it checks the harness (every scenario
 ran with its baselines, every request answered once, counts consistent),
 not performance, and is part of make test. --before runs another binary
-too, in S1, S3, S4 and S6, interleaved with the rest: a change's before
+too, in S1–S4 and S6, interleaved with the rest: a change's before
 and after measured on one machine at one time. The full suite takes about
 40 minutes on 2 cores. It exits non-zero when a check fails; targets not met
 are reported, not failed.`,
@@ -115,7 +115,7 @@ are reported, not failed.`,
 	fs.Uint64Var(&opt.Seed, "seed", 1, "seed of the arrivals")
 	fs.StringVar(&opt.Commit, "commit", "", "what is measured, for the report (default: the binary's VCS revision)")
 	fs.BoolVar(&quiet, "quiet", false, "no live progress")
-	fs.StringVar(&opt.Before, "before", "", "another asyncinfer binary (the one before a change): S1, S3, S4 and S6 run it too, interleaved, as \"before\"")
+	fs.StringVar(&opt.Before, "before", "", "another asyncinfer binary (the one before a change): S1–S4 and S6 run it too, interleaved, as \"before\"")
 	fs.StringVar(&opt.BeforeCommit, "before-commit", "", "what --before is, for the report (default: its file name)")
 	cmd.AddCommand(newBenchHopCmd())
 	return cmd
