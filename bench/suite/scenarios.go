@@ -106,6 +106,17 @@ func policies() []policy {
 	}
 }
 
+// withBefore adds, with --before, the other binary as one more
+// configuration of ps ("before", the candidate's model and twin), required
+// like the rest so that a before that did not run fails the harness.
+func (s *suite) withBefore(sc *Scenario, ps []policy) []policy {
+	if s.opt.Before == "" {
+		return ps
+	}
+	sc.required = append(sc.required, "before")
+	return append(ps, policy{name: "before", role: "context", model: ps[0].model, sim: ps[0].sim, bin: s.opt.Before})
+}
+
 func poisson(name string, rate, seconds float64) Phase {
 	return Phase{Name: name, Kind: Poisson, Rate: rate, Seconds: seconds}
 }
@@ -170,9 +181,7 @@ func (s *suite) s2(ctx context.Context, sc *Scenario) error {
 		sc.required = append(sc.required, p.name)
 	}
 	sc.required = append(sc.required, "raw chain at X*")
-	if s.opt.Before != "" {
-		ps = append(ps, policy{name: "before", role: "context", model: ps[0].model, sim: ps[0].sim, bin: s.opt.Before})
-	}
+	ps = s.withBefore(sc, ps)
 	caps := map[string][]capEst{}
 	for rep := 1; rep <= s.opt.Reps; rep++ {
 		seed := s.seed("S2", rep)
@@ -320,9 +329,7 @@ func (s *suite) s3(ctx context.Context, sc *Scenario) error {
 	for _, p := range ps {
 		sc.required = append(sc.required, p.name)
 	}
-	if s.opt.Before != "" {
-		ps = append(ps, policy{name: "before", role: "context", model: ps[0].model, bin: s.opt.Before})
-	}
+	ps = s.withBefore(sc, ps)
 	phases := []Phase{
 		{Name: "bursts 0.2 X* (peaks 0.8)", Kind: OnOff, Rate: 0.2 * xStar, Seconds: s.p.burst},
 		{Name: "ramp 0.1→0.4 X*", Kind: Ramp, Rate: 0.1 * xStar, To: 0.4 * xStar, Seconds: s.p.rampPhase},
@@ -351,15 +358,11 @@ func (s *suite) s4(ctx context.Context, sc *Scenario) error {
 	sc.Target = "goodput ≥ 0.90 X* during overload, recovery ≤ 2L, memory flat (RSS of every stage grows ≤ 10% over the overload's second half)"
 	p := policies()[0]
 	sc.required = []string{p.name}
-	type cfg struct{ name, role, bin string }
-	cfgs := []cfg{{p.name, p.role, ""}}
-	if s.opt.Before != "" {
-		cfgs = append(cfgs, cfg{"before", "context", s.opt.Before})
-	}
+	cfgs := s.withBefore(sc, []policy{p})
 	for rep := 1; rep <= s.opt.Reps; rep++ {
 		for _, c := range rotate(cfgs, rep) {
 			r, err := s.env.run(ctx, runSpec{label: fmt.Sprintf("S4 · %s · rep %d/%d", c.name, rep, s.opt.Reps),
-				config: c.name, rep: rep, bin: c.bin, model: p.model, partitions: partitions, objective: objective.Seconds(),
+				config: c.name, rep: rep, bin: c.bin, model: c.model, partitions: partitions, objective: objective.Seconds(),
 				sample: true, bins: true, sched: &Schedule{Seed: s.seed("S4", rep), Phases: []Phase{
 					poisson("overload 2 X*", 2*xStar, s.p.over), poisson("0.5 X*", 0.5*xStar, s.p.recover)}}})
 			if err != nil {

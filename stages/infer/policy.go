@@ -166,12 +166,16 @@ func (p *policy) budget() time.Duration {
 	return l - min(p.upstream, l/2)
 }
 
+// batchLimit is the most items one call takes now: the item limit, or the
+// lower limit learnt from too-large errors; at least 1.
+func (p *policy) batchLimit() int { return max(1, min(p.maxItems, p.limit.get())) }
+
 // target is the batch the policy aims at under load for a model that costs
 // a + c·b seconds: b* (the adaptive policy's: the most items whose call
 // takes half the stage's budget), or the batch limit (window); at least 1.
 // The queue's lock is held (budget reads upstream).
 func (p *policy) target(a, c float64) int {
-	limit := max(1, min(p.maxItems, p.limit.get()))
+	limit := p.batchLimit()
 	if !p.adaptive || c <= 0 {
 		return limit
 	}
@@ -193,7 +197,7 @@ func (p *policy) due(it *item) (time.Time, bool) {
 // capacity is how many of the first n requests one call may carry by the
 // item, learnt and byte limits; full when that is a whole call.
 func (p *policy) capacity(n int, at func(int) *item) (k int, full bool) {
-	limit := max(1, min(p.maxItems, p.limit.get()))
+	limit := p.batchLimit()
 	k = min(n, limit)
 	if p.maxBytes > 0 {
 		bytes := 0

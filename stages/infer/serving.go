@@ -83,7 +83,7 @@ func (s *Stage) servingState(sv *served, lane int, kafka []int64, shares []float
 	}
 	p.Backlog = int64(math.Round(backlog))
 	p.Batch = int32(target)
-	p.BatchLimit = int32(max(1, min(sv.cfg.MaxBatchItems, sv.limit.get())))
+	p.BatchLimit = int32(sv.q.pol.batchLimit())
 	down, retry := sv.ex.br.down()
 	switch {
 	case down:

@@ -51,7 +51,7 @@ type load struct {
 
 // kafkaHop is one hop as measured on Kafka on the benchmark's machine
 // (docs/benchmarks.md, per-hop latency at 1,000/s): about 1 ms at the least,
-// 2.5 ms at the median, a tail to 15 ms at p99 (1 ms + a log-normal of
+// 2.5 ms at the median, a tail to 13 ms at p99 (1 ms + a log-normal of
 // median 1.5 ms, σ 0.9).
 func kafkaHop(r *rand.Rand) time.Duration {
 	return time.Millisecond + time.Duration(1.5e6*math.Exp(0.9*r.NormFloat64()))
