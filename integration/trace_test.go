@@ -85,6 +85,11 @@ func (d *deployment) trace(ctx context.Context, t *testing.T, max int) {
 			}
 		default:
 			if e, err := codec.DecodeStateEntry(ctx, r.Value); err == nil {
+				// A changelog record holds one entry or several.
+				for _, m := range e.More {
+					where := fmt.Sprintf("%s/%d@%d", strings.TrimPrefix(r.Topic, d.prefix), r.Partition, r.Offset)
+					seen[m.RequestID] = append(seen[m.RequestID], where)
+				}
 				id = e.RequestID
 			}
 		}

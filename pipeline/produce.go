@@ -1,12 +1,18 @@
 package pipeline
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/asyncinfer/asyncinfer/schemas"
 )
 
 // The produce of one Context's effects, without a closure, goroutine or
@@ -110,7 +116,7 @@ func (c *Context) written(err error) {
 			r.failed(c, err)
 			return
 		}
-		if len(c.out.changelog) == 0 {
+		if len(c.changes) == 0 {
 			r.settle(c)
 			return
 		}
@@ -147,7 +153,7 @@ func (h *logHold) hold(r *Runner, c *Context) {
 	h.mu.Lock()
 	if h.closed || h.urgent > 0 {
 		h.mu.Unlock()
-		c.produce(phaseChangelog, c.out.changelog, true)
+		r.produceLogs([]*Context{c})
 		return
 	}
 	h.cs = append(h.cs, c)
@@ -175,10 +181,8 @@ func (r *Runner) flushLogs() {
 		h.timer.Stop()
 	}
 	h.mu.Unlock()
-	for i, c := range cs {
-		c.produce(phaseChangelog, c.out.changelog, true)
-		cs[i] = nil
-	}
+	r.produceLogs(cs)
+	clear(cs)
 	h.mu.Lock()
 	if h.spare == nil {
 		h.spare = cs[:0]
@@ -207,5 +211,132 @@ func (r *Runner) urgentLogs() (done func()) {
 		r.logs.mu.Lock()
 		r.logs.urgent--
 		r.logs.mu.Unlock()
+	}
+}
+
+// The bounds of one changelog record of several entries: far below any
+// max.message.bytes a changelog would have (an entry is at most about 2
+// KiB: longer keys and ids are kept as their SHA-256), so that a record
+// never fails for its size; at load a record still carries hundreds.
+const (
+	logBatchEntries = 512
+	logBatchBytes   = 64 << 10
+)
+
+// logBatch is one changelog record: the entries of held works of one
+// partition, in the order they were held, and the works it settles.
+type logBatch struct {
+	r       *Runner
+	p       int32
+	cs      []*Context
+	entries []schemas.StateEntry
+	bytes   int
+}
+
+// produceLogs produces the state entries of cs, works whose outputs are
+// acknowledged, a record per partition (more when one would exceed the
+// bounds); each work settles when the record holding its entries is
+// acknowledged. A work's entries are never split between records.
+func (r *Runner) produceLogs(cs []*Context) {
+	limit := logBatchBytes
+	if m := r.cfg.maxRecordBytes / 2; m > 0 && m < limit {
+		limit = m
+	}
+	var open []*logBatch // one being filled per partition
+	for _, c := range cs {
+		n := 0
+		for i := range c.changes {
+			n += entrySize(&c.changes[i])
+		}
+		var b *logBatch
+		at := -1
+		for i, o := range open {
+			if o.p == c.rec.Partition {
+				b, at = o, i
+				break
+			}
+		}
+		if b != nil && (len(b.entries)+len(c.changes) > logBatchEntries || b.bytes+n > limit) {
+			b.produce()
+			b = nil
+		}
+		if b == nil {
+			b = &logBatch{r: r, p: c.rec.Partition}
+			if at >= 0 {
+				open[at] = b
+			} else {
+				open = append(open, b)
+			}
+		}
+		b.cs = append(b.cs, c)
+		b.entries = append(b.entries, c.changes...)
+		b.bytes += n
+	}
+	for _, b := range open {
+		b.produce()
+	}
+}
+
+// entrySize bounds what an entry adds to a changelog record.
+func entrySize(e *schemas.StateEntry) int { return 32 + len(e.Key) + len(e.RequestID) }
+
+// produce sends the batch's record. A record of one entry is keyed by its
+// key, as a record per entry was; a record of several by the hex SHA-256 of
+// their keys (each preceded by its length), so that compaction, which
+// keeps the latest record of a key, only ever replaces it with a record
+// of the same entries' keys, written later.
+func (b *logBatch) produce() {
+	r := b.r
+	first := b.entries[0]
+	first.More = b.entries[1:]
+	v, err := r.codec().EncodeStateEntry(r.changelog, &first)
+	if err != nil {
+		r.Fail(fmt.Errorf("pipeline: %s: encode state entry: %w", r.stage, err))
+		for _, c := range b.cs {
+			c.dropStaged()
+			r.release(c)
+		}
+		return
+	}
+	var key []byte
+	if len(b.entries) == 1 {
+		key = b.cs[0].rec.Key // the usual case: the input is keyed by the state's key
+		if string(key) != first.Key {
+			key = []byte(first.Key)
+		}
+	} else {
+		h := sha256.New()
+		var n [binary.MaxVarintLen64]byte
+		for i := range b.entries {
+			k := b.entries[i].Key
+			h.Write(n[:binary.PutUvarint(n[:], uint64(len(k)))])
+			h.Write([]byte(k))
+		}
+		key = hex.AppendEncode(nil, h.Sum(nil))
+	}
+	rec := &kgo.Record{Topic: r.changelog, Partition: b.p, Key: key, Value: v}
+	r.client().TryProduce(r.workCtx, rec, b.promise)
+}
+
+// promise settles the batch's works, or fails them, as the promise of
+// each work's own record did.
+func (b *logBatch) promise(rec *kgo.Record, err error) {
+	r := b.r
+	if errors.Is(err, kgo.ErrMaxBuffered) {
+		r.goroutines.Add(1)
+		go func() {
+			defer r.goroutines.Done()
+			r.client().Produce(r.workCtx, rec, b.promise)
+		}()
+		return
+	}
+	if err != nil {
+		r.hot.produceErrors.Inc()
+	} else {
+		r.hot.produced(rec.Topic).Inc()
+	}
+	for _, c := range b.cs {
+		c.w.phase = phaseChangelog
+		c.written(err)
 	}
 }

@@ -42,7 +42,12 @@ func (r *Runner) restore(t tp, assignment uint64) {
 						"offset", rec.Offset, "err", err)
 					return
 				}
+				more := e.More
+				e.More = nil
 				r.win.Restore(p, *e)
+				for _, m := range more {
+					r.win.Restore(p, m)
+				}
 			})
 		}, func(err error) bool {
 			attempt++

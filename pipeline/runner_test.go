@@ -1,6 +1,10 @@
 package pipeline_test
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync"
@@ -11,6 +15,7 @@ import (
 
 	"github.com/asyncinfer/asyncinfer/internal/kafkatest"
 	"github.com/asyncinfer/asyncinfer/pipeline"
+	"github.com/asyncinfer/asyncinfer/schemas"
 )
 
 // Work finished out of order never moves the commit past an unfinished
@@ -282,5 +287,86 @@ func TestChangelogGoesOutWithTheNextPoll(t *testing.T) {
 	}
 	if got := seen(); got != "PBPCBC" {
 		t.Errorf("in order: %s, want PBPCBC (the drain produces what is held)", got)
+	}
+}
+
+// The state entries of works held together go out as one changelog record
+// per partition (at most 512 entries each), keyed by the hex SHA-256 of
+// their keys, and a new member restores every entry from them.
+func TestChangelogEntriesGoOutTogether(t *testing.T) {
+	for _, tc := range []struct {
+		partitions int32
+		n          int
+	}{{2, 100}, {1, 600}} {
+		t.Run(fmt.Sprintf("%d partitions, %d works", tc.partitions, tc.n), func(t *testing.T) {
+			e := kafkatest.New(t, tc.partitions)
+			h := newHolder()
+			h.then = func(c *pipeline.Context, _ []byte) {
+				c.Remember(fmt.Sprintf("k%d-%d", c.Record().Partition, c.Record().Offset), "req", "")
+				copyOut(t, c)
+			}
+			cl := e.Client(t)
+			var rs []*kgo.Record
+			for i := range tc.n {
+				rs = append(rs, &kgo.Record{Topic: e.Topics.Accepted, Key: fmt.Appendf(nil, "a%d", i), Value: []byte{0}})
+			}
+			if err := cl.ProduceSync(kafkatest.Ctx(t), rs...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			r := newRunner(t, e, testStage(e, "g", true), h, pipeline.LogWait(time.Hour))
+			stop := run(t, r)
+			kafkatest.Eventually(t, "every work handed out", func() bool { return h.count() == tc.n })
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			recs := e.ReadAll(t, e.Topics.DedupState)
+			entries := 0
+			keys := map[string]int32{}
+			for _, rec := range recs {
+				se, err := e.Codec.DecodeStateEntry(kafkatest.Ctx(t), rec.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				all := append([]schemas.StateEntry{*se}, se.More...)
+				entries += len(all)
+				if len(all) > 512 {
+					t.Errorf("a changelog record of %d entries, want at most 512", len(all))
+				}
+				sum := sha256.New()
+				for _, x := range all {
+					keys[x.Key] = rec.Partition
+					if !strings.HasPrefix(x.Key, fmt.Sprintf("k%d-", rec.Partition)) {
+						t.Errorf("entry %s in a record of partition %d", x.Key, rec.Partition)
+					}
+					sum.Write(binary.AppendUvarint(nil, uint64(len(x.Key))))
+					sum.Write([]byte(x.Key))
+				}
+				want := []byte(all[0].Key)
+				if len(all) > 1 {
+					want = hex.AppendEncode(nil, sum.Sum(nil))
+				}
+				if !bytes.Equal(rec.Key, want) {
+					t.Errorf("a record of %d entries keyed %q, want %q", len(all), rec.Key, want)
+				}
+			}
+			if entries != tc.n {
+				t.Fatalf("%d entries in the changelog, want %d", entries, tc.n)
+			}
+			if len(recs) > tc.n/4 {
+				t.Errorf("%d changelog records for %d entries: not written together", len(recs), tc.n)
+			}
+			// A new member restores every entry.
+			r2 := newRunner(t, e, testStage(e, "g", true), newHolder())
+			stop2 := run(t, r2)
+			kafkatest.Eventually(t, "ready", func() bool { return r2.Status().Ready })
+			for k, p := range keys {
+				if _, ok := r2.Window().Get(p, k); !ok {
+					t.Errorf("entry %s not restored", k)
+				}
+			}
+			if err := stop2(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

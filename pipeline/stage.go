@@ -392,9 +392,15 @@ type output struct {
 	changelog []*kgo.Record
 }
 
-// output builds the changelog records of the staged state.
+// output builds the changelog records of the staged state in exactly-once
+// mode, one per entry, for the work's transaction. At least once the
+// runtime writes the entries of the works it settles together as one record
+// per partition (produceLogs), so there is nothing to build here.
 func (c *Context) output() (output, error) {
 	o := output{records: c.outs}
+	if !c.r.cfg.eos {
+		return o, nil
+	}
 	if len(c.changes) > 0 {
 		o.changelog = c.logRoom[:0]
 	}

@@ -357,13 +357,13 @@ func (w *Window) unstageLocked(pw *partWindow, e schemas.StateEntry) {
 		return
 	}
 	for i := len(st.more) - 1; i >= 0; i-- {
-		if st.more[i] == e {
+		if sameEntry(st.more[i], e) {
 			st.more = append(st.more[:i], st.more[i+1:]...)
 			pw.staged[e.Key] = st
 			return
 		}
 	}
-	if st.first != e {
+	if !sameEntry(st.first, e) {
 		return
 	}
 	if len(st.more) == 0 {
@@ -372,6 +372,11 @@ func (w *Window) unstageLocked(pw *partWindow, e schemas.StateEntry) {
 	}
 	st.first, st.more = st.more[0], st.more[1:]
 	pw.staged[e.Key] = st
+}
+
+// sameEntry compares two entries of the window (which never have More).
+func sameEntry(a, b schemas.StateEntry) bool {
+	return a.Key == b.Key && a.RequestID == b.RequestID && a.Status == b.Status && a.ExpiresAtMs == b.ExpiresAtMs
 }
 
 // Restore puts an entry read from the changelog, unless it has expired.

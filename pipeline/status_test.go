@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -105,7 +106,7 @@ func TestStatusReadyAfterRestore(t *testing.T) {
 	r := newRunner(t, e, testStage(e, "g", true), newHolder())
 	stop := run(t, r)
 	kafkatest.Eventually(t, "ready", func() bool { return r.Status().Ready })
-	if got, ok := r.Window().Get(0, entry.Key); !ok || got != entry {
+	if got, ok := r.Window().Get(0, entry.Key); !ok || !reflect.DeepEqual(got, entry) {
 		t.Fatalf("ready with the window holding %+v (%v), want %+v", got, ok, entry)
 	}
 	if err := stop(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -275,8 +276,8 @@ func (c *Codec) DecodeDeadLetter(ctx context.Context, b []byte) (d *DeadLetter, 
 	return d, nil
 }
 
-// DecodeStateEntry decodes a state entry. It fails if the entry has no key or
-// request id. Errors about the message match ErrMalformed.
+// DecodeStateEntry decodes a state entry and the further entries of its
+// record (More). It fails if any entry has no key or request id. Errors about the message match ErrMalformed.
 func (c *Codec) DecodeStateEntry(ctx context.Context, b []byte) (e *StateEntry, err error) {
 	defer recovered(KindStateEntry, &e, &err)
 	r, root, err := c.reader(ctx, b, KindStateEntry)
@@ -284,7 +285,7 @@ func (c *Codec) DecodeStateEntry(ctx context.Context, b []byte) (e *StateEntry, 
 		return nil, err
 	}
 	e = r.stateEntry(root)
-	if err := r.end(KindStateEntry, required("key", e.Key, "request_id", e.RequestID)); err != nil {
+	if err := r.end(KindStateEntry, requiredStateEntry(e)); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -305,6 +306,22 @@ func (c *Codec) DecodePressure(ctx context.Context, b []byte) (p *Pressure, err 
 		return nil, err
 	}
 	return p, nil
+}
+
+// requiredStateEntry names the first entry, of the record's, without a key
+// or request id.
+func requiredStateEntry(e *StateEntry) error {
+	if err := required("key", e.Key, "request_id", e.RequestID); err != nil {
+		return err
+	}
+	for i := range e.More {
+		m := &e.More[i]
+		if m.Key == "" || m.RequestID == "" {
+			at := "more[" + strconv.Itoa(i) + "]."
+			return required(at+"key", m.Key, at+"request_id", m.RequestID)
+		}
+	}
+	return nil
 }
 
 func requiredPressure(p *Pressure) error { return required("source", p.Source, "model", p.Model) }

@@ -127,6 +127,13 @@ func TestEncodeErrors(t *testing.T) {
 		{"state entry status", func() ([]byte, error) {
 			return c.EncodeStateEntry(topicState, &StateEntry{Key: "k", RequestID: "r", Status: "x"})
 		}, `status: unknown status "x"`},
+		{"a further entry without a request id", func() ([]byte, error) {
+			return c.EncodeStateEntry(topicState, &StateEntry{Key: "k", RequestID: "r", More: []StateEntry{{Key: "k2"}}})
+		}, "more[0].request_id is empty"},
+		{"a further entry's status", func() ([]byte, error) {
+			return c.EncodeStateEntry(topicState, &StateEntry{Key: "k", RequestID: "r",
+				More: []StateEntry{{Key: "k2", RequestID: "r2"}, {Key: "k3", RequestID: "r3", Status: "x"}}})
+		}, `more[1].status: unknown status "x"`},
 		{"pressure without source", func() ([]byte, error) { return c.EncodePressure(topicPressure, &Pressure{Model: "m"}) },
 			"source is empty"},
 		{"pressure without model", func() ([]byte, error) {

@@ -123,6 +123,7 @@ const (
 	seRequestID
 	seStatus
 	seExpiresAtMs
+	seMore
 )
 
 const (
@@ -181,6 +182,7 @@ var targetFields = [numTargets][]string{
 	},
 	forStateEntry: {
 		seKey: "key", seRequestID: "request_id", seStatus: "status", seExpiresAtMs: "expires_at_ms",
+		seMore: "more",
 	},
 	forPressure: {
 		prSource: "source", prModel: "model", prLane: "lane", prMinPriority: "min_priority",
@@ -1226,11 +1228,58 @@ func (r *reader) stateEntry(n *node) *StateEntry {
 			e.Status = r.status(f.typ)
 		case seExpiresAtMs:
 			e.ExpiresAtMs = r.long(f.typ)
+		case seMore:
+			e.More = r.stateItems(f.typ)
 		default:
 			r.skip(f.typ)
 		}
 	}
 	return e
+}
+
+// stateItems reads a state entry's further entries (a StateItem has the
+// fields of a StateEntry but more, which an item's writer may have and
+// which is skipped, as the reference does).
+func (r *reader) stateItems(n *node) []StateEntry {
+	arr := r.array(n)
+	if arr == nil {
+		return nil
+	}
+	var out []StateEntry
+	for it := r.each(); r.next(&it); {
+		out = sized(r, arr, out, it.count)
+		out = append(out, StateEntry{})
+		r.stateItem(arr.items, &out[len(out)-1])
+	}
+	return out
+}
+
+func (r *reader) stateItem(n *node, e *StateEntry) {
+	rec := r.record(n, "StateItem")
+	if rec == nil {
+		return
+	}
+	outer := r.at
+	for i := range rec.fields {
+		f := &rec.fields[i]
+		o := f.order[forStateEntry]
+		if o < 0 || o == seMore {
+			r.skip(f.typ)
+			continue
+		}
+		r.at.name[1], r.at.order[1], r.at.item[1] = f.name, o, -1
+		switch o {
+		case seKey:
+			e.Key = r.str(f.typ)
+		case seRequestID:
+			e.RequestID = r.str(f.typ)
+		case seStatus:
+			e.Status = r.status(f.typ)
+		case seExpiresAtMs:
+			e.ExpiresAtMs = r.long(f.typ)
+		}
+	}
+	r.at = outer
 }
 
 func (r *reader) pressure(n *node) *Pressure {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 )
 
 // The encoders write Avro binary by hand, in the field order of the .avsc
@@ -258,15 +259,33 @@ func appendDeadLetter(b []byte, d *DeadLetter) ([]byte, error) {
 }
 
 func appendStateEntry(b []byte, e *StateEntry) ([]byte, error) {
+	b, err := appendStateFields(b, e, "")
+	if err != nil {
+		return nil, err
+	}
+	if len(e.More) == 0 {
+		return appendLong(b, 0), nil
+	}
+	b = appendLong(b, int64(len(e.More)))
+	for i := range e.More {
+		if b, err = appendStateFields(b, &e.More[i], "more["+strconv.Itoa(i)+"]."); err != nil {
+			return nil, err
+		}
+	}
+	return appendLong(b, 0), nil
+}
+
+// appendStateFields writes the fields a StateEntry and a StateItem share.
+func appendStateFields(b []byte, e *StateEntry, at string) ([]byte, error) {
 	if e.Key == "" {
-		return nil, errors.New("key is empty")
+		return nil, errors.New(at + "key is empty")
 	}
 	if e.RequestID == "" {
-		return nil, errors.New("request_id is empty")
+		return nil, errors.New(at + "request_id is empty")
 	}
 	b = appendString(b, e.Key)
 	b = appendString(b, e.RequestID)
-	b, err := appendOptStatus(b, e.Status, "status")
+	b, err := appendOptStatus(b, e.Status, at+"status")
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +338,13 @@ func deadLetterSize(d *DeadLetter) int {
 		len(d.RequestID) + len(d.Payload) + len(d.PayloadSHA256)
 }
 
-func stateEntrySize(e *StateEntry) int { return 32 + len(e.Key) + len(e.RequestID) }
+func stateEntrySize(e *StateEntry) int {
+	n := 32 + len(e.Key) + len(e.RequestID)
+	for i := range e.More {
+		n += 24 + len(e.More[i].Key) + len(e.More[i].RequestID)
+	}
+	return n
+}
 
 func pressureSize(p *Pressure) int {
 	return 96 + len(p.Source) + len(p.Model) + len(p.Lane) + len(p.Instance) + len(p.Status)

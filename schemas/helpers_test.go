@@ -329,7 +329,11 @@ func minimalDeadLetter() *DeadLetter {
 }
 
 func fullStateEntry() *StateEntry {
-	return &StateEntry{Key: "order-42", RequestID: "req-0001", Status: StatusExpired, ExpiresAtMs: 1_700_000_600_000}
+	return &StateEntry{Key: "order-42", RequestID: "req-0001", Status: StatusExpired, ExpiresAtMs: 1_700_000_600_000,
+		More: []StateEntry{
+			{Key: "order-43", RequestID: "req-0002", Status: StatusSucceeded, ExpiresAtMs: 1_700_000_600_001},
+			{Key: "req-0003", RequestID: "req-0003"},
+		}}
 }
 
 func minimalStateEntry() *StateEntry {

@@ -70,9 +70,7 @@ func referenceDeadLetter(ctx context.Context, c *Codec, b []byte) (*DeadLetter, 
 }
 
 func referenceStateEntry(ctx context.Context, c *Codec, b []byte) (*StateEntry, error) {
-	return referenceDecode(ctx, c, b, KindStateEntry, (*conv).stateEntry, func(e *StateEntry) error {
-		return required("key", e.Key, "request_id", e.RequestID)
-	})
+	return referenceDecode(ctx, c, b, KindStateEntry, (*conv).stateEntry, requiredStateEntry)
 }
 
 func referencePressure(ctx context.Context, c *Codec, b []byte) (*Pressure, error) {
@@ -522,6 +520,20 @@ func (c *conv) deadLetter(r rec) *DeadLetter {
 
 func (c *conv) stateEntry(r rec) *StateEntry {
 	return &StateEntry{
+		Key:         c.str(r.field("key")),
+		RequestID:   c.str(r.field("request_id")),
+		Status:      c.status(r.field("status")),
+		ExpiresAtMs: c.long(r.field("expires_at_ms")),
+		More:        clist(c, r.field("more"), c.stateItem),
+	}
+}
+
+func (c *conv) stateItem(x val) StateEntry {
+	r, ok := c.record(x, "StateItem")
+	if !ok {
+		return StateEntry{}
+	}
+	return StateEntry{
 		Key:         c.str(r.field("key")),
 		RequestID:   c.str(r.field("request_id")),
 		Status:      c.status(r.field("status")),

@@ -27,7 +27,8 @@ func TestSchemaContract(t *testing.T) {
 		"asyncinfer.Timings": {"queued_ms", "batch_wait_ms", "inference_ms", "end_to_end_ms"},
 		"asyncinfer.DeadLetter": {"reason", "error", "stage", "source_topic", "source_partition", "source_offset",
 			"request_id", "answered", "payload", "payload_size", "payload_sha256", "truncated", "at_ms"},
-		"asyncinfer.StateEntry": {"key", "request_id", "status", "expires_at_ms"},
+		"asyncinfer.StateEntry": {"key", "request_id", "status", "expires_at_ms", "more"},
+		"asyncinfer.StateItem":  {"key", "request_id", "status", "expires_at_ms"},
 		"asyncinfer.Pressure": {"source", "model", "lane", "min_priority", "instance", "status", "at_ms",
 			"interval_ms", "predicted_wait_ms", "retry_after_ms", "shed_fraction", "capacity_per_second",
 			"backlog", "running", "fixed_ms", "per_item_ms", "batch", "batch_limit"},
@@ -38,6 +39,7 @@ func TestSchemaContract(t *testing.T) {
 		"asyncinfer.Result.request_id": true, "asyncinfer.Result.status": true,
 		"asyncinfer.DeadLetter.reason": true,
 		"asyncinfer.StateEntry.key":    true, "asyncinfer.StateEntry.request_id": true,
+		"asyncinfer.StateItem.key": true, "asyncinfer.StateItem.request_id": true,
 		"asyncinfer.Pressure.source": true, "asyncinfer.Pressure.model": true,
 	}
 	snake := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)

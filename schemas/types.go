@@ -122,6 +122,10 @@ type StateEntry struct {
 	RequestID   string
 	Status      Status // empty: not known to this stage
 	ExpiresAtMs int64
+	// More are further entries written in the same changelog record, in
+	// order (their own More is nil): the runtime writes the entries of the
+	// works it settles together as one record.
+	More []StateEntry
 }
 
 // Pressure is one record of the pressure topic: the pressure on one model's

@@ -189,6 +189,27 @@ func (e *Env) ReadAll(t testing.TB, topic string) []*kgo.Record {
 	return e.read(t, topic, false)
 }
 
+// StateEntries reads every entry of a changelog, in order: a record holds
+// one entry or, written together, several (StateEntry.More).
+func (e *Env) StateEntries(t testing.TB, topic string) []schemas.StateEntry {
+	t.Helper()
+	var out []schemas.StateEntry
+	for _, r := range e.ReadAll(t, topic) {
+		if r.Value == nil {
+			continue
+		}
+		se, err := e.Codec.DecodeStateEntry(Ctx(t), r.Value)
+		if err != nil {
+			t.Fatalf("changelog %s/%d@%d: %v", r.Topic, r.Partition, r.Offset, err)
+		}
+		more := se.More
+		se.More = nil
+		out = append(out, *se)
+		out = append(out, more...)
+	}
+	return out
+}
+
 // ReadCommitted reads every committed record of topic up to its last stable
 // offset, as a read_committed consumer sees them: aborted transactions'
 // records are not there.

@@ -89,7 +89,7 @@ func TestKilledBeforeCommitRedeliversAndDropsSilently(t *testing.T) {
 	// A commit interval of an hour: nothing is committed before the kill.
 	first := start(t, e, pipeline.CommitInterval(time.Hour))
 	kafkatest.Eventually(t, "changelog of every request", func() bool {
-		return len(e.ReadAll(t, e.Topics.DedupState)) == n
+		return len(e.StateEntries(t, e.Topics.DedupState)) == n
 	})
 	first.r.Kill()
 	first.stop()
