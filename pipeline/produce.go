@@ -74,25 +74,15 @@ func (c *Context) produce(p producePhase, rs []*kgo.Record, try bool) {
 // onProduced is the promise of every record of the Context.
 func (c *Context) onProduced(rec *kgo.Record, err error) {
 	r, w := c.r, &c.w
-	if errors.Is(err, kgo.ErrMaxBuffered) {
-		// TryProduce found the client's buffer full: produce it from a
-		// goroutine, where waiting for room is allowed.
-		r.goroutines.Add(1)
-		go func() {
-			defer r.goroutines.Done()
-			r.client().Produce(r.workCtx, rec, w.promise)
-		}()
+	if !r.produceOver(rec, err, w.promise) {
 		return
 	}
 	if err != nil {
-		r.hot.produceErrors.Inc()
 		w.mu.Lock()
 		if w.first == nil {
 			w.first = err
 		}
 		w.mu.Unlock()
-	} else {
-		r.hot.produced(rec.Topic).Inc()
 	}
 	if w.left.Add(-1) != 0 {
 		return
@@ -101,6 +91,27 @@ func (c *Context) onProduced(rec *kgo.Record, err error) {
 	first := w.first
 	w.mu.Unlock()
 	c.written(first)
+}
+
+// produceOver counts a record's produce by its promise's error, and reports
+// whether the produce is over. When TryProduce found the client's buffer
+// full, the record is produced again from a goroutine, where waiting for
+// room is allowed, with the same promise: it is not over.
+func (r *Runner) produceOver(rec *kgo.Record, err error, promise func(*kgo.Record, error)) bool {
+	if errors.Is(err, kgo.ErrMaxBuffered) {
+		r.goroutines.Add(1)
+		go func() {
+			defer r.goroutines.Done()
+			r.client().Produce(r.workCtx, rec, promise)
+		}()
+		return false
+	}
+	if err != nil {
+		r.hot.produceErrors.Inc()
+	} else {
+		r.hot.produced(rec.Topic).Inc()
+	}
+	return true
 }
 
 // written moves the Context's write on once a phase is acknowledged.
@@ -321,19 +332,8 @@ func (b *logBatch) produce() {
 // promise settles the batch's works, or fails them, as the promise of
 // each work's own record did.
 func (b *logBatch) promise(rec *kgo.Record, err error) {
-	r := b.r
-	if errors.Is(err, kgo.ErrMaxBuffered) {
-		r.goroutines.Add(1)
-		go func() {
-			defer r.goroutines.Done()
-			r.client().Produce(r.workCtx, rec, b.promise)
-		}()
+	if !b.r.produceOver(rec, err, b.promise) {
 		return
-	}
-	if err != nil {
-		r.hot.produceErrors.Inc()
-	} else {
-		r.hot.produced(rec.Topic).Inc()
 	}
 	for _, c := range b.cs {
 		c.w.phase = phaseChangelog

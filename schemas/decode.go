@@ -1219,22 +1219,33 @@ func (r *reader) stateEntry(n *node) *StateEntry {
 	e := new(StateEntry)
 	for i := range n.fields {
 		f := &n.fields[i]
-		switch r.field(f, forStateEntry) {
-		case seKey:
-			e.Key = r.str(f.typ)
-		case seRequestID:
-			e.RequestID = r.str(f.typ)
-		case seStatus:
-			e.Status = r.status(f.typ)
-		case seExpiresAtMs:
-			e.ExpiresAtMs = r.long(f.typ)
-		case seMore:
+		switch o := r.field(f, forStateEntry); {
+		case r.stateField(o, f, e):
+		case o == seMore:
 			e.More = r.stateItems(f.typ)
 		default:
 			r.skip(f.typ)
 		}
 	}
 	return e
+}
+
+// stateField reads a field a StateEntry and a StateItem share, by its order
+// o, into e; false for any other field, which it leaves unread.
+func (r *reader) stateField(o int8, f *field, e *StateEntry) bool {
+	switch o {
+	case seKey:
+		e.Key = r.str(f.typ)
+	case seRequestID:
+		e.RequestID = r.str(f.typ)
+	case seStatus:
+		e.Status = r.status(f.typ)
+	case seExpiresAtMs:
+		e.ExpiresAtMs = r.long(f.typ)
+	default:
+		return false
+	}
+	return true
 }
 
 // stateItems reads a state entry's further entries (a StateItem has the
@@ -1263,20 +1274,9 @@ func (r *reader) stateItem(n *node, e *StateEntry) {
 	for i := range rec.fields {
 		f := &rec.fields[i]
 		o := f.order[forStateEntry]
-		if o < 0 || o == seMore {
-			r.skip(f.typ)
-			continue
-		}
 		r.at.name[1], r.at.order[1], r.at.item[1] = f.name, o, -1
-		switch o {
-		case seKey:
-			e.Key = r.str(f.typ)
-		case seRequestID:
-			e.RequestID = r.str(f.typ)
-		case seStatus:
-			e.Status = r.status(f.typ)
-		case seExpiresAtMs:
-			e.ExpiresAtMs = r.long(f.typ)
+		if o == seMore || !r.stateField(o, f, e) {
+			r.skip(f.typ)
 		}
 	}
 	r.at = outer

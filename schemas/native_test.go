@@ -519,13 +519,9 @@ func (c *conv) deadLetter(r rec) *DeadLetter {
 }
 
 func (c *conv) stateEntry(r rec) *StateEntry {
-	return &StateEntry{
-		Key:         c.str(r.field("key")),
-		RequestID:   c.str(r.field("request_id")),
-		Status:      c.status(r.field("status")),
-		ExpiresAtMs: c.long(r.field("expires_at_ms")),
-		More:        clist(c, r.field("more"), c.stateItem),
-	}
+	e := c.stateFields(r)
+	e.More = clist(c, r.field("more"), c.stateItem)
+	return &e
 }
 
 func (c *conv) stateItem(x val) StateEntry {
@@ -533,6 +529,11 @@ func (c *conv) stateItem(x val) StateEntry {
 	if !ok {
 		return StateEntry{}
 	}
+	return c.stateFields(r)
+}
+
+// stateFields converts the fields a StateEntry and a StateItem share.
+func (c *conv) stateFields(r rec) StateEntry {
 	return StateEntry{
 		Key:         c.str(r.field("key")),
 		RequestID:   c.str(r.field("request_id")),
