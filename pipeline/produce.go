@@ -26,8 +26,10 @@ import (
 // hand-out, and go out with that poll's records, or for logWait when no
 // poll comes sooner: produced from each promise as it came, each went out
 // in a produce request of its own between the outputs' requests (at
-// moderate load, one more request per input for dedup and emit). They are
-// produced with TryProduce, which never blocks; only when the client's
+// moderate load, one more request per input for dedup and emit). A flush
+// writes the entries held for one partition as one changelog record
+// (produceLogs; about 10% less broker CPU per request in S1, and a restore
+// reads hundreds of entries a record). They are produced with TryProduce, which never blocks; only when the client's
 // buffer is full does a goroutine produce what did not fit. Exactly-once,
 // the records and the changelog go together into the transaction.
 
