@@ -29,9 +29,10 @@ import (
 // moderate load, one more request per input for dedup and emit). A flush
 // writes the entries held for one partition as one changelog record
 // (produceLogs; about 10% less broker CPU per request in S1, and a restore
-// reads hundreds of entries a record). They are produced with TryProduce, which never blocks; only when the client's
-// buffer is full does a goroutine produce what did not fit. Exactly-once,
-// the records and the changelog go together into the transaction.
+// reads hundreds of entries a record). They are produced with TryProduce,
+// which never blocks; only when the client's buffer is full does a
+// goroutine produce what did not fit. Exactly-once, the records and the
+// changelog go together into the transaction.
 
 type producePhase int32
 
