@@ -59,6 +59,21 @@ func Fresh(p *schemas.Pressure, now time.Time) bool {
 	return now.Sub(time.UnixMilli(p.AtMs)) <= StaleAfter*every
 }
 
+// CallCost is what a call of n items costs (seconds) by a serving record's
+// fit t(n) = a + c·n that rests on calls of up to measured items: beyond
+// them, no economy of scale is promised, and a call costs at least
+// t(measured)·n/measured (the fit's line extrapolated from small calls can
+// say a call of 32 costs little more than one of 4: a burst after a quiet
+// spell would be admitted on the strength of it, and expire). measured 0
+// (unknown: an older process) takes the line as it is.
+func CallCost(a, c float64, measured int, n float64) float64 {
+	t := a + c*n
+	if m := float64(measured); measured > 0 && n > m {
+		t = max(t, (a+c*m)*n/m)
+	}
+	return t
+}
+
 // Decoder decodes pressure records (a *schemas.Codec).
 type Decoder interface {
 	DecodePressure(ctx context.Context, b []byte) (*schemas.Pressure, error)

@@ -145,6 +145,7 @@ const (
 	prPerItemMs
 	prBatch
 	prBatchLimit
+	prBatchMeasured
 )
 
 // targetFields names each Go type's fields as the schemas do.
@@ -190,7 +191,7 @@ var targetFields = [numTargets][]string{
 		prPredictedWaitMs: "predicted_wait_ms", prRetryAfterMs: "retry_after_ms",
 		prShedFraction: "shed_fraction", prCapacityPerSecond: "capacity_per_second",
 		prBacklog: "backlog", prRunning: "running", prFixedMs: "fixed_ms", prPerItemMs: "per_item_ms", prBatch: "batch",
-		prBatchLimit: "batch_limit",
+		prBatchLimit: "batch_limit", prBatchMeasured: "batch_measured",
 	},
 }
 
@@ -1323,6 +1324,8 @@ func (r *reader) pressure(n *node) *Pressure {
 			p.Batch = r.int(f.typ)
 		case prBatchLimit:
 			p.BatchLimit = r.int(f.typ)
+		case prBatchMeasured:
+			p.BatchMeasured = r.int(f.typ)
 		default:
 			r.skip(f.typ)
 		}

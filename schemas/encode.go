@@ -316,7 +316,8 @@ func appendPressure(b []byte, p *Pressure) ([]byte, error) {
 	b = appendDouble(b, p.FixedMs)
 	b = appendDouble(b, p.PerItemMs)
 	b = appendLong(b, int64(p.Batch))
-	return appendLong(b, int64(p.BatchLimit)), nil
+	b = appendLong(b, int64(p.BatchLimit))
+	return appendLong(b, int64(p.BatchMeasured)), nil
 }
 
 // The size functions estimate a message's encoded size, so that encoding
@@ -347,5 +348,5 @@ func stateEntrySize(e *StateEntry) int {
 }
 
 func pressureSize(p *Pressure) int {
-	return 96 + len(p.Source) + len(p.Model) + len(p.Lane) + len(p.Instance) + len(p.Status)
+	return 112 + len(p.Source) + len(p.Model) + len(p.Lane) + len(p.Instance) + len(p.Status)
 }

@@ -344,7 +344,7 @@ func fullPressure() *Pressure {
 	return &Pressure{Source: PressureAdmission, Model: "resnet", Lane: "low", MinPriority: -2147483648,
 		Instance: "dedup-0", Status: "SHEDDING", AtMs: 1_700_000_000_123, IntervalMs: 1000, PredictedWaitMs: 87,
 		RetryAfterMs: 45, ShedFraction: 0.375, CapacityPerSecond: 3124.5, Backlog: 1234, Running: 96, FixedMs: 5.25,
-		PerItemMs: 0.25, Batch: 180, BatchLimit: 256}
+		PerItemMs: 0.25, Batch: 180, BatchLimit: 256, BatchMeasured: 192}
 }
 
 func minimalPressure() *Pressure {

@@ -562,6 +562,7 @@ func (c *conv) pressure(r rec) *Pressure {
 		PerItemMs:         c.double(r.field("per_item_ms")),
 		Batch:             c.int(r.field("batch")),
 		BatchLimit:        c.int(r.field("batch_limit")),
+		BatchMeasured:     c.int(r.field("batch_measured")),
 	}
 }
 

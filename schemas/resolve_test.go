@@ -115,6 +115,17 @@ func TestResolveByFieldName(t *testing.T) {
 			want:   &Pressure{Source: "serving", Model: "m", CapacityPerSecond: 2000, Batch: 48},
 		},
 		{
+			// A process from before batch_measured: the field is 0, unknown.
+			name: "pressure from a version without batch_measured",
+			schema: `{"type": "record", "name": "Pressure", "namespace": "asyncinfer", "fields": [
+				{"name": "source", "type": "string"}, {"name": "model", "type": "string"},
+				{"name": "batch", "type": "int", "default": 0},
+				{"name": "batch_limit", "type": "int", "default": 0}]}`,
+			native: map[string]any{"source": "serving", "model": "m", "batch": int32(48), "batch_limit": int32(64)},
+			decode: func(b []byte) (any, error) { return c.DecodePressure(ctx, b) },
+			want:   &Pressure{Source: "serving", Model: "m", Batch: 48, BatchLimit: 64},
+		},
+		{
 			name: "dead letter with the payload as a fixed, partition as a long",
 			schema: `{"type": "record", "name": "DeadLetter", "fields": [
 				{"name": "reason", "type": "string"},

@@ -31,7 +31,7 @@ func TestSchemaContract(t *testing.T) {
 		"asyncinfer.StateItem":  {"key", "request_id", "status", "expires_at_ms"},
 		"asyncinfer.Pressure": {"source", "model", "lane", "min_priority", "instance", "status", "at_ms",
 			"interval_ms", "predicted_wait_ms", "retry_after_ms", "shed_fraction", "capacity_per_second",
-			"backlog", "running", "fixed_ms", "per_item_ms", "batch", "batch_limit"},
+			"backlog", "running", "fixed_ms", "per_item_ms", "batch", "batch_limit", "batch_measured"},
 	}
 	required := map[string]bool{
 		"asyncinfer.Request.request_id": true, "asyncinfer.Request.model": true,

@@ -152,6 +152,7 @@ type Pressure struct {
 	PerItemMs         float64
 	Batch             int32
 	BatchLimit        int32
+	BatchMeasured     int32
 }
 
 // The sources of pressure records.

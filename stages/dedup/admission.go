@@ -151,6 +151,7 @@ type modelState struct {
 	a, c        float64       // seconds
 	batch       int
 	limit       int       // the most items one call takes (0: unknown, an older infer)
+	measured    int       // the largest call the fit rests on (0: unknown, an older infer)
 	workers     float64   // calls the model makes at once, every process (capacity × t(batch) / batch)
 	running     float64   // requests in calls at `at`, every process
 	ahead       []float64 // per lane: requests of that lane and the lanes above it waiting, at `at`
@@ -205,7 +206,7 @@ func (m *modelState) predict(l int, now time.Time, share float64) prediction {
 	if n := ahead + 1; n > b && n <= float64(m.limit) {
 		b = n // one call takes them all
 	}
-	cost := func(n float64) float64 { return m.a + m.c*n }
+	cost := m.cost
 	workers := max(1, m.workers)
 	residual := 0.0
 	if running > 0 {
@@ -215,6 +216,10 @@ func (m *modelState) predict(l int, now time.Time, share float64) prediction {
 	wait := residual + full*cost(b)/workers + cost(ahead-full*b+1) + m.cfg.Downstream.Seconds()
 	return prediction{known: true, wait: seconds(wait), drain: seconds(drain)}
 }
+
+// cost is what a call of n items costs by the serving records' fit, with
+// no economy of scale promised beyond the largest call measured.
+func (m *modelState) cost(n float64) float64 { return pressure.CallCost(m.a, m.c, m.measured, n) }
 
 func seconds(s float64) time.Duration {
 	if s > noMeasure.Seconds() {
@@ -260,6 +265,7 @@ func (m *modelState) serve(recs []*schemas.Pressure, lanes []Lane) {
 			if p.CapacityPerSecond > best {
 				best = p.CapacityPerSecond
 				m.a, m.c, m.batch, m.limit = p.FixedMs/1000, p.PerItemMs/1000, int(p.Batch), int(p.BatchLimit)
+				m.measured = int(p.BatchMeasured)
 			}
 		}
 	}
@@ -273,7 +279,7 @@ func (m *modelState) serve(recs []*schemas.Pressure, lanes []Lane) {
 	}
 	m.at = at
 	m.workers = 1
-	if t := m.a + m.c*float64(max(1, m.batch)); m.batch > 0 && t > 0 {
+	if t := m.cost(float64(max(1, m.batch))); m.batch > 0 && t > 0 {
 		m.workers = m.capacity * t / float64(m.batch)
 	}
 	for i := range backlog {

@@ -51,7 +51,10 @@ func newModel(mode string, objective time.Duration) *modelState {
 // with fewer ahead of it than the limit rides one call with all of them,
 // as a worker that frees takes everything queued up to the limit; a longer
 // backlog goes in batches of the target, as without it (an infer from
-// before batch_limit).
+// before batch_limit). With the largest call measured known (batch_measured
+// 20: calls of up to 20 items, 30ms), a larger call is not promised the
+// fit's economy of scale: it costs 30ms × n/20, and the capacity infer
+// publishes is then 40/60ms.
 func TestPredict(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -62,33 +65,47 @@ func TestPredict(t *testing.T) {
 		admit   [3]int // admitted per lane at t0 + 1ms, before the prediction
 		want    time.Duration
 		limit   int32 // the serving records' batch_limit
+		// the serving records' batch_measured, and then their capacity
+		measured int32
+		capacity float64
 	}{
 		// 50 ahead: a full batch (50ms), then a batch of 11 (21ms), 10ms after.
-		{"normal at the measure", 0, 1, 0, 1, [3]int{}, 50*ms + 21*ms + 10*ms, 0},
-		{"high sees its lane only", 0, 0, 0, 1, [3]int{}, 21*ms + 10*ms, 0},
-		{"low sees everything", 0, 2, 0, 1, [3]int{}, 250*ms + 11*ms + 10*ms, 0},
+		{"normal at the measure", 0, 1, 0, 1, [3]int{}, 50*ms + 21*ms + 10*ms, 0, 0, 0},
+		{"high sees its lane only", 0, 0, 0, 1, [3]int{}, 21*ms + 10*ms, 0, 0, 0},
+		{"low sees everything", 0, 2, 0, 1, [3]int{}, 250*ms + 11*ms + 10*ms, 0, 0, 0},
 		// 30ms later 24 were served.
-		{"served since", 0, 1, 30 * ms, 1, [3]int{}, 37*ms + 10*ms, 0},
-		{"drained to nothing", 0, 1, time.Second, 1, [3]int{}, 11*ms + 10*ms, 0},
+		{"served since", 0, 1, 30 * ms, 1, [3]int{}, 37*ms + 10*ms, 0, 0, 0},
+		{"drained to nothing", 0, 1, time.Second, 1, [3]int{}, 11*ms + 10*ms, 0, 0, 0},
 		// 10 admitted here since (a low request does not count for a
 		// normal one), this process a quarter of the partitions: 40 more
 		// everywhere; 1.6 served in 2ms.
-		{"admitted since, by share", 0, 1, 2 * ms, 0.25, [3]int{4, 6, 7}, 100*ms + 19400*time.Microsecond + 10*ms, 0},
+		{"admitted since, by share", 0, 1, 2 * ms, 0.25, [3]int{4, 6, 7}, 100*ms + 19400*time.Microsecond + 10*ms, 0, 0, 0},
 		// A call of 20 running: half of it (15ms) ahead of everything.
-		{"a call running", 20, 1, 0, 1, [3]int{}, 15*ms + 81*ms, 0},
-		{"a call running, partly done", 20, 1, 10 * ms, 1, [3]int{}, 11*ms + 81*ms, 0},
+		{"a call running", 20, 1, 0, 1, [3]int{}, 15*ms + 81*ms, 0, 0, 0},
+		{"a call running, partly done", 20, 1, 10 * ms, 1, [3]int{}, 11*ms + 81*ms, 0, 0, 0},
 		// 50 ahead: one call of 51 (61ms), 10ms after.
 		{name: "normal: one call", lane: 1, share: 1, limit: 128, want: 61*ms + 10*ms},
 		{name: "normal: a limit below the backlog", lane: 1, share: 1, limit: 50, want: 50*ms + 21*ms + 10*ms},
 		{name: "high: fewer than the target", lane: 0, share: 1, limit: 128, want: 21*ms + 10*ms},
 		// 200 ahead: more than a call takes.
 		{name: "low: longer than the limit", lane: 2, share: 1, limit: 128, want: 250*ms + 11*ms + 10*ms},
+		// One call of 51: 76.5ms, not the line's 61ms.
+		{name: "normal: one call beyond the calls measured", lane: 1, share: 1, limit: 128, measured: 20,
+			capacity: 40 / 0.060, want: 76500*time.Microsecond + 10*ms},
+		// Five batches of 40 at 60ms (300ms, not 250ms), then one of 1.
+		{name: "low: batches beyond the calls measured", lane: 2, share: 1, limit: 128, measured: 20,
+			capacity: 40 / 0.060, want: 300*ms + 11*ms + 10*ms},
+		{name: "normal: one call within the calls measured", lane: 1, share: 1, limit: 128, measured: 64,
+			want: 61*ms + 10*ms},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newModel(AdmissionReject, 100*ms)
 			recs := servingRun(t0, tc.running, 10, 40, 150)
 			for _, r := range recs {
-				r.BatchLimit = tc.limit
+				r.BatchLimit, r.BatchMeasured = tc.limit, tc.measured
+				if tc.capacity > 0 {
+					r.CapacityPerSecond = tc.capacity
+				}
 			}
 			m.serve(recs, testLanes)
 			for l, n := range tc.admit {

@@ -42,6 +42,7 @@ type costModel struct {
 	s0, s1, s2, sy, sby, sab float64   // decayed Σw, Σw·b, Σw·b², Σw·t, Σw·b·t, Σw·|residual|
 	bias                     float64   // recent relative residuals, signed
 	a, c                     float64   // the fit, seconds
+	top                      int       // the largest call measured since the last restart
 	restarts                 int       // changes of regime noticed
 }
 
@@ -80,6 +81,7 @@ func (m *costModel) observe(now time.Time, b int, took time.Duration) {
 			if math.Abs(m.bias) > costShift {
 				// A new regime: start over.
 				m.s0, m.s1, m.s2, m.sy, m.sby, m.sab, m.bias, r = 0, 0, 0, 0, 0, 0, 0, 0
+				m.top = 0
 				m.restarts++
 			} else if bound := max(3*m.sab/m.s0, pred/2); math.Abs(r) > bound {
 				w = bound / math.Abs(r)
@@ -89,6 +91,7 @@ func (m *costModel) observe(now time.Time, b int, took time.Duration) {
 	if now.After(m.last) {
 		m.last = now
 	}
+	m.top = max(m.top, b)
 	m.s0 += w
 	m.s1 += w * x
 	m.s2 += w * x * x
@@ -120,6 +123,13 @@ func (m *costModel) estimate() (a, c float64, last time.Time, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.a, m.c, m.last, m.s0 > 0
+}
+
+// measured is the largest call the fit rests on (0 before the first).
+func (m *costModel) measured() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.top
 }
 
 // Version labels of the cost fits: a request's model_version is the

@@ -41,47 +41,48 @@ func TestCostModel(t *testing.T) {
 		wantA, wantC time.Duration
 		tol          float64 // relative
 		wantRestarts int
+		wantTop      int // the largest call measured: since the last restart
 	}{
 		{
 			name:  "sizes that vary: the line",
 			calls: line(0, a, c, repeat(10, 1, 8, 30, 64)...),
-			wantA: a, wantC: c, tol: 0.02,
+			wantA: a, wantC: c, tol: 0.02, wantTop: 64,
 		},
 		{
 			name:  "one call",
 			calls: line(0, a, c, 10),
 			// One size: c is the cost per item of the line through the
 			// origin and the measured point.
-			wantA: 0, wantC: (a + 10*c) / 10, tol: 1e-9,
+			wantA: 0, wantC: (a + 10*c) / 10, tol: 1e-9, wantTop: 10,
 		},
 		{
 			name:  "every call of one size: the line through the origin",
 			calls: line(0, a, c, repeat(50, 16)...),
-			wantA: 0, wantC: (a + 16*c) / 16, tol: 1e-9,
+			wantA: 0, wantC: (a + 16*c) / 16, tol: 1e-9, wantTop: 16,
 		},
 		{
 			name: "a GC pause: one call 10x weighs little",
 			calls: append(line(0, a, c, repeat(10, 4, 40)...),
 				call{at: 200 * ms, b: 40, t: 150 * ms}),
-			wantA: a, wantC: c, tol: 0.10,
+			wantA: a, wantC: c, tol: 0.10, wantTop: 40,
 		},
 		{
 			name: "two slow calls in a row are not a new regime",
 			calls: append(line(0, a, c, repeat(10, 4, 40)...),
 				call{at: 200 * ms, b: 40, t: 150 * ms}, call{at: 210 * ms, b: 4, t: 60 * ms}),
-			wantA: a, wantC: c, tol: 0.25,
+			wantA: a, wantC: c, tol: 0.25, wantTop: 40,
 		},
 		{
 			name: "the cost doubles: a new regime within a few calls",
 			calls: append(line(0, a, c, repeat(20, 4, 40)...),
 				line(time.Second, 2*a, 2*c, repeat(4, 6, 35)...)...),
-			wantA: 2 * a, wantC: 2 * c, tol: 0.02, wantRestarts: 1,
+			wantA: 2 * a, wantC: 2 * c, tol: 0.02, wantRestarts: 1, wantTop: 35,
 		},
 		{
 			name: "a slow drift is followed by the decay",
 			calls: append(line(0, a, c, repeat(20, 4, 40)...),
 				line(time.Second, a*12/10, c*12/10, repeat(100, 6, 35)...)...), // 2 s of calls at +20%
-			wantA: a * 12 / 10, wantC: c * 12 / 10, tol: 0.10,
+			wantA: a * 12 / 10, wantC: c * 12 / 10, tol: 0.10, wantTop: 40,
 		},
 	}
 	for _, tc := range tests {
@@ -106,6 +107,9 @@ func TestCostModel(t *testing.T) {
 			}
 			if m.restarts != tc.wantRestarts {
 				t.Errorf("%d restarts, want %d", m.restarts, tc.wantRestarts)
+			}
+			if got := m.measured(); got != tc.wantTop {
+				t.Errorf("largest call measured %d, want %d", got, tc.wantTop)
 			}
 		})
 	}

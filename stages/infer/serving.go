@@ -74,6 +74,10 @@ func (s *Stage) servingState(sv *served, lane int, kafka []int64, shares []float
 	p := &schemas.Pressure{Source: schemas.PressureServing, Model: sv.cfg.Name, Lane: l.Name, MinPriority: l.MinPriority,
 		AtMs: now.UnixMilli(), Status: pressure.StatusOK}
 	target, a, c, fitted := sv.q.target(sv.costs)
+	measured := 0
+	if m := sv.costs.current(); m != nil {
+		measured = m.measured()
+	}
 	sv.target.Store(int64(target))
 	queued := sv.q.lanes(nil)
 	backlog := float64(queued[lane])
@@ -91,8 +95,8 @@ func (s *Stage) servingState(sv *served, lane int, kafka []int64, shares []float
 	case !fitted:
 		p.Status = pressure.StatusUnknown
 	default:
-		p.FixedMs, p.PerItemMs = a*1000, c*1000
-		if t := a + c*float64(target); t > 0 {
+		p.FixedMs, p.PerItemMs, p.BatchMeasured = a*1000, c*1000, int32(measured)
+		if t := pressure.CallCost(a, c, measured, float64(target)); t > 0 {
 			p.CapacityPerSecond = float64(sv.cfg.Concurrency) * float64(target) / t
 		}
 	}
