@@ -60,19 +60,28 @@ func Fresh(p *schemas.Pressure, now time.Time) bool {
 }
 
 // CallCost is what a call of n items costs (seconds) by a serving record's
-// fit t(n) = a + c·n that rests on calls of up to measured items: beyond
-// them, no economy of scale is promised, and a call costs at least
-// t(measured)·n/measured (the fit's line extrapolated from small calls can
-// say a call of 32 costs little more than one of 4: a burst after a quiet
-// spell would be admitted on the strength of it, and expire). measured 0
-// (unknown: an older process) takes the line as it is.
+// fit t(n) = a + c·n that rests on calls of up to measured items. The line
+// is trusted up to MeasuredReach times the largest call measured, m; beyond
+// that no further economy of scale is promised, and a call costs at least
+// t(r)·n/r, r = MeasuredReach·m. (A line fitted to calls of 1 to 4 items
+// can price a call of 32 near one of 4: a burst after a quiet spell would
+// be admitted on the strength of it, and expire.) measured 0 (unknown: an
+// older process) takes the line as it is.
 func CallCost(a, c float64, measured int, n float64) float64 {
 	t := a + c*n
-	if m := float64(measured); measured > 0 && n > m {
-		t = max(t, (a+c*m)*n/m)
+	if r := MeasuredReach * float64(measured); measured > 0 && n > r {
+		t = max(t, (a+c*r)*n/r)
 	}
 	return t
 }
+
+// MeasuredReach is how far past the largest call measured CallCost trusts
+// a fit's line: a fit over calls of 1 to m items is taken to extrapolate to
+// 2m, the batcher's own growth under a rising load, and not to 8m. (Pricing
+// every call past m pessimistically looked costly in S4's overload on
+// Kafka: goodput 1,714/s against 2,100/s for the binary before, 2
+// repetitions; with a reach of 2, 2,246/s against 2,164/s.)
+const MeasuredReach = 2
 
 // Decoder decodes pressure records (a *schemas.Codec).
 type Decoder interface {

@@ -52,9 +52,9 @@ func newModel(mode string, objective time.Duration) *modelState {
 // as a worker that frees takes everything queued up to the limit; a longer
 // backlog goes in batches of the target, as without it (an infer from
 // before batch_limit). With the largest call measured known (batch_measured
-// 20: calls of up to 20 items, 30ms), a larger call is not promised the
-// fit's economy of scale: it costs 30ms × n/20, and the capacity infer
-// publishes is then 40/60ms.
+// 10: the line is trusted to twice that, 20 items, 30ms), a larger call is
+// not promised the fit's economy of scale: it costs 30ms × n/20, and the
+// capacity infer publishes is then 40/60ms.
 func TestPredict(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -90,12 +90,12 @@ func TestPredict(t *testing.T) {
 		// 200 ahead: more than a call takes.
 		{name: "low: longer than the limit", lane: 2, share: 1, limit: 128, want: 250*ms + 11*ms + 10*ms},
 		// One call of 51: 76.5ms, not the line's 61ms.
-		{name: "normal: one call beyond the calls measured", lane: 1, share: 1, limit: 128, measured: 20,
+		{name: "normal: one call beyond the calls measured", lane: 1, share: 1, limit: 128, measured: 10,
 			capacity: 40 / 0.060, want: 76500*time.Microsecond + 10*ms},
 		// Five batches of 40 at 60ms (300ms, not 250ms), then one of 1.
-		{name: "low: batches beyond the calls measured", lane: 2, share: 1, limit: 128, measured: 20,
+		{name: "low: batches beyond the calls measured", lane: 2, share: 1, limit: 128, measured: 10,
 			capacity: 40 / 0.060, want: 300*ms + 11*ms + 10*ms},
-		{name: "normal: one call within the calls measured", lane: 1, share: 1, limit: 128, measured: 64,
+		{name: "normal: one call within the line's reach", lane: 1, share: 1, limit: 128, measured: 26,
 			want: 61*ms + 10*ms},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
