@@ -531,10 +531,28 @@ func (r *reader) str(n *node) string {
 	return string(r.text(n))
 }
 
+// name reads a string that repeats from message to message (a model's
+// name, say), interned.
+func (r *reader) name(n *node) string {
+	if n = r.resolve(n); n != nil && n.kind == tEnum {
+		return n.symbols[r.varint()]
+	}
+	return intern(r.text(n))
+}
+
 // strIf reads a string into memory only when it is kept.
 func (r *reader) strIf(n *node, keep bool) string {
 	if keep {
 		return r.str(n)
+	}
+	r.text(n)
+	return ""
+}
+
+// nameIf reads a name (interned) into memory only when it is kept.
+func (r *reader) nameIf(n *node, keep bool) string {
+	if keep {
+		return r.name(n)
 	}
 	r.text(n)
 	return ""
@@ -899,7 +917,7 @@ func (r *reader) tensor(n *node, t *Tensor, dims []int64) (name []byte, s tensor
 			case o == tnName:
 				name = b
 				if t != nil {
-					t.Name = string(b)
+					t.Name = intern(b)
 				}
 			case t != nil:
 				t.Datatype = datatype(b)
@@ -1101,11 +1119,11 @@ func (r *reader) request(n *node, q *Request, h *requestCheck) {
 		case rqIdempotencyKey:
 			q.IdempotencyKey = r.str(f.typ)
 		case rqTenant:
-			q.Tenant = r.str(f.typ)
+			q.Tenant = r.name(f.typ)
 		case rqModel:
-			q.Model = r.str(f.typ)
+			q.Model = r.name(f.typ)
 		case rqModelVersion:
-			q.ModelVersion = r.str(f.typ)
+			q.ModelVersion = r.name(f.typ)
 		case rqInputs:
 			if h == nil {
 				q.Inputs = r.tensors(f.typ, true)
@@ -1119,7 +1137,7 @@ func (r *reader) request(n *node, q *Request, h *requestCheck) {
 		case rqDeadlineMs:
 			q.DeadlineMs = r.long(f.typ)
 		case rqReplyTopic:
-			q.ReplyTopic = r.str(f.typ)
+			q.ReplyTopic = r.name(f.typ)
 		case rqCreatedAtMs:
 			q.CreatedAtMs = r.long(f.typ)
 		default:
@@ -1139,13 +1157,13 @@ func (r *reader) result(n *node, q *Result, full bool) {
 		case rsIdempotencyKey:
 			q.IdempotencyKey = r.strIf(f.typ, full)
 		case rsTenant:
-			q.Tenant = r.strIf(f.typ, full)
+			q.Tenant = r.nameIf(f.typ, full)
 		case rsStatus:
 			q.Status = r.status(f.typ)
 		case rsReason:
-			q.Reason = r.strIf(f.typ, full)
+			q.Reason = r.nameIf(f.typ, full)
 		case rsErrorCode:
-			q.ErrorCode = r.str(f.typ)
+			q.ErrorCode = r.name(f.typ)
 		case rsErrorMessage:
 			q.ErrorMessage = r.str(f.typ)
 		case rsRetryAfterMs:
@@ -1159,15 +1177,15 @@ func (r *reader) result(n *node, q *Result, full bool) {
 		case rsOutputs:
 			q.Outputs = r.tensors(f.typ, full)
 		case rsModel:
-			q.Model = r.strIf(f.typ, full)
+			q.Model = r.nameIf(f.typ, full)
 		case rsModelVersion:
-			q.ModelVersion = r.strIf(f.typ, full)
+			q.ModelVersion = r.nameIf(f.typ, full)
 		case rsBatchSize:
 			q.BatchSize = r.int(f.typ)
 		case rsTimings:
 			q.Timings = r.timings(f.typ)
 		case rsReplyTopic:
-			q.ReplyTopic = r.str(f.typ)
+			q.ReplyTopic = r.name(f.typ)
 		case rsCreatedAtMs:
 			q.CreatedAtMs = r.long(f.typ)
 		case rsCompletedAtMs:
