@@ -46,6 +46,7 @@ type runSpec struct {
 	sample     bool      // every process's counters every second (the series)
 	bins       bool      // 100 ms bins of goodput and p99 (overload)
 	objective  float64   // seconds, for in-SLO fractions and goodput
+	hops       bool      // read the topics back for each hop's mean time (RunResult.Hops)
 }
 
 // RunResult is what one run measured.
@@ -81,19 +82,22 @@ type RunResult struct {
 	Broker         *ProcResult  `json:"broker,omitempty"`
 	// Harness: the benchmark's own process (generator and reader) during
 	// the load.
-	Harness   *ProcResult  `json:"harness,omitempty"`
-	Model     *ModelResult `json:"model,omitempty"`
-	Series    []Second     `json:"series,omitempty"`
-	Bins      []Bin        `json:"bins,omitempty"`
-	GenLagP99 Num          `json:"generator_lag_p99_ms"`
-	GenLagMax Num          `json:"generator_lag_max_ms"`
-	LoadAvg   [2]Num       `json:"load_avg"`
-	Started   time.Time    `json:"started"`
-	Seconds   Num          `json:"seconds"`
-	Setup     Num          `json:"setup_seconds"`
-	Error     string       `json:"error,omitempty"`
-	lats      []float64    // ms per measured request (the oracle's hop samples)
-	arrivals  []Arrival    // the schedule's, for per-bin figures
+	Harness *ProcResult  `json:"harness,omitempty"`
+	Model   *ModelResult `json:"model,omitempty"`
+	Series  []Second     `json:"series,omitempty"`
+	Bins    []Bin        `json:"bins,omitempty"`
+	// Hops: each hop's mean time (ms) from the records' timestamps, and
+	// infer's wait for the model and call (hopMeans), when the run asked.
+	Hops      map[string]Num `json:"hop_mean_ms,omitempty"`
+	GenLagP99 Num            `json:"generator_lag_p99_ms"`
+	GenLagMax Num            `json:"generator_lag_max_ms"`
+	LoadAvg   [2]Num         `json:"load_avg"`
+	Started   time.Time      `json:"started"`
+	Seconds   Num            `json:"seconds"`
+	Setup     Num            `json:"setup_seconds"`
+	Error     string         `json:"error,omitempty"`
+	lats      []float64      // ms per measured request (the oracle's hop samples)
+	arrivals  []Arrival      // the schedule's, for per-bin figures
 }
 
 // ProcResult is one process's cost over a run.
@@ -194,9 +198,14 @@ func (e *env) run(ctx context.Context, rs runSpec) (*RunResult, error) {
 	var in, out string
 	var names, groups []string
 	var members []*member
+	var chain hopChain
 	if rs.raw > 0 {
 		for h := 0; h <= rs.raw; h++ {
 			names = append(names, fmt.Sprintf("%sraw.%d", prefix, h))
+			chain.points = append(chain.points, []string{names[h]})
+			if h > 0 {
+				chain.names = append(chain.names, fmt.Sprintf("hop%d", h))
+			}
 		}
 		resp, err := e.adm.CreateTopics(ctx, int32(rs.partitions), e.rf, nil, names...)
 		if err == nil {
@@ -238,6 +247,12 @@ func (e *env) run(ctx context.Context, rs runSpec) (*RunResult, error) {
 		}
 		groups = g.Groups()
 		in, out = g.Topics.Requests, g.Topics.Results
+		var lanes []string
+		for _, l := range g.Lanes {
+			lanes = append(lanes, l.Topic)
+		}
+		chain = hopChain{points: [][]string{{in}, lanes, {g.Topics.Outcomes}, {out}},
+			names: []string{"dedup", "infer", "emit"}, outcomes: g.Topics.Outcomes}
 		add := func(stage, id string) {
 			members = append(members, &member{name: id, role: stage, args: []string{"run", "--config", file,
 				"--stages", stage, "--instance-id", id, "--admin-addr", "127.0.0.1:0", "--log-level", "warn"}})
@@ -511,6 +526,11 @@ wait:
 	stopReader()
 	<-readerDone
 	r.analyze(rs, members, rd, sched, sent, start, broker0, broker1, brokerSamples, brokerPeak)
+	if rs.hops && r.Error == "" {
+		if r.Hops, err = e.hopMeans(ctx, chain); err != nil {
+			return nil, err
+		}
+	}
 	r.Seconds = Num(time.Since(r.Started).Seconds())
 	return r, nil
 }

@@ -424,8 +424,8 @@ func (s *suite) s6(ctx context.Context, sc *Scenario) error {
 		for _, c := range rotate(cfgs, rep) {
 			r, err := s.env.run(ctx, runSpec{label: fmt.Sprintf("S6 · %s · rep %d/%d", c.name, rep, s.opt.Reps),
 				config: c.name, rep: rep, raw: c.raw, bin: c.bin, model: m, partitions: partitions, warmup: s.p.s6Warm,
-				objective: objective.Seconds(),
-				sched:     &Schedule{Phases: []Phase{poisson("50/s", 50, s.p.s6Warm+s.p.s6Seconds)}, Seed: seed}})
+				objective: objective.Seconds(), hops: true,
+				sched: &Schedule{Phases: []Phase{poisson("50/s", 50, s.p.s6Warm+s.p.s6Seconds)}, Seed: seed}})
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,148 @@
+package suite
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/asyncinfer/asyncinfer/schemas"
+)
+
+// hopChain is where a run's requests pass, for the time each hop takes:
+// the topics at each point of the chain (several at one point: the lanes),
+// and the name of the hop from each point to the next.
+type hopChain struct {
+	points [][]string
+	names  []string // len(points) - 1
+	// outcomes: the topic whose results carry infer's own timings (its
+	// wait for the model and the call), "" for the raw chain.
+	outcomes string
+}
+
+// Hop figures, in RunResult.Hops, ms, means over the run's requests.
+const (
+	hopModelWait = "infer: wait for the model"
+	hopModelCall = "infer: the call"
+)
+
+// hopMeans reads the chain's topics back after a run and measures each
+// hop as the mean of its output record's timestamp less its input's, over
+// the keys both hold (a request keeps its key along the chain, raw or not).
+// Record timestamps are whole milliseconds, so only means over many
+// requests say anything; the difference of two truncated timestamps has no
+// bias. With outcomes, infer's own timings add the mean wait for the model
+// (enqueued to call) and the mean call.
+func (e *env) hopMeans(ctx context.Context, ch hopChain) (map[string]Num, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	firsts := make([]map[string]int64, len(ch.points))
+	for i, ts := range ch.points {
+		firsts[i] = map[string]int64{}
+		for _, t := range ts {
+			err := e.readTopic(ctx, t, func(r *kgo.Record) {
+				if was, ok := firsts[i][string(r.Key)]; !ok || r.Timestamp.UnixMilli() < was {
+					firsts[i][string(r.Key)] = r.Timestamp.UnixMilli()
+				}
+			})
+			if err != nil {
+				return nil, fmt.Errorf("hops: %s: %w", t, err)
+			}
+		}
+	}
+	out := map[string]Num{}
+	for i, name := range ch.names {
+		var sum float64
+		n := 0
+		for k, t0 := range firsts[i] {
+			if t1, ok := firsts[i+1][k]; ok {
+				sum += float64(t1 - t0)
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("hops: no request passed from %v to %v", ch.points[i], ch.points[i+1])
+		}
+		out[name] = Num(sum / float64(n))
+	}
+	if ch.outcomes == "" {
+		return out, nil
+	}
+	codec, err := schemas.NewCodec(ctx, e.reg, map[string]schemas.Kind{ch.outcomes: schemas.KindResult})
+	if err != nil {
+		return nil, fmt.Errorf("hops: %w", err)
+	}
+	var wait, call float64
+	n := 0
+	var derr error
+	err = e.readTopic(ctx, ch.outcomes, func(r *kgo.Record) {
+		res, err := codec.DecodeResult(ctx, r.Value)
+		if err != nil {
+			derr = err
+			return
+		}
+		if res.Status == schemas.StatusSucceeded {
+			wait += res.Timings.BatchWaitMs
+			call += res.Timings.InferenceMs
+			n++
+		}
+	})
+	if err == nil {
+		err = derr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hops: %s: %w", ch.outcomes, err)
+	}
+	if n > 0 {
+		out[hopModelWait], out[hopModelCall] = Num(wait/float64(n)), Num(call/float64(n))
+	}
+	return out, nil
+}
+
+// readTopic calls fn with every record of topic, from its start to the end
+// it has when called.
+func (e *env) readTopic(ctx context.Context, topic string, fn func(*kgo.Record)) error {
+	ends, err := e.adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return err
+	}
+	if err := ends.Error(); err != nil {
+		return err
+	}
+	left := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			left[o.Partition] = o.Offset
+		}
+	})
+	if len(left) == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(append(slices.Clone(e.kopts), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for len(left) > 0 {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%d partitions not read to their end: %w", len(left), err)
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return ferr
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			fn(r)
+			if end, ok := left[r.Partition]; ok && r.Offset+1 >= end {
+				delete(left, r.Partition)
+			}
+		})
+	}
+	return nil
+}

@@ -1,0 +1,31 @@
+package suite
+
+import (
+	"strings"
+	"testing"
+)
+
+// S6's hop by hop: each stage's hop against its raw hop (infer less the
+// wait for the model and the call), and the wait M/D/1 predicts for one
+// worker at 50/s: ρ = 0.25 at t(1) = 5 ms, ρ·t(1)/(2(1 − ρ)) = 0.83 ms.
+func TestHopsS6(t *testing.T) {
+	conf := func(figs map[string]float64) *ConfigResult {
+		c := &ConfigResult{Summary: map[string]Spread{}}
+		for k, v := range figs {
+			c.Summary["hop_mean_ms:"+k] = Spread{Median: Num(v)}
+		}
+		return c
+	}
+	cand := conf(map[string]float64{"dedup": 1.0, "infer": 7.0, "emit": 0.9, hopModelWait: 0.8, hopModelCall: 5.1})
+	raw := conf(map[string]float64{"hop1": 1.1, "hop2": 0.7, "hop3": 0.7})
+	got := hopsS6(cand, raw, 5)
+	for _, want := range []string{"dedup -0.10", "infer without the wait and the call +0.40", "emit +0.20",
+		"busy 25% of the time: M/D/1 predicts 0.83 ms"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%q lacks %q", got, want)
+		}
+	}
+	if got := hopsS6(cand, conf(nil), 5); got != "" {
+		t.Errorf("without the raw chain's hops: %q, want nothing", got)
+	}
+}
