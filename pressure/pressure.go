@@ -80,7 +80,7 @@ func CallCost(a, c float64, measured int, n float64) float64 {
 // 2m, the batcher's own growth under a rising load, and not to 8m. (Pricing
 // every call past m pessimistically looked costly in S4's overload on
 // Kafka: goodput 1,714/s against 2,100/s for the binary before, 2
-// repetitions; with a reach of 2, 2,246/s against 2,164/s.)
+// repetitions; with a reach of 2, 2,128/s against 2,059/s, 3 repetitions.)
 const MeasuredReach = 2
 
 // Decoder decodes pressure records (a *schemas.Codec).

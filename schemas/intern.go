@@ -8,10 +8,10 @@ import (
 // Names that repeat from message to message (a model, its version, a
 // tenant, a reply topic, a tensor's name) are interned: decoding one that
 // was seen recently returns the string already made instead of allocating
-// another, two allocations fewer per request in infer. The table is small,
-// fixed and lock-free: a slot per hash, the newest name wins it, so
-// names that never repeat (hostile input, say) cost one extra allocation
-// each and cannot grow it.
+// another (in S1, one allocation fewer per request in dedup and in infer).
+// The table is small, fixed and lock-free: a slot per hash, the newest name
+// wins it, so names that never repeat (hostile input, say) cost one extra
+// allocation each and cannot grow it.
 const (
 	internSlots  = 1024 // a power of two
 	internMaxLen = 64   // longer names are not interned

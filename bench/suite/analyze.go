@@ -696,26 +696,27 @@ func (s *suite) judgeS6(sc *Scenario, fit Fit) {
 			beforeName(s.opt),
 			fmtNum(med(b, "latency_p50_ms")), fmtNum(med(b, "latency_p99_ms")))
 	}
+	hops := hopsS6(cand, raw, float64(t1))
 	if !math.IsNaN(cp) && !math.IsNaN(rp) {
 		ok := cp <= rp+t1+0.5
 		sc.Met = met(ok)
 		if !ok {
 			sc.Limits = fmt.Sprintf("%s ms beyond the hops and one model call: the simulated model's timer at a batch of one (fitted t(1) %s ms) and the pipeline's own per-hop work",
 				fmtNum(cp-rp-t1), fmtNum(float64(fit.AMs+fit.CMs)))
-			if hopsS6(cand, raw, float64(t1)) != "" {
+			if hops != "" {
 				sc.Limits = fmt.Sprintf("%s ms beyond the hops and one model call: the stages' hops over the raw hops' and the wait for the model's one worker, hop by hop in the measure",
 					fmtNum(cp-rp-t1))
 			}
 		}
 	}
-	if h := hopsS6(cand, raw, float64(t1)); h != "" {
-		sc.Measured += ". H" + h[1:]
+	if hops != "" {
+		sc.Measured += ". H" + hops[1:]
 	}
 }
 
 // hopsS6 says where S6's time goes hop by hop (means of the records'
 // timestamps, RunResult.Hops), against the raw chain's hops; and what a
-// single worker busy ρ = 50/s × t(1) of the time makes a request wait for
+// single worker busy ρ = s6Rate × t(1) of the time makes a request wait for
 // the call in progress (M/D/1: ρ·t(1) / (2(1 − ρ))). "" without the
 // figures.
 func hopsS6(cand, raw *ConfigResult, t1 float64) string {
@@ -726,7 +727,7 @@ func hopsS6(cand, raw *ConfigResult, t1 float64) string {
 	if slices.ContainsFunc([]float64{d, i, e, w, call, h1, h2, h3}, math.IsNaN) {
 		return ""
 	}
-	rho := 50 * t1 / 1000
+	rho := s6Rate * t1 / 1000
 	return fmt.Sprintf("hop by hop (mean ms, record timestamps): dedup %s, infer %s (of which the wait for the model %s and the call %s), emit %s, against the raw hops' %s, %s, %s: "+
 		"dedup %+.2f, infer without the wait and the call %+.2f, emit %+.2f over its raw hop; "+
 		"the wait is a request arriving during the one worker's call (busy %.0f%% of the time: M/D/1 predicts %.2f ms)",

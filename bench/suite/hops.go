@@ -18,8 +18,9 @@ import (
 type hopChain struct {
 	points [][]string
 	names  []string // len(points) - 1
-	// outcomes: the topic whose results carry infer's own timings (its
-	// wait for the model and the call), "" for the raw chain.
+	// outcomes: the point (a topic of points) whose results carry infer's
+	// own timings (its wait for the model and the call), "" for the raw
+	// chain.
 	outcomes string
 }
 
@@ -39,15 +40,41 @@ const (
 func (e *env) hopMeans(ctx context.Context, ch hopChain) (map[string]Num, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	var codec *schemas.Codec
+	if ch.outcomes != "" {
+		var err error
+		if codec, err = schemas.NewCodec(ctx, e.reg, map[string]schemas.Kind{ch.outcomes: schemas.KindResult}); err != nil {
+			return nil, fmt.Errorf("hops: %w", err)
+		}
+	}
+	var wait, call float64
+	served := 0
 	firsts := make([]map[string]int64, len(ch.points))
 	for i, ts := range ch.points {
 		firsts[i] = map[string]int64{}
 		for _, t := range ts {
+			var derr error
 			err := e.readTopic(ctx, t, func(r *kgo.Record) {
 				if was, ok := firsts[i][string(r.Key)]; !ok || r.Timestamp.UnixMilli() < was {
 					firsts[i][string(r.Key)] = r.Timestamp.UnixMilli()
 				}
+				if t != ch.outcomes || derr != nil {
+					return
+				}
+				res, err := codec.DecodeResult(ctx, r.Value)
+				if err != nil {
+					derr = err
+					return
+				}
+				if res.Status == schemas.StatusSucceeded {
+					wait += res.Timings.BatchWaitMs
+					call += res.Timings.InferenceMs
+					served++
+				}
 			})
+			if err == nil {
+				err = derr
+			}
 			if err != nil {
 				return nil, fmt.Errorf("hops: %s: %w", t, err)
 			}
@@ -68,36 +95,8 @@ func (e *env) hopMeans(ctx context.Context, ch hopChain) (map[string]Num, error)
 		}
 		out[name] = Num(sum / float64(n))
 	}
-	if ch.outcomes == "" {
-		return out, nil
-	}
-	codec, err := schemas.NewCodec(ctx, e.reg, map[string]schemas.Kind{ch.outcomes: schemas.KindResult})
-	if err != nil {
-		return nil, fmt.Errorf("hops: %w", err)
-	}
-	var wait, call float64
-	n := 0
-	var derr error
-	err = e.readTopic(ctx, ch.outcomes, func(r *kgo.Record) {
-		res, err := codec.DecodeResult(ctx, r.Value)
-		if err != nil {
-			derr = err
-			return
-		}
-		if res.Status == schemas.StatusSucceeded {
-			wait += res.Timings.BatchWaitMs
-			call += res.Timings.InferenceMs
-			n++
-		}
-	})
-	if err == nil {
-		err = derr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("hops: %s: %w", ch.outcomes, err)
-	}
-	if n > 0 {
-		out[hopModelWait], out[hopModelCall] = Num(wait/float64(n)), Num(call/float64(n))
+	if served > 0 {
+		out[hopModelWait], out[hopModelCall] = Num(wait/float64(served)), Num(call/float64(served))
 	}
 	return out, nil
 }

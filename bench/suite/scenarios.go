@@ -402,6 +402,9 @@ func (s *suite) s5(ctx context.Context, sc *Scenario) error {
 	return nil
 }
 
+// s6Rate is S6's load, requests a second.
+const s6Rate = 50
+
 // S6: low load. What a lone request costs beyond the hops and one model
 // call.
 func (s *suite) s6(ctx context.Context, sc *Scenario) error {
@@ -425,7 +428,7 @@ func (s *suite) s6(ctx context.Context, sc *Scenario) error {
 			r, err := s.env.run(ctx, runSpec{label: fmt.Sprintf("S6 · %s · rep %d/%d", c.name, rep, s.opt.Reps),
 				config: c.name, rep: rep, raw: c.raw, bin: c.bin, model: m, partitions: partitions, warmup: s.p.s6Warm,
 				objective: objective.Seconds(), hops: true,
-				sched: &Schedule{Phases: []Phase{poisson("50/s", 50, s.p.s6Warm+s.p.s6Seconds)}, Seed: seed}})
+				sched: &Schedule{Phases: []Phase{poisson("50/s", s6Rate, s.p.s6Warm+s.p.s6Seconds)}, Seed: seed}})
 			if err != nil {
 				return err
 			}

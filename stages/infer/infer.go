@@ -435,7 +435,7 @@ func (s *Stage) gauges(ctx context.Context) {
 			}
 			busy[name] = b
 			s.m.Oldest.WithLabelValues(name).Set(sv.q.oldest(now).Seconds())
-			target, _, _, _ := sv.q.target(sv.costs)
+			target, _, _, _, _ := sv.q.target(sv.costs)
 			sv.target.Store(int64(target))
 		}
 		last = now

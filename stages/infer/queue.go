@@ -151,19 +151,20 @@ func (q *queue) purgeLocked() []*item {
 	return dropped
 }
 
-// target is the model's target batch (policy.target) and the fit it comes
-// from; fitted false before the first measured call (target is then the
-// batch limit).
-func (q *queue) target(cs *costs) (target int, a, c float64, fitted bool) {
+// target is the model's target batch (policy.target), the fit it comes
+// from and the largest call that fit rests on; fitted false before the
+// first measured call (target is then the batch limit).
+func (q *queue) target(cs *costs) (target int, a, c float64, measured int, fitted bool) {
 	if m := cs.current(); m != nil {
 		a, c, _, fitted = m.estimate()
+		measured = m.measured()
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if !fitted {
-		return q.pol.target(0, 0), 0, 0, false
+		return q.pol.target(0, 0), 0, 0, 0, false
 	}
-	return q.pol.target(a, c), a, c, true
+	return q.pol.target(a, c), a, c, measured, true
 }
 
 func (q *queue) len() int {

@@ -73,11 +73,7 @@ func (s *Stage) servingState(sv *served, lane int, kafka []int64, shares []float
 	l := s.lanes[lane]
 	p := &schemas.Pressure{Source: schemas.PressureServing, Model: sv.cfg.Name, Lane: l.Name, MinPriority: l.MinPriority,
 		AtMs: now.UnixMilli(), Status: pressure.StatusOK}
-	target, a, c, fitted := sv.q.target(sv.costs)
-	measured := 0
-	if m := sv.costs.current(); m != nil {
-		measured = m.measured()
-	}
+	target, a, c, measured, fitted := sv.q.target(sv.costs)
 	sv.target.Store(int64(target))
 	queued := sv.q.lanes(nil)
 	backlog := float64(queued[lane])
