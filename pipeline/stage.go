@@ -285,7 +285,7 @@ func (c *Context) Remember(key, requestID string, status schemas.Status) {
 		c.r.log.Error("Remember on a stage without a changelog", "stage", c.r.stage)
 		return
 	}
-	e := c.r.win.Entry(StateRef(key), StateRef(requestID), status)
+	e := c.r.win.entryAt(c.received, StateRef(key), StateRef(requestID), status)
 	c.r.win.Stage(c.rec.Partition, e)
 	if c.changes == nil {
 		c.changes = c.changeRoom[:0]

@@ -633,3 +633,38 @@ func TestWindowHashCollision(t *testing.T) {
 		t.Fatal("Delete(a) deleted b")
 	}
 }
+
+// BenchmarkWindowHotPath is what a new key costs a large window the way
+// dedup and emit use it: looked up (not found), staged, and committed a
+// poll later, in a window of 150,000 live keys per partition (a backlog's
+// worth; the index and the slots no longer fit in the caches).
+func BenchmarkWindowHotPath(b *testing.B) {
+	const parts, live, lag = 4, 150_000, 256
+	w := NewWindow(time.Hour, live)
+	keys := make([]string, 1<<20)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%08x-5e1f-4c2a-9b7d-%012x", i*2654435761, i)
+	}
+	for i := range parts * live {
+		k := keys[i%len(keys)]
+		e := w.Entry(k, k, schemas.StatusSucceeded)
+		w.Stage(int32(i%parts), e)
+		w.Commit(int32(i%parts), e)
+	}
+	var inflight [lag]schemas.StateEntry
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k := keys[(parts*live+i)%len(keys)]
+		p := int32(i % parts)
+		if _, ok := w.Get(p, k); ok {
+			b.Fatal("a new key is found")
+		}
+		e := w.Entry(k, k, schemas.StatusSucceeded)
+		w.Stage(p, e)
+		if old := inflight[i%lag]; old.Key != "" {
+			w.Commit(int32((i-lag)%parts), old)
+		}
+		inflight[i%lag] = e
+	}
+}
