@@ -28,6 +28,11 @@ const (
 // ReasonOverloaded is the reason of a REJECTED answer.
 const ReasonOverloaded = "overloaded"
 
+// ReasonDeadlineUnreachable: EXPIRED at admission, because what was left
+// of the request's budget when it reached dedup is less than even an idle
+// model needs (infer's early drop says the same).
+const ReasonDeadlineUnreachable = "deadline_unreachable"
+
 // ModelAdmission is how dedup admits one model's requests.
 type ModelAdmission struct {
 	Name string
@@ -166,6 +171,9 @@ type prediction struct {
 	known bool          // from serving records (else: nothing to go by, or the watcher's fallback)
 	wait  time.Duration // from now to its answer
 	drain time.Duration // until the work ahead of it is served
+	// idle is the wait with nothing ahead of it: one call of its own and
+	// the hops after (0: not known).
+	idle time.Duration
 }
 
 // noMeasure is the wait of a model that cannot be served (every circuit
@@ -214,7 +222,7 @@ func (m *modelState) predict(l int, now time.Time, share float64) prediction {
 	}
 	full := math.Floor(ahead / b)
 	wait := residual + full*cost(b)/workers + cost(ahead-full*b+1) + m.cfg.Downstream.Seconds()
-	return prediction{known: true, wait: seconds(wait), drain: seconds(drain)}
+	return prediction{known: true, wait: seconds(wait), drain: seconds(drain), idle: seconds(cost(1) + m.cfg.Downstream.Seconds())}
 }
 
 // cost is what a call of n items costs by the serving records' fit, with
@@ -312,8 +320,10 @@ func budget(h *schemas.RequestHead, objective time.Duration, now time.Time) (tim
 type verdict struct {
 	admit bool
 	// expired: its effective deadline passed before it reached dedup (it
-	// waited in Kafka): answered EXPIRED with this reason, as infer would,
-	// not REJECTED: the wait it could not afford was behind it.
+	// waited in Kafka), or too little of it is left for even an idle model
+	// (ReasonDeadlineUnreachable): answered EXPIRED with this reason, as
+	// infer would, not REJECTED: the wait it could not afford was behind
+	// it, not ahead.
 	expired    string
 	lane       int
 	wait       time.Duration // predicted
@@ -362,10 +372,21 @@ func (m *modelState) decide(h *schemas.RequestHead, l int, lane Lane, now time.T
 		frac = 1
 	}
 	limit := time.Duration(float64(b) * frac)
+	v.wait, v.budget = p.wait, b
+	if p.idle > limit {
+		// Late, not overloaded: with nothing ahead of it the model would
+		// still answer after the bar (it spent its budget before it got
+		// here, in Kafka or on its way). Load has nothing to do with it, so
+		// the lane does not start shedding, and clients are not told to
+		// back off: a lane that shed after one late request rejected the
+		// requests after it that would have made it (on Kafka, in the first
+		// seconds of a deployment, at 50 requests/s).
+		v.admit, v.expired, v.wait = false, ReasonDeadlineUnreachable, p.idle
+		return v
+	}
 	if st.shedding {
 		limit = time.Duration(float64(limit) * (1 - Hysteresis))
 	}
-	v.wait, v.budget = p.wait, b
 	if p.wait <= limit {
 		m.admitLocked(now, l)
 		return v
@@ -451,4 +472,11 @@ func shedFraction(was float64, admitted, rejected int, shedding bool) float64 {
 func overloadMessage(model, lane string, v verdict) string {
 	return fmt.Sprintf("dedup: model %s is overloaded: a %s request admitted now would be answered in about %v, after its deadline (%v left); retry after %v",
 		model, lane, v.wait.Round(time.Millisecond), max(0, v.budget).Round(time.Millisecond), v.retryAfter.Round(time.Millisecond))
+}
+
+// lateMessage says why a request was answered EXPIRED deadline_unreachable
+// at admission.
+func lateMessage(model string, v verdict) string {
+	return fmt.Sprintf("dedup: %v of the request's deadline was left when it arrived, and model %s answers in about %v with nothing queued",
+		max(0, v.budget).Round(time.Millisecond), model, v.wait.Round(time.Millisecond))
 }

@@ -219,6 +219,39 @@ func TestDecideHysteresis(t *testing.T) {
 	}
 }
 
+// A request with less of its budget left than even an idle model needs
+// (it spent it in Kafka: a stall of the broker, a deployment's first
+// seconds) is late, not a sign of load: it is answered EXPIRED
+// deadline_unreachable, the lane does not start shedding, and the request
+// after it, which an idle model serves in time, is admitted. Each one
+// counted as a rejection once: at 50 requests/s on Kafka a deployment's
+// first seconds answered 3-7 requests REJECTED overloaded, the later ones
+// only because the first had set the lane shedding.
+func TestDecideLateIsNotOverload(t *testing.T) {
+	m := newModel(AdmissionReject, 100*ms)
+	m.serve(servingAt(t0, 0, 0, 0), testLanes) // idle: one call of 1 is 11ms, then 10ms of hops
+	v := m.decide(request(t0.Add(-85*ms), 0), 1, testLanes[1], t0, 1, 0, 0)
+	if v.admit || v.expired != ReasonDeadlineUnreachable {
+		t.Fatalf("15ms left, an idle model needs 21ms: admit %v expired %q; want EXPIRED %s", v.admit, v.expired, ReasonDeadlineUnreachable)
+	}
+	if m.lanes[1].shedding || m.lanes[1].rejected != 0 {
+		t.Fatalf("a late request set the lane shedding (%v) or counted as rejected (%d)", m.lanes[1].shedding, m.lanes[1].rejected)
+	}
+	// 22ms left: the idle model makes it, with less room than the
+	// hysteresis takes off a shedding lane's bar.
+	if v := m.decide(request(t0.Add(-78*ms), 0), 1, testLanes[1], t0, 1, 0, 0); !v.admit {
+		t.Fatalf("22ms left, 21ms needed: rejected (wait %v, budget %v)", v.wait, v.budget)
+	}
+	// The low lane's bar is half its budget: 30ms left, 21ms needed on an
+	// idle model, over 15ms: late for its lane, not overloaded either.
+	if v := m.decide(request(t0.Add(-70*ms), 0), 2, testLanes[2], t0, 1, 0, 0); v.admit || v.expired != ReasonDeadlineUnreachable {
+		t.Fatalf("low lane, 30ms left: admit %v expired %q", v.admit, v.expired)
+	}
+	if msg := lateMessage("m", v); msg == "" {
+		t.Fatal("no message")
+	}
+}
+
 // Offered twice the model's capacity with no newer serving record, reject
 // mode admits what the capacity serves within the objective, not more:
 // the first burst fills the budget, then one request per millisecond of

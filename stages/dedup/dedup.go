@@ -333,7 +333,11 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 			v := ms.decide(h, lane, s.lane(lane), time.Now(), s.shareNow(), time.Duration(s.inferLag.Load()), time.Duration(s.emitLag.Load()))
 			if v.expired != "" {
 				s.decided["expired"].Inc()
-				s.answer(c, h, headers, &schemas.Result{Status: schemas.StatusExpired, Reason: v.expired})
+				res := &schemas.Result{Status: schemas.StatusExpired, Reason: v.expired}
+				if v.expired == ReasonDeadlineUnreachable {
+					res.ErrorMessage = lateMessage(h.Model, v)
+				}
+				s.answer(c, h, headers, res)
 				c.Remember(key, h.RequestID, schemas.StatusExpired)
 				break
 			}
