@@ -264,6 +264,10 @@ func (e *env) run(ctx context.Context, rs runSpec) (*RunResult, error) {
 		add("emit", "emit-0")
 	}
 	defer func() {
+		if e.opt.KeepTopics {
+			fmt.Fprintf(e.opt.Progress, "  (kept the run's topics and groups: prefix %s)\n", prefix)
+			return
+		}
 		if err := e.deleteTopics(context.WithoutCancel(ctx), names, groups); err != nil {
 			fmt.Fprintf(e.opt.Progress, "  (cleaning up %s: %v)\n", prefix, err)
 		}

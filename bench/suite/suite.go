@@ -50,6 +50,13 @@ type Options struct {
 	// machine.
 	Before       string
 	BeforeCommit string // what Before is (the report's header)
+	// KeepTopics leaves every run's topics and groups on the broker, to
+	// read them afterwards (`asyncinfer results` with the run's prefix, or
+	// any Kafka tool): what each request was answered and why, each hop's
+	// record timestamps. They pile up on the broker: a broker holding a
+	// few hundred more partitions stalls more often, and later runs show
+	// it.
+	KeepTopics bool
 }
 
 // Scenario IDs, in report order.
