@@ -328,6 +328,7 @@ type verdict struct {
 	lane       int
 	wait       time.Duration // predicted
 	budget     time.Duration
+	bar        time.Duration // budget × the lane's wait fraction
 	retryAfter time.Duration
 }
 
@@ -372,7 +373,7 @@ func (m *modelState) decide(h *schemas.RequestHead, l int, lane Lane, now time.T
 		frac = 1
 	}
 	limit := time.Duration(float64(b) * frac)
-	v.wait, v.budget = p.wait, b
+	v.wait, v.budget, v.bar = p.wait, b, limit
 	if p.idle > limit {
 		// Late, not overloaded: with nothing ahead of it the model would
 		// still answer after the bar (it spent its budget before it got
@@ -476,7 +477,7 @@ func overloadMessage(model, lane string, v verdict) string {
 
 // lateMessage says why a request was answered EXPIRED deadline_unreachable
 // at admission.
-func lateMessage(model string, v verdict) string {
-	return fmt.Sprintf("dedup: %v of the request's deadline was left when it arrived, and model %s answers in about %v with nothing queued",
-		max(0, v.budget).Round(time.Millisecond), model, v.wait.Round(time.Millisecond))
+func lateMessage(model, lane string, v verdict) string {
+	return fmt.Sprintf("dedup: %v of the request's deadline was left when it arrived (the %s lane's bar: %v), and model %s answers in about %v with nothing queued",
+		max(0, v.budget).Round(time.Millisecond), lane, max(0, v.bar).Round(time.Millisecond), model, v.wait.Round(time.Millisecond))
 }

@@ -244,11 +244,13 @@ func TestDecideLateIsNotOverload(t *testing.T) {
 	}
 	// The low lane's bar is half its budget: 30ms left, 21ms needed on an
 	// idle model, over 15ms: late for its lane, not overloaded either.
-	if v := m.decide(request(t0.Add(-70*ms), 0), 2, testLanes[2], t0, 1, 0, 0); v.admit || v.expired != ReasonDeadlineUnreachable {
+	v = m.decide(request(t0.Add(-70*ms), 0), 2, testLanes[2], t0, 1, 0, 0)
+	if v.admit || v.expired != ReasonDeadlineUnreachable {
 		t.Fatalf("low lane, 30ms left: admit %v expired %q", v.admit, v.expired)
 	}
-	if msg := lateMessage("m", v); msg == "" {
-		t.Fatal("no message")
+	want := "dedup: 30ms of the request's deadline was left when it arrived (the low lane's bar: 15ms), and model m answers in about 21ms with nothing queued"
+	if msg := lateMessage("m", "low", v); msg != want {
+		t.Fatalf("message %q, want %q", msg, want)
 	}
 }
 

@@ -335,7 +335,7 @@ func (s *Stage) Process(c *pipeline.Context, h *schemas.RequestHead) {
 				s.decided["expired"].Inc()
 				res := &schemas.Result{Status: schemas.StatusExpired, Reason: v.expired}
 				if v.expired == ReasonDeadlineUnreachable {
-					res.ErrorMessage = lateMessage(h.Model, v)
+					res.ErrorMessage = lateMessage(h.Model, s.laneName(lane), v)
 				}
 				s.answer(c, h, headers, res)
 				c.Remember(key, h.RequestID, schemas.StatusExpired)
