@@ -117,7 +117,7 @@ are reported, not failed.`,
 	fs.BoolVar(&quiet, "quiet", false, "no live progress")
 	fs.StringVar(&opt.Before, "before", "", "another asyncinfer binary (the one before a change): S1–S4 and S6 run it too, interleaved, as \"before\"")
 	fs.StringVar(&opt.BeforeCommit, "before-commit", "", "what --before is, for the report (default: its file name)")
-	fs.BoolVar(&opt.KeepTopics, "keep-topics", false, "leave each run's topics and groups on the broker (their prefixes are in the progress), to read what every request was answered and why; they are deleted by default")
+	fs.BoolVar(&opt.KeepTopics, "keep-topics", false, "leave each run's topics and groups on the broker (their prefixes are in the progress), to read what every request was answered and why; they are deleted by default. To decode them afterwards, give --registry one that outlives the benchmark (the embedded one stops with it)")
 	cmd.AddCommand(newBenchHopCmd())
 	return cmd
 }
