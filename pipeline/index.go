@@ -168,14 +168,3 @@ func (x *hashIndex) remove(i int) {
 	x.cells[i] = cell{}
 	x.n--
 }
-
-// len counts the hashes indexed.
-func (x *hashIndex) len() int {
-	n := x.n
-	for _, c := range x.old[x.moved:] {
-		if c.h != 0 && c.seq != tombstone {
-			n++
-		}
-	}
-	return n
-}

@@ -147,3 +147,15 @@ func TestHashIndexDuringMove(t *testing.T) {
 		}
 	}
 }
+
+// len counts the hashes indexed (for the tests: the window keeps its own
+// count).
+func (x *hashIndex) len() int {
+	n := x.n
+	for _, c := range x.old[x.moved:] {
+		if c.h != 0 && c.seq != tombstone {
+			n++
+		}
+	}
+	return n
+}
