@@ -153,6 +153,14 @@ func summaryOf(runs []*RunResult) map[string]Spread {
 				return nan
 			}
 		}
+		for name := range r.HopsP99 {
+			get["hop_p99_ms:"+name] = func(r *RunResult) float64 {
+				if v, ok := r.HopsP99[name]; ok {
+					return float64(v)
+				}
+				return nan
+			}
+		}
 	}
 	for _, name := range procs {
 		find := func(r *RunResult) *ProcResult {
@@ -271,6 +279,9 @@ func (s *suite) judgeS1(sc *Scenario) {
 		fmtNum(peak(cand)), fmtNum(peak(raw)), fmtNum(med(cs, "latency_p50_ms")), fmtNum(med(cs, "latency_p99_ms")),
 		fmtNum(med(rs, "latency_p50_ms")), fmtNum(med(rs, "latency_p99_ms")),
 		fmtRatio(med(cs, "latency_p99_ms")/med(rs, "latency_p99_ms")))
+	if h := hopsS1(cs, rs); h != "" {
+		sc.Measured += ". " + h
+	}
 	if b := sc.config("before"); b != nil {
 		bc, _ := stages(b)
 		bs := sc.config("before at 1,000/s")
@@ -712,6 +723,20 @@ func (s *suite) judgeS6(sc *Scenario, fit Fit) {
 	if hops != "" {
 		sc.Measured += ". H" + hops[1:]
 	}
+}
+
+// hopsS1 says which hop holds the hops-only tail at 1,000/s: each hop's
+// p99 from the records' timestamps (RunResult.HopsP99), against the raw
+// chain's hops. "" without the figures.
+func hopsS1(cand, raw *ConfigResult) string {
+	g := func(c *ConfigResult, k string) float64 { return med(c, "hop_p99_ms:"+k) }
+	d, i, e := g(cand, "dedup"), g(cand, "infer"), g(cand, "emit")
+	h1, h2, h3 := g(raw, "hop1"), g(raw, "hop2"), g(raw, "hop3")
+	if slices.ContainsFunc([]float64{d, i, e, h1, h2, h3}, math.IsNaN) {
+		return ""
+	}
+	return fmt.Sprintf("Hop by hop at 1,000/s (p99 ms, record timestamps): dedup %s, infer %s, emit %s, against the raw hops' %s, %s, %s",
+		fmtNum(d), fmtNum(i), fmtNum(e), fmtNum(h1), fmtNum(h2), fmtNum(h3))
 }
 
 // hopsS6 says where S6's time goes hop by hop (means of the records'

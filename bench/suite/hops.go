@@ -3,6 +3,7 @@ package suite
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -37,14 +38,14 @@ const (
 // requests say anything; the difference of two truncated timestamps has no
 // bias. With outcomes, infer's own timings add the mean wait for the model
 // (enqueued to call) and the mean call.
-func (e *env) hopMeans(ctx context.Context, ch hopChain) (map[string]Num, error) {
+func (e *env) hopMeans(ctx context.Context, ch hopChain) (means, p99s map[string]Num, err error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	var codec *schemas.Codec
 	if ch.outcomes != "" {
 		var err error
 		if codec, err = schemas.NewCodec(ctx, e.reg, map[string]schemas.Kind{ch.outcomes: schemas.KindResult}); err != nil {
-			return nil, fmt.Errorf("hops: %w", err)
+			return nil, nil, fmt.Errorf("hops: %w", err)
 		}
 	}
 	var wait, call float64
@@ -76,29 +77,42 @@ func (e *env) hopMeans(ctx context.Context, ch hopChain) (map[string]Num, error)
 				err = derr
 			}
 			if err != nil {
-				return nil, fmt.Errorf("hops: %s: %w", t, err)
+				return nil, nil, fmt.Errorf("hops: %s: %w", t, err)
 			}
 		}
 	}
-	out := map[string]Num{}
+	means, p99s = map[string]Num{}, map[string]Num{}
 	for i, name := range ch.names {
-		var sum float64
-		n := 0
+		var ds []float64
 		for k, t0 := range firsts[i] {
 			if t1, ok := firsts[i+1][k]; ok {
-				sum += float64(t1 - t0)
-				n++
+				ds = append(ds, float64(t1-t0))
 			}
 		}
-		if n == 0 {
-			return nil, fmt.Errorf("hops: no request passed from %v to %v", ch.points[i], ch.points[i+1])
+		if len(ds) == 0 {
+			return nil, nil, fmt.Errorf("hops: no request passed from %v to %v", ch.points[i], ch.points[i+1])
 		}
-		out[name] = Num(sum / float64(n))
+		means[name], p99s[name] = Num(mean(ds)), Num(quantile(ds, 0.99))
 	}
 	if served > 0 {
-		out[hopModelWait], out[hopModelCall] = Num(wait/float64(served)), Num(call/float64(served))
+		means[hopModelWait], means[hopModelCall] = Num(wait/float64(served)), Num(call/float64(served))
 	}
-	return out, nil
+	return means, p99s, nil
+}
+
+func mean(xs []float64) float64 {
+	var sum float64
+	for _, x := range xs {
+		sum += x
+	}
+	return sum / float64(len(xs))
+}
+
+// quantile is the q-quantile of xs (nearest rank), which it sorts.
+func quantile(xs []float64, q float64) float64 {
+	slices.Sort(xs)
+	i := int(math.Ceil(q*float64(len(xs)))) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
 }
 
 // readTopic calls fn with every record of topic, from its start to the end

@@ -29,3 +29,37 @@ func TestHopsS6(t *testing.T) {
 		t.Errorf("without the raw chain's hops: %q, want nothing", got)
 	}
 }
+
+// S1's hop by hop at 1,000/s: each hop's p99 beside its raw hop's, and
+// nothing without them.
+func TestHopsS1(t *testing.T) {
+	conf := func(figs map[string]float64) *ConfigResult {
+		c := &ConfigResult{Summary: map[string]Spread{}}
+		for k, v := range figs {
+			c.Summary["hop_p99_ms:"+k] = Spread{Median: Num(v)}
+		}
+		return c
+	}
+	cand := conf(map[string]float64{"dedup": 9, "infer": 12, "emit": 7})
+	raw := conf(map[string]float64{"hop1": 6, "hop2": 5, "hop3": 4})
+	want := "dedup 9.00, infer 12.0, emit 7.00, against the raw hops' 6.00, 5.00, 4.00"
+	if got := hopsS1(cand, raw); !strings.Contains(got, want) {
+		t.Errorf("%q lacks %q", got, want)
+	}
+	if got := hopsS1(cand, conf(nil)); got != "" {
+		t.Errorf("without the raw chain's hops: %q, want nothing", got)
+	}
+}
+
+// The nearest-rank quantile of hop times.
+func TestQuantile(t *testing.T) {
+	xs := make([]float64, 0, 200)
+	for i := 200; i >= 1; i-- {
+		xs = append(xs, float64(i))
+	}
+	for _, c := range []struct{ q, want float64 }{{0.99, 198}, {0.5, 100}, {1, 200}, {0, 1}} {
+		if got := quantile(xs, c.q); got != c.want {
+			t.Errorf("quantile(%v) = %v, want %v", c.q, got, c.want)
+		}
+	}
+}

@@ -151,7 +151,7 @@ func (s *suite) s1(ctx context.Context, sc *Scenario) error {
 			rs := runSpec{label: fmt.Sprintf("S1 · %s · rep %d/%d", c.name, rep, s.opt.Reps), config: c.name, rep: rep,
 				raw: c.raw, bin: c.bin, model: modelSpec{MaxBatch: maxBatch}, partitions: partitions}
 			if c.rate > 0 {
-				rs.warmup = s.p.warmup
+				rs.warmup, rs.hops = s.p.warmup, true
 				rs.sched = &Schedule{Phases: []Phase{poisson("1,000/s", c.rate, s.p.warmup+s.p.s1Steady)}, Seed: s.seed("S1", rep)}
 			} else {
 				rs.preload = s.p.s1Requests
