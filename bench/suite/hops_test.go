@@ -9,13 +9,7 @@ import (
 // wait for the model and the call), and the wait M/D/1 predicts for one
 // worker at 50/s: ρ = 0.25 at t(1) = 5 ms, ρ·t(1)/(2(1 − ρ)) = 0.83 ms.
 func TestHopsS6(t *testing.T) {
-	conf := func(figs map[string]float64) *ConfigResult {
-		c := &ConfigResult{Summary: map[string]Spread{}}
-		for k, v := range figs {
-			c.Summary["hop_mean_ms:"+k] = Spread{Median: Num(v)}
-		}
-		return c
-	}
+	conf := func(figs map[string]float64) *ConfigResult { return hopFigures("hop_mean_ms:", figs) }
 	cand := conf(map[string]float64{"dedup": 1.0, "infer": 7.0, "emit": 0.9, hopModelWait: 0.8, hopModelCall: 5.1})
 	raw := conf(map[string]float64{"hop1": 1.1, "hop2": 0.7, "hop3": 0.7})
 	got := hopsS6(cand, raw, 5)
@@ -33,13 +27,7 @@ func TestHopsS6(t *testing.T) {
 // S1's hop by hop at 1,000/s: each hop's p99 beside its raw hop's, and
 // nothing without them.
 func TestHopsS1(t *testing.T) {
-	conf := func(figs map[string]float64) *ConfigResult {
-		c := &ConfigResult{Summary: map[string]Spread{}}
-		for k, v := range figs {
-			c.Summary["hop_p99_ms:"+k] = Spread{Median: Num(v)}
-		}
-		return c
-	}
+	conf := func(figs map[string]float64) *ConfigResult { return hopFigures("hop_p99_ms:", figs) }
 	cand := conf(map[string]float64{"dedup": 9, "infer": 12, "emit": 7})
 	raw := conf(map[string]float64{"hop1": 6, "hop2": 5, "hop3": 4})
 	want := "dedup 9.00, infer 12.0, emit 7.00, against the raw hops' 6.00, 5.00, 4.00"
@@ -62,4 +50,13 @@ func TestQuantile(t *testing.T) {
 			t.Errorf("quantile(%v) = %v, want %v", c.q, got, c.want)
 		}
 	}
+}
+
+// hopFigures is a configuration whose summary holds figs under prefix.
+func hopFigures(prefix string, figs map[string]float64) *ConfigResult {
+	c := &ConfigResult{Summary: map[string]Spread{}}
+	for k, v := range figs {
+		c.Summary[prefix+k] = Spread{Median: Num(v)}
+	}
+	return c
 }
