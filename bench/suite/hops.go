@@ -31,14 +31,15 @@ const (
 	hopModelCall = "infer: the call"
 )
 
-// hopMeans reads the chain's topics back after a run and measures each
-// hop as the mean of its output record's timestamp less its input's, over
-// the keys both hold (a request keeps its key along the chain, raw or not).
-// Record timestamps are whole milliseconds, so only means over many
-// requests say anything; the difference of two truncated timestamps has no
-// bias. With outcomes, infer's own timings add the mean wait for the model
-// (enqueued to call) and the mean call.
-func (e *env) hopMeans(ctx context.Context, ch hopChain) (means, p99s map[string]Num, err error) {
+// hopTimes reads the chain's topics back after a run and measures each
+// hop by its output record's timestamp less its input's, over the keys
+// both hold (a request keeps its key along the chain, raw or not): the
+// mean and the p99 (hopStats). Record timestamps are whole milliseconds,
+// so only means over many requests say anything fine (the difference of
+// two truncated timestamps has no bias), and a p99 reads ±1 ms. With
+// outcomes, infer's own timings add the mean wait for the model (enqueued
+// to call) and the mean call.
+func (e *env) hopTimes(ctx context.Context, ch hopChain) (means, p99s map[string]Num, err error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	var codec *schemas.Codec
@@ -83,16 +84,11 @@ func (e *env) hopMeans(ctx context.Context, ch hopChain) (means, p99s map[string
 	}
 	means, p99s = map[string]Num{}, map[string]Num{}
 	for i, name := range ch.names {
-		var ds []float64
-		for k, t0 := range firsts[i] {
-			if t1, ok := firsts[i+1][k]; ok {
-				ds = append(ds, float64(t1-t0))
-			}
-		}
-		if len(ds) == 0 {
+		m, p99, ok := hopStats(firsts[i], firsts[i+1])
+		if !ok {
 			return nil, nil, fmt.Errorf("hops: no request passed from %v to %v", ch.points[i], ch.points[i+1])
 		}
-		means[name], p99s[name] = Num(mean(ds)), Num(quantile(ds, 0.99))
+		means[name], p99s[name] = Num(m), Num(p99)
 	}
 	if served > 0 {
 		means[hopModelWait], means[hopModelCall] = Num(wait/float64(served)), Num(call/float64(served))
@@ -100,7 +96,22 @@ func (e *env) hopMeans(ctx context.Context, ch hopChain) (means, p99s map[string
 	return means, p99s, nil
 }
 
-func mean(xs []float64) float64 {
+// hopStats is the mean and the p99 of to[k] − from[k] (ms) over the keys
+// both hold; ok false when they share none.
+func hopStats(from, to map[string]int64) (mean, p99 float64, ok bool) {
+	var ds []float64
+	for k, t0 := range from {
+		if t1, ok := to[k]; ok {
+			ds = append(ds, float64(t1-t0))
+		}
+	}
+	if len(ds) == 0 {
+		return 0, 0, false
+	}
+	return meanOf(ds), quantile(ds, 0.99), true
+}
+
+func meanOf(xs []float64) float64 {
 	var sum float64
 	for _, x := range xs {
 		sum += x

@@ -1,6 +1,7 @@
 package suite
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -59,4 +60,22 @@ func hopFigures(prefix string, figs map[string]float64) *ConfigResult {
 		c.Summary[prefix+k] = Spread{Median: Num(v)}
 	}
 	return c
+}
+
+// A hop's mean and p99 count only the requests seen on both sides, each by
+// its own key: 100 requests took 1..100 ms, one more left no output, and
+// an output with no input is not a hop.
+func TestHopStats(t *testing.T) {
+	from, to := map[string]int64{"lost": 5}, map[string]int64{"stray": 9}
+	for i := 1; i <= 100; i++ {
+		k := fmt.Sprint("r", i)
+		from[k], to[k] = int64(1000*i), int64(1000*i+i)
+	}
+	mean, p99, ok := hopStats(from, to)
+	if !ok || mean != 50.5 || p99 != 99 {
+		t.Errorf("hopStats = %v, %v, %v; want 50.5, 99, true", mean, p99, ok)
+	}
+	if _, _, ok := hopStats(map[string]int64{"a": 1}, map[string]int64{"b": 2}); ok {
+		t.Error("no shared key: want ok false")
+	}
 }

@@ -87,10 +87,10 @@ type RunResult struct {
 	Series  []Second     `json:"series,omitempty"`
 	Bins    []Bin        `json:"bins,omitempty"`
 	// Hops: each hop's mean time (ms) from the records' timestamps, and
-	// infer's wait for the model and call (hopMeans), when the run asked.
+	// infer's wait for the model and call (hopTimes), when the run asked.
 	Hops map[string]Num `json:"hop_mean_ms,omitempty"`
-	// HopsP99: each hop's p99 (ms, whole-millisecond timestamps: a tail
-	// of a few ms reads ±1).
+	// HopsP99: each hop's p99 (ms; whole-millisecond timestamps, so ±1),
+	// when the run asked.
 	HopsP99   map[string]Num `json:"hop_p99_ms,omitempty"`
 	GenLagP99 Num            `json:"generator_lag_p99_ms"`
 	GenLagMax Num            `json:"generator_lag_max_ms"`
@@ -534,7 +534,7 @@ wait:
 	<-readerDone
 	r.analyze(rs, members, rd, sched, sent, start, broker0, broker1, brokerSamples, brokerPeak)
 	if rs.hops && r.Error == "" {
-		if r.Hops, r.HopsP99, err = e.hopMeans(ctx, chain); err != nil {
+		if r.Hops, r.HopsP99, err = e.hopTimes(ctx, chain); err != nil {
 			return nil, err
 		}
 	}
