@@ -231,81 +231,76 @@ func encode[T any](c *Codec, topic string, k Kind, v *T, size func(*T) int, app 
 // DecodeRequest decodes a request. It fails if the request has no request id
 // or model; it does not otherwise validate it (see Request.Validate).
 // Errors about the message match ErrMalformed.
-func (c *Codec) DecodeRequest(ctx context.Context, b []byte) (q *Request, err error) {
-	defer recovered(KindRequest, &q, &err)
-	r, root, err := c.reader(ctx, b, KindRequest)
-	if err != nil {
-		return nil, err
-	}
-	q = new(Request)
+func (c *Codec) DecodeRequest(ctx context.Context, b []byte) (*Request, error) {
+	return decode(c, ctx, b, KindRequest, readRequest)
+}
+
+func readRequest(r reader, root *node) (*Request, int, error) {
+	q := new(Request)
 	r.request(root, q, nil)
 	if err := r.end(KindRequest, requiredRequest(q)); err != nil {
-		return nil, err
+		return nil, r.off, err
 	}
-	return q, nil
+	return q, r.off, nil
 }
 
 // DecodeResult decodes a result. It fails if the result has no request id or
 // status. Errors about the message match ErrMalformed.
-func (c *Codec) DecodeResult(ctx context.Context, b []byte) (q *Result, err error) {
-	defer recovered(KindResult, &q, &err)
-	r, root, err := c.reader(ctx, b, KindResult)
-	if err != nil {
-		return nil, err
-	}
-	q = new(Result)
+func (c *Codec) DecodeResult(ctx context.Context, b []byte) (*Result, error) {
+	return decode(c, ctx, b, KindResult, readResult)
+}
+
+func readResult(r reader, root *node) (*Result, int, error) {
+	q := new(Result)
 	r.result(root, q, true)
 	if err := r.end(KindResult, requiredResult(q)); err != nil {
-		return nil, err
+		return nil, r.off, err
 	}
-	return q, nil
+	return q, r.off, nil
 }
 
 // DecodeDeadLetter decodes a dead letter. It fails if the dead letter has no
 // reason. Errors about the message match ErrMalformed.
-func (c *Codec) DecodeDeadLetter(ctx context.Context, b []byte) (d *DeadLetter, err error) {
-	defer recovered(KindDeadLetter, &d, &err)
-	r, root, err := c.reader(ctx, b, KindDeadLetter)
-	if err != nil {
-		return nil, err
-	}
-	d = r.deadLetter(root)
+func (c *Codec) DecodeDeadLetter(ctx context.Context, b []byte) (*DeadLetter, error) {
+	return decode(c, ctx, b, KindDeadLetter, readDeadLetter)
+}
+
+func readDeadLetter(r reader, root *node) (*DeadLetter, int, error) {
+	d := r.deadLetter(root)
 	if err := r.end(KindDeadLetter, required("reason", d.Reason)); err != nil {
-		return nil, err
+		return nil, r.off, err
 	}
-	return d, nil
+	return d, r.off, nil
 }
 
 // DecodeStateEntry decodes a state entry and the further entries of its
 // record (More). It fails if any entry has no key or request id. Errors about the message match ErrMalformed.
-func (c *Codec) DecodeStateEntry(ctx context.Context, b []byte) (e *StateEntry, err error) {
-	defer recovered(KindStateEntry, &e, &err)
-	r, root, err := c.reader(ctx, b, KindStateEntry)
-	if err != nil {
-		return nil, err
-	}
-	e = r.stateEntry(root)
+func (c *Codec) DecodeStateEntry(ctx context.Context, b []byte) (*StateEntry, error) {
+	return decode(c, ctx, b, KindStateEntry, readStateEntry)
+}
+
+func readStateEntry(r reader, root *node) (*StateEntry, int, error) {
+	e := r.stateEntry(root)
 	if err := r.end(KindStateEntry, requiredStateEntry(e)); err != nil {
-		return nil, err
+		return nil, r.off, err
 	}
-	return e, nil
+	return e, r.off, nil
 }
 
 // recovered turns a panic of a decoder into one more malformed message:
 // nothing should panic, but a stage must not die of a message.
 // DecodePressure decodes a pressure record. It fails if the record has no
 // source or model.
-func (c *Codec) DecodePressure(ctx context.Context, b []byte) (p *Pressure, err error) {
-	defer recovered(KindPressure, &p, &err)
-	r, root, err := c.reader(ctx, b, KindPressure)
-	if err != nil {
-		return nil, err
-	}
-	p = r.pressure(root)
+func (c *Codec) DecodePressure(ctx context.Context, b []byte) (*Pressure, error) {
+	return decode(c, ctx, b, KindPressure, readPressure)
+}
+
+func readPressure(r reader, root *node) (*Pressure, int, error) {
+	p := r.pressure(root)
 	if err := r.end(KindPressure, requiredPressure(p)); err != nil {
-		return nil, err
+		return nil, r.off, err
 	}
-	return p, nil
+	return p, r.off, nil
 }
 
 // requiredStateEntry names the first entry, of the record's, without a key
@@ -332,13 +327,40 @@ func recovered[T any](k Kind, v **T, err *error) {
 	}
 }
 
-// reader checks b and returns a reader of its body and the writer's root.
-func (c *Codec) reader(ctx context.Context, b []byte, k Kind) (reader, *node, error) {
-	w, body, err := c.body(ctx, b, k)
+// decode reads b, a message of kind k, with read: in one pass, strict,
+// when its writer schema and size allow (fits); else, or when the strict
+// reader stops or read fails, after scan, whose verdict and words are then
+// the message's. Either way a message decodes to the same value or fails
+// with the same error (FuzzWriterSchema, FuzzDecode*).
+func decode[T any](c *Codec, ctx context.Context, b []byte, k Kind, read func(reader, *node) (*T, int, error)) (v *T, err error) {
+	defer recovered(k, &v, &err)
+	w, body, id, err := c.head(ctx, b, k)
 	if err != nil {
-		return reader{}, nil, fmt.Errorf("schemas: decode %s: %w", k, err)
+		return nil, fmt.Errorf("schemas: decode %s: %w", k, err)
 	}
-	return reader{buf: body}, w.root, nil
+	budget := c.limits[k].budget
+	if w.fits(len(body), budget) {
+		if v, ok := onePass(body, w.root, read); ok {
+			return v, nil
+		}
+	}
+	if err := scanBody(w, body, id, budget); err != nil {
+		return nil, fmt.Errorf("schemas: decode %s: %w", k, err)
+	}
+	v, _, err = read(reader{buf: body}, w.root)
+	return v, err
+}
+
+// onePass reads body with a strict reader: ok when it read all of it and
+// found nothing wrong.
+func onePass[T any](body []byte, root *node, read func(reader, *node) (*T, int, error)) (v *T, ok bool) {
+	defer func() {
+		if recover() != nil {
+			v, ok = nil, false
+		}
+	}()
+	v, off, err := read(reader{buf: body, strict: true}, root)
+	return v, err == nil && off == len(body)
 }
 
 // end returns the first error of the conversions, or else err (a required
@@ -373,26 +395,43 @@ func required(pairs ...string) error {
 // header, writer schema and body, which scan walks within the decode budget.
 // It returns the writer schema and the body.
 func (c *Codec) body(ctx context.Context, b []byte, k Kind) (*writerSchema, []byte, error) {
+	w, body, id, err := c.head(ctx, b, k)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := scanBody(w, body, id, c.limits[k].budget); err != nil {
+		return nil, nil, err
+	}
+	return w, body, nil
+}
+
+// head checks b's size, header and writer schema, and returns the schema,
+// the body and the schema's id.
+func (c *Codec) head(ctx context.Context, b []byte, k Kind) (*writerSchema, []byte, int, error) {
 	lim := c.limits[k]
 	if len(b) > lim.bytes {
-		return nil, nil, malformedf("message of %d bytes is over the %d bytes a %s may take (max.message.bytes): only a compressed batch can carry it", len(b), lim.bytes, k)
+		return nil, nil, 0, malformedf("message of %d bytes is over the %d bytes a %s may take (max.message.bytes): only a compressed batch can carry it", len(b), lim.bytes, k)
 	}
 	id, err := schemaID(b)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	w, err := c.writer(ctx, id)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	if w.root.kind != tRecord || w.root.shortName() != k.recordName() {
-		return nil, nil, malformedf("schema id %d is %s, want a record named %s", id, w.root, k.recordName())
+		return nil, nil, 0, malformedf("schema id %d is %s, want a record named %s", id, w.root, k.recordName())
 	}
-	body := b[HeaderSize:]
-	if err := w.scan(body, lim.budget); err != nil {
-		return nil, nil, malformedf("body does not decode with schema id %d: %w", id, err)
+	return w, b[HeaderSize:], id, nil
+}
+
+// scanBody walks body with scan within budget.
+func scanBody(w *writerSchema, body []byte, id int, budget int64) error {
+	if err := w.scan(body, budget); err != nil {
+		return malformedf("body does not decode with schema id %d: %w", id, err)
 	}
-	return w, body, nil
+	return nil
 }
 
 // writer returns the schema with the given id, from the registry the first

@@ -3,13 +3,15 @@ package schemas
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
 )
 
-// The direct decoder reads a body, once scan has accepted it, straight into
+// The direct decoder reads a body, once scan has accepted it (or strict, in
+// one pass without scan: onePass in codec.go), straight into
 // the Go types by the writer's node tree: no goavro native form, no boxed
 // values, tensor data decoded into []float32 and the like in one allocation
 // per array (two when an array comes in more than one block).
@@ -260,17 +262,60 @@ func (w *where) String() string {
 	return b.String()
 }
 
-// reader decodes one body that scan accepted. It trusts what scan checked
-// (lengths, counts, indexes), so reading cannot fail but for a bug, which
-// panics and is recovered as a malformed message; conversions can fail, and
-// reading goes on after a failure, so that the error reported is the first
-// in the reference's order whatever the order of the writer's fields.
+// reader decodes one body that scan accepted, or, strict, one that scan has
+// not seen (onePass). Unstrict, it trusts what scan checked (lengths,
+// counts, indexes), so reading cannot fail but for a bug, which panics and
+// is recovered as a malformed message. Strict, it checks what it would
+// otherwise trust and panics (errOnePass) at the first thing scan would
+// refuse: a block count larger than the bytes left can hold, a boolean
+// byte above 1, an int out of range, an enum index out of range, a length
+// that is negative or past the end, a map key repeated (or a map it cannot
+// check); what Go checks itself (a slice past the end, a union index out
+// of range) panics anyway. Conversions can fail either way, and reading
+// goes on after a failure, so that the error reported is the first in the
+// reference's order whatever the order of the writer's fields.
 type reader struct {
-	buf   []byte
-	off   int
-	at    where
-	err   error
-	errAt where
+	buf    []byte
+	off    int
+	at     where
+	err    error
+	errAt  where
+	strict bool
+}
+
+// errOnePass is the panic of a strict reader at what scan would refuse.
+var errOnePass = errors.New("schemas: not for one pass")
+
+// refuse stops a strict reader: scan is to judge the message.
+func refuse() { panic(errOnePass) }
+
+// intv reads a writer's int, checking its range when strict.
+func (r *reader) intv() int64 {
+	v := r.varint()
+	if r.strict && (v < math.MinInt32 || v > math.MaxInt32) {
+		refuse()
+	}
+	return v
+}
+
+// boolv reads a writer's boolean, checking its byte when strict.
+func (r *reader) boolv() bool {
+	b := r.buf[r.off]
+	if r.strict && b > 1 {
+		refuse()
+	}
+	r.off++
+	return b == 1
+}
+
+// enumv reads a writer's enum index, checking it when strict (a look-up
+// by it panics anyway; skipping it does not).
+func (r *reader) enumv(n *node) int64 {
+	i := r.varint()
+	if r.strict && (i < 0 || i >= int64(len(n.symbols))) {
+		refuse()
+	}
+	return i
 }
 
 func (r *reader) fail(format string, args ...any) {
@@ -345,14 +390,26 @@ func (r *reader) f64() float64 {
 	return v
 }
 
-// block reads the count of an array or map block, and its size in bytes
-// when the count is negative (unused: scan walked the items, not the size,
-// and so must the reader).
-func (r *reader) block() int {
+// block reads the count of a block of the array or map n, and its size in
+// bytes when the count is negative (unused: scan walked the items, not the
+// size, and so must the reader). Strict, it checks that the count is one
+// that scan accepts: items of the fewest bytes n's items take (a map's
+// key at least its length byte more) fit in what is left, so that nothing
+// is allocated for items the body cannot hold.
+func (r *reader) block(n *node) int {
 	c := r.varint()
 	if c < 0 {
 		c = -c
 		r.varint()
+	}
+	if r.strict {
+		item := int64(n.items.minSize())
+		if n.kind == tMap {
+			item++
+		}
+		if c < 0 || item == 0 || c > int64(len(r.buf)-r.off)/item {
+			refuse()
+		}
 	}
 	return int(c)
 }
@@ -395,16 +452,19 @@ func (r *reader) skip(n *node) {
 	switch n.kind {
 	case tNull:
 	case tBoolean:
-		r.off++
-	case tInt, tLong, tEnum:
+		r.boolv()
+	case tInt:
+		r.intv()
+	case tLong:
 		r.varint()
+	case tEnum:
+		r.enumv(n)
 	case tFloat:
 		r.off += 4
 	case tDouble:
 		r.off += 8
 	case tBytes, tString:
-		l := int(r.varint())
-		r.off += l
+		r.view()
 	case tFixed:
 		r.off += n.size
 	case tRecord:
@@ -414,10 +474,13 @@ func (r *reader) skip(n *node) {
 	case tUnion:
 		r.skip(n.branches[r.varint()])
 	case tArray, tMap:
-		for {
-			c := r.block()
+		for first := true; ; first = false {
+			c := r.block(n)
 			if c == 0 {
 				return
+			}
+			if r.strict && n.kind == tMap && (c > 1 || !first) {
+				refuse() // its keys are not compared here: scan does
 			}
 			r.skipItems(n, c)
 		}
@@ -426,7 +489,7 @@ func (r *reader) skip(n *node) {
 
 // skipItems skips count items of the array or map n.
 func (r *reader) skipItems(n *node, count int) {
-	if size, ok := wireSize(n.items); ok && n.kind == tArray {
+	if size, ok := wireSize(n.items); ok && n.kind == tArray && (!r.strict || n.items.kind != tBoolean) {
 		r.off += count * size
 		return
 	}
@@ -447,7 +510,7 @@ func (r *reader) more(n *node, count int) int {
 	for count > 0 {
 		total += count
 		r.skipItems(n, count)
-		count = r.block()
+		count = r.block(n)
 	}
 	r.off = at
 	return total
@@ -518,7 +581,7 @@ func (r *reader) text(n *node) []byte {
 	case tFixed:
 		return r.fixed(n.size)
 	case tEnum:
-		return n.symbytes[r.varint()]
+		return n.symbytes[r.enumv(n)]
 	}
 	r.wrongType(n, "string")
 	return nil
@@ -526,7 +589,7 @@ func (r *reader) text(n *node) []byte {
 
 func (r *reader) str(n *node) string {
 	if n = r.resolve(n); n != nil && n.kind == tEnum {
-		return n.symbols[r.varint()] // shared, not copied
+		return n.symbols[r.enumv(n)] // shared, not copied
 	}
 	return string(r.text(n))
 }
@@ -535,7 +598,7 @@ func (r *reader) str(n *node) string {
 // name, say), interned.
 func (r *reader) name(n *node) string {
 	if n = r.resolve(n); n != nil && n.kind == tEnum {
-		return n.symbols[r.varint()]
+		return n.symbols[r.enumv(n)]
 	}
 	return intern(r.text(n))
 }
@@ -581,6 +644,9 @@ func (r *reader) long(n *node) int64 {
 		r.wrongType(n, "long")
 		return 0
 	}
+	if n.kind == tInt {
+		return r.intv()
+	}
 	return r.varint()
 }
 
@@ -607,7 +673,9 @@ func (r *reader) float32(n *node) float32 {
 	switch n.kind {
 	case tFloat:
 		return r.f32()
-	case tInt, tLong:
+	case tInt:
+		return float32(r.intv())
+	case tLong:
 		return float32(r.varint())
 	}
 	r.wrongType(n, "float")
@@ -623,7 +691,9 @@ func (r *reader) float64(n *node) float64 {
 		return r.f64()
 	case tFloat:
 		return float64(r.f32())
-	case tInt, tLong:
+	case tInt:
+		return float64(r.intv())
+	case tLong:
 		return float64(r.varint())
 	}
 	r.wrongType(n, "double")
@@ -638,8 +708,7 @@ func (r *reader) bool(n *node) bool {
 		r.wrongType(n, "boolean")
 		return false
 	}
-	r.off++
-	return r.buf[r.off-1] == 1
+	return r.boolv()
 }
 
 // bytesView reads a value that converts to bytes, as a view, and whether
@@ -704,20 +773,22 @@ func (r *reader) array(n *node) *node {
 // item goes for errors. (A loop rather than a callback per item: an
 // indirect call would make the reader escape to the heap.)
 type iter struct {
+	arr   *node
 	left  int // items left in the block
 	count int // items of the block, when a block has just begun; 0 otherwise
 	index int
 	lvl   int
 }
 
-func (r *reader) each() iter { return iter{lvl: r.level()} }
+// each starts a walk through the items of the array arr.
+func (r *reader) each(arr *node) iter { return iter{arr: arr, lvl: r.level()} }
 
 // next moves to the next item, reading block counts; it reports false at
 // the end of the array.
 func (r *reader) next(it *iter) bool {
 	it.count = 0
 	if it.left == 0 {
-		if it.left = r.block(); it.left == 0 {
+		if it.left = r.block(it.arr); it.left == 0 {
 			r.at.item[it.lvl] = -1
 			return false
 		}
@@ -740,13 +811,13 @@ func (r *reader) count(n *node, w want) int {
 	// at once.
 	if accepts(w, arr.items.kind) && (w != wInt || arr.items.kind == tInt) {
 		total := 0
-		for c := r.block(); c > 0; c = r.block() {
+		for c := r.block(arr); c > 0; c = r.block(arr) {
 			r.skipItems(arr, c)
 			total += c
 		}
 		return total
 	}
-	it := r.each()
+	it := r.each(arr)
 	for r.next(&it) {
 		r.check(arr.items, w)
 	}
@@ -763,14 +834,14 @@ func (r *reader) float32s(n *node) []float32 {
 	}
 	if arr.items.kind != tFloat {
 		var out []float32
-		for it := r.each(); r.next(&it); {
+		for it := r.each(arr); r.next(&it); {
 			out = sized(r, arr, out, it.count)
 			out = append(out, r.float32(arr.items))
 		}
 		return out
 	}
 	var out []float32
-	for c := r.block(); c > 0; c = r.block() {
+	for c := r.block(arr); c > 0; c = r.block(arr) {
 		out = sized(r, arr, out, c)
 		b := r.buf[r.off : r.off+4*c]
 		for i := range c {
@@ -788,14 +859,14 @@ func (r *reader) float64s(n *node) []float64 {
 	}
 	if arr.items.kind != tDouble {
 		var out []float64
-		for it := r.each(); r.next(&it); {
+		for it := r.each(arr); r.next(&it); {
 			out = sized(r, arr, out, it.count)
 			out = append(out, r.float64(arr.items))
 		}
 		return out
 	}
 	var out []float64
-	for c := r.block(); c > 0; c = r.block() {
+	for c := r.block(arr); c > 0; c = r.block(arr) {
 		out = sized(r, arr, out, c)
 		b := r.buf[r.off : r.off+8*c]
 		for i := range c {
@@ -813,17 +884,17 @@ func (r *reader) int32s(n *node) []int32 {
 	}
 	if arr.items.kind != tInt {
 		var out []int32
-		for it := r.each(); r.next(&it); {
+		for it := r.each(arr); r.next(&it); {
 			out = sized(r, arr, out, it.count)
 			out = append(out, r.int(arr.items))
 		}
 		return out
 	}
 	var out []int32
-	for c := r.block(); c > 0; c = r.block() {
+	for c := r.block(arr); c > 0; c = r.block(arr) {
 		out = sized(r, arr, out, c)
 		for range c {
-			out = append(out, int32(r.varint())) // scan checked the range
+			out = append(out, int32(r.intv())) // unstrict, scan checked the range
 		}
 	}
 	return out
@@ -836,14 +907,20 @@ func (r *reader) int64s(n *node, out []int64) []int64 {
 		return out
 	}
 	if arr.items.kind != tLong && arr.items.kind != tInt {
-		for it := r.each(); r.next(&it); {
+		for it := r.each(arr); r.next(&it); {
 			out = sized(r, arr, out, it.count)
 			out = append(out, r.long(arr.items))
 		}
 		return out
 	}
-	for c := r.block(); c > 0; c = r.block() {
+	for c := r.block(arr); c > 0; c = r.block(arr) {
 		out = sized(r, arr, out, c)
+		if arr.items.kind == tInt {
+			for range c {
+				out = append(out, r.intv())
+			}
+			continue
+		}
 		for range c {
 			out = append(out, r.varint())
 		}
@@ -858,16 +935,19 @@ func (r *reader) bools(n *node) []bool {
 	}
 	if arr.items.kind != tBoolean {
 		var out []bool
-		for it := r.each(); r.next(&it); {
+		for it := r.each(arr); r.next(&it); {
 			out = sized(r, arr, out, it.count)
 			out = append(out, r.bool(arr.items))
 		}
 		return out
 	}
 	var out []bool
-	for c := r.block(); c > 0; c = r.block() {
+	for c := r.block(arr); c > 0; c = r.block(arr) {
 		out = sized(r, arr, out, c)
 		for _, b := range r.buf[r.off : r.off+c] {
+			if r.strict && b > 1 {
+				refuse()
+			}
 			out = append(out, b == 1)
 		}
 		r.off += c
@@ -974,7 +1054,7 @@ func (r *reader) tensorData(n *node, o int8, t *Tensor) {
 		t.Bool = r.bools(n)
 	case tnBytes:
 		if arr := r.array(n); arr != nil {
-			for it := r.each(); r.next(&it); {
+			for it := r.each(arr); r.next(&it); {
 				t.Bytes = sized(r, arr, t.Bytes, it.count)
 				t.Bytes = append(t.Bytes, r.someBytes(arr.items))
 			}
@@ -990,7 +1070,7 @@ func (r *reader) tensors(n *node, keep bool) []Tensor {
 		return nil
 	}
 	var out []Tensor
-	for it := r.each(); r.next(&it); {
+	for it := r.each(arr); r.next(&it); {
 		if !keep {
 			var dims [8]int64
 			r.tensor(arr.items, nil, dims[:0])
@@ -1046,12 +1126,16 @@ func (r *reader) parameters(n *node, h *requestCheck) map[string]any {
 		return nil
 	}
 	var out map[string]any
-	for c := r.block(); c > 0; c = r.block() {
+	var keys keyViews // strict: the keys so far, to find one repeated
+	for c := r.block(n); c > 0; c = r.block(n) {
 		if keep && out == nil {
 			out = make(map[string]any, c)
 		}
 		for range c {
 			key := r.view()
+			if r.strict {
+				keys.add(key)
+			}
 			r.at.key, r.at.keyed = key, true
 			p := r.param(n.items, keep)
 			p.key = key
@@ -1064,6 +1148,27 @@ func (r *reader) parameters(n *node, h *requestCheck) map[string]any {
 	}
 	r.at.key, r.at.keyed = nil, false
 	return out
+}
+
+// keyViews are a map's keys as a strict reader meets them: a repeated key,
+// which scan refuses, or more keys than it compares (parameters are a
+// handful), stop it.
+type keyViews struct {
+	few [8][]byte
+	n   int
+}
+
+func (k *keyViews) add(key []byte) {
+	if k.n == len(k.few) {
+		refuse()
+	}
+	for _, o := range k.few[:k.n] {
+		if bytes.Equal(o, key) {
+			refuse()
+		}
+	}
+	k.few[k.n] = key
+	k.n++
 }
 
 // param is a parameter as read: its value when kept, and what validation
@@ -1276,7 +1381,7 @@ func (r *reader) stateItems(n *node) []StateEntry {
 		return nil
 	}
 	var out []StateEntry
-	for it := r.each(); r.next(&it); {
+	for it := r.each(arr); r.next(&it); {
 		out = sized(r, arr, out, it.count)
 		out = append(out, StateEntry{})
 		r.stateItem(arr.items, &out[len(out)-1])

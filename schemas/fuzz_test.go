@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,6 +177,7 @@ func FuzzWriterSchema(f *testing.F) {
 			}
 			return
 		}
+		agreeOnePass(t, w, body)
 		if err := w.scan(body, DecodeBudgetFactor*DefaultMaxMessageBytes); err != nil {
 			return
 		}
@@ -187,4 +189,71 @@ func FuzzWriterSchema(f *testing.F) {
 			agreeBody(t, w, body)
 		}
 	})
+}
+
+// agreeOnePass checks the one-pass read of body against scan and the
+// reader after it, for every kind: whatever the strict reader accepts, scan
+// accepts, within the bound onePassBound gives, and the reader after scan
+// reads the same value. (What it refuses goes to scan, which decides.)
+func agreeOnePass(t *testing.T, w *writerSchema, body []byte) {
+	t.Helper()
+	if !w.onePass {
+		return
+	}
+	s := scanner{buf: body, budget: math.MaxInt64}
+	scanErr := s.value(w.root)
+	if scanErr == nil && s.off != len(body) {
+		scanErr = errors.New("trailing bytes")
+	}
+	if scanErr == nil && s.cost > w.perByte*int64(len(body))+w.fixed {
+		t.Errorf("scan charged %d for %d bytes, over the one-pass bound %d·n + %d", s.cost, len(body), w.perByte, w.fixed)
+	}
+	check := func(what string, ok bool, same func() bool) {
+		t.Helper()
+		switch {
+		case !ok:
+		case scanErr != nil:
+			t.Errorf("%s: one pass accepted %x, which scan refuses: %v", what, body, scanErr)
+		case !same():
+			t.Errorf("%s: one pass and the reader after scan disagree on %x", what, body)
+		}
+	}
+	plain := reader{buf: body}
+	{
+		v, ok := onePass(body, w.root, readRequest)
+		check("request", ok, func() bool { u, _, err := readRequest(plain, w.root); return err == nil && same(u, v) })
+	}
+	{
+		v, ok := onePass(body, w.root, readRequestHead)
+		check("request head", ok, func() bool {
+			u, _, err := readRequestHead(plain, w.root)
+			return err == nil && sameError(u.Invalid, v.Invalid) && sameHead(*u, *v)
+		})
+	}
+	{
+		v, ok := onePass(body, w.root, readResult)
+		check("result", ok, func() bool { u, _, err := readResult(plain, w.root); return err == nil && same(u, v) })
+	}
+	{
+		v, ok := onePass(body, w.root, readResultHead)
+		check("result head", ok, func() bool { u, _, err := readResultHead(plain, w.root); return err == nil && same(u, v) })
+	}
+	{
+		v, ok := onePass(body, w.root, readDeadLetter)
+		check("dead letter", ok, func() bool { u, _, err := readDeadLetter(plain, w.root); return err == nil && same(u, v) })
+	}
+	{
+		v, ok := onePass(body, w.root, readStateEntry)
+		check("state entry", ok, func() bool { u, _, err := readStateEntry(plain, w.root); return err == nil && same(u, v) })
+	}
+	{
+		v, ok := onePass(body, w.root, readPressure)
+		check("pressure", ok, func() bool { u, _, err := readPressure(plain, w.root); return err == nil && same(u, v) })
+	}
+}
+
+// sameHead compares request heads but for Invalid, which is an error.
+func sameHead(a, b RequestHead) bool {
+	a.Invalid, b.Invalid = nil, nil
+	return same(a, b)
 }

@@ -63,23 +63,22 @@ func (h *RequestHead) Answer(res *Result, now time.Time) {
 // It reads the tensors and parameters without decoding them: it checks
 // every value DecodeRequest would convert and validates the tensors from
 // views into b, so that it allocates the head and its strings, not the data.
-func (c *Codec) DecodeRequestHead(ctx context.Context, b []byte) (h *RequestHead, err error) {
-	defer recovered(KindRequest, &h, &err)
-	r, root, err := c.reader(ctx, b, KindRequest)
-	if err != nil {
-		return nil, err
-	}
+func (c *Codec) DecodeRequestHead(ctx context.Context, b []byte) (*RequestHead, error) {
+	return decode(c, ctx, b, KindRequest, readRequestHead)
+}
+
+func readRequestHead(r reader, root *node) (*RequestHead, int, error) {
 	var q Request
 	var check requestCheck
 	r.request(root, &q, &check)
 	if err := r.end(KindRequest, requiredRequest(&q)); err != nil {
-		return nil, err
+		return nil, r.off, err
 	}
 	return &RequestHead{
 		RequestID: q.RequestID, IdempotencyKey: q.IdempotencyKey, Tenant: q.Tenant, Model: q.Model,
 		ModelVersion: q.ModelVersion, ReplyTopic: q.ReplyTopic, Priority: q.Priority,
 		DeadlineMs: q.DeadlineMs, CreatedAtMs: q.CreatedAtMs, Invalid: check.invalid(&q),
-	}, nil
+	}, r.off, nil
 }
 
 // ResultHead is a result without its outputs: what a stage that delivers
@@ -95,19 +94,18 @@ type ResultHead struct {
 
 // DecodeResultHead decodes the head of a result; it fails exactly when
 // DecodeResult would. It checks the outputs without decoding them.
-func (c *Codec) DecodeResultHead(ctx context.Context, b []byte) (h *ResultHead, err error) {
-	defer recovered(KindResult, &h, &err)
-	r, root, err := c.reader(ctx, b, KindResult)
-	if err != nil {
-		return nil, err
-	}
+func (c *Codec) DecodeResultHead(ctx context.Context, b []byte) (*ResultHead, error) {
+	return decode(c, ctx, b, KindResult, readResultHead)
+}
+
+func readResultHead(r reader, root *node) (*ResultHead, int, error) {
 	var q Result
 	r.result(root, &q, false)
 	if err := r.end(KindResult, requiredResult(&q)); err != nil {
-		return nil, err
+		return nil, r.off, err
 	}
 	return &ResultHead{RequestID: q.RequestID, Status: q.Status, ErrorCode: q.ErrorCode,
-		ErrorMessage: q.ErrorMessage, ReplyTopic: q.ReplyTopic, CreatedAtMs: q.CreatedAtMs}, nil
+		ErrorMessage: q.ErrorMessage, ReplyTopic: q.ReplyTopic, CreatedAtMs: q.CreatedAtMs}, r.off, nil
 }
 
 // TopicSchemaID is the id of the schema the codec encodes with for topic:

@@ -325,7 +325,7 @@ func (h *requestCheck) inputs(r *reader, n *node) {
 		return
 	}
 	var dims [8]int64 // a shape's, when it has few dimensions
-	for it := r.each(); r.next(&it); {
+	for it := r.each(arr); r.next(&it); {
 		name, s := r.tensor(arr.items, nil, dims[:0])
 		if h.input == nil {
 			h.input = h.names.check(it.index-1, name, &s)

@@ -41,6 +41,15 @@ import (
 type writerSchema struct {
 	root  *node
 	codec *goavro.Codec
+	// onePass: a body of this schema may be read without scan when its
+	// bound (perByte·len + fixed, onePassBound) is within the budget.
+	onePass        bool
+	perByte, fixed int64
+}
+
+// fits says whether a body of n bytes may be read in one pass within budget.
+func (w *writerSchema) fits(n int, budget int64) bool {
+	return w.onePass && int64(n) <= maxBudgetBytes/max(1, w.perByte) && w.perByte*int64(n)+w.fixed <= budget
 }
 
 // Limits of scan. Real messages are nowhere near them.
@@ -185,7 +194,9 @@ func parseWriter(text string) (w *writerSchema, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return &writerSchema{root: root, codec: codec}, nil
+	w = &writerSchema{root: root, codec: codec}
+	w.perByte, w.fixed, w.onePass = onePassBound(root)
+	return w, nil
 }
 
 func stripLogicalTypes(v any) any {
