@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -44,11 +45,22 @@ const (
 
 // write is a Context's produce in progress.
 type write struct {
-	phase   producePhase
-	left    atomic.Int32
-	mu      sync.Mutex
-	first   error
-	promise func(*kgo.Record, error) // c.onProduced, bound once
+	phase producePhase
+	left  atomic.Int32
+	mu    sync.Mutex
+	first error
+	// rctx is its records' context (kgo.Record.Context): the runner's
+	// work context, and the way back from a record to its Context for the
+	// runner's one promise (a promise bound to each Context was an
+	// allocation per record).
+	rctx recordCtx
+}
+
+// recordCtx is the context of a Context's records: the work context, which
+// kgo sees, and the Context, which the promise finds.
+type recordCtx struct {
+	context.Context
+	c *Context
 }
 
 // produce produces rs for phase p; when all are acknowledged or failed,
@@ -61,23 +73,28 @@ func (c *Context) produce(p producePhase, rs []*kgo.Record, try bool) {
 		c.written(nil)
 		return
 	}
-	if w.promise == nil {
-		w.promise = c.onProduced
-	}
+	w.rctx = recordCtx{c.r.workCtx, c}
 	w.left.Store(int32(len(rs)))
 	for _, rec := range rs {
+		rec.Context = &w.rctx
 		if try {
-			c.r.client().TryProduce(c.r.workCtx, rec, w.promise)
+			c.r.client().TryProduce(c.r.workCtx, rec, c.r.promise)
 		} else {
-			c.r.client().Produce(c.r.workCtx, rec, w.promise)
+			c.r.client().Produce(c.r.workCtx, rec, c.r.promise)
 		}
 	}
 }
 
-// onProduced is the promise of every record of the Context.
-func (c *Context) onProduced(rec *kgo.Record, err error) {
+// onProduced is the promise of every record a Context produces (bound once,
+// as Runner.promise): it hands the record to its Context.
+func (r *Runner) onProduced(rec *kgo.Record, err error) {
+	rec.Context.(*recordCtx).c.produced(rec, err)
+}
+
+// produced counts one of the Context's records acknowledged or failed.
+func (c *Context) produced(rec *kgo.Record, err error) {
 	r, w := c.r, &c.w
-	if !r.produceOver(rec, err, w.promise) {
+	if !r.produceOver(rec, err, r.promise) {
 		return
 	}
 	if err != nil {

@@ -63,6 +63,7 @@ type Runner struct {
 
 	workCtx    context.Context
 	cancelWork context.CancelFunc
+	promise    func(*kgo.Record, error) // onProduced, bound once
 	goroutines sync.WaitGroup
 
 	fatalOnce sync.Once
@@ -145,6 +146,7 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 	r.tr.bound(c.maxInflight, c.maxInflightBytes)
 	r.holds = newHolds()
 	r.workCtx, r.cancelWork = context.WithCancel(context.Background())
+	r.promise = r.onProduced
 	kopts := append(append([]kgo.Opt(nil), c.connOpts...),
 		kgo.ConsumerGroup(st.Group),
 		// Every input (a stage with priority lanes reads one topic per
