@@ -84,3 +84,43 @@ func TestChecksAndReport(t *testing.T) {
 		t.Errorf("report.json lost the scenario: %s", b)
 	}
 }
+
+// S2's ratio is to an oracle that bounds every policy: one below what a
+// measured configuration reached (its hops slower than the pipeline's were)
+// gives no verdict, where one above it does.
+func TestS2OracleBelowMeasuredGivesNoVerdict(t *testing.T) {
+	s := &suite{opt: Options{Reps: 1, Scenarios: []string{"S2"}}, p: params(true)}
+	// hops of 10 ms but the slowest 1.2% (p99 of the given figure).
+	judge := func(p99 float64) *Scenario {
+		sc := &Scenario{ID: "S2", Title: titles["S2"], Figures: map[string]any{"capacity": map[string][]capEst{
+			"candidate": {{Rate: 2100, Bound: "="}}, "fixed L/10": {{Rate: 1500, Bound: "="}},
+			"fixed L/4": {{Rate: 1200, Bound: "="}}, "fixed L/2": {{Rate: 700, Bound: "="}}, "one at a time": {{Rate: 119, Bound: "="}},
+		}}}
+		o := Oracle{Cost: Cost{A: costA.Seconds(), C: costC.Seconds(), Bmax: maxBatch}, L: objective.Seconds()}
+		for i := range 1000 {
+			h := p99
+			if i < 988 {
+				h = 0.010
+			}
+			o.Hop = append(o.Hop, h)
+		}
+		s.judgeS2(sc, o)
+		return sc
+	}
+	slow := judge(0.0436)
+	if v := float64(slow.Figures["oracle_rps"].(map[string]Spread)["greedy"].Median); v == 0 {
+		t.Fatal("the slow hops leave no oracle at all: not the case under test")
+	}
+	if slow.Met != nil || !strings.HasPrefix(slow.Limits, "no verdict") || !math.IsNaN(float64(slow.Figures["ratio_to_oracle"].(Num))) {
+		t.Errorf("hops of 43.6 ms: met %v, limits %q, ratio %v; want no verdict", metText(slow.Met), slow.Limits, slow.Figures["ratio_to_oracle"])
+	}
+	if strings.Contains(slow.Measured, "× the oracle") {
+		t.Errorf("hops of 43.6 ms: measured %q still gives a ratio", slow.Measured)
+	}
+	fast := judge(0.020)
+	if fast.Met == nil || strings.HasPrefix(fast.Limits, "no verdict") {
+		t.Errorf("hops of p99 20 ms: met %v, limits %q; want a verdict", metText(fast.Met), fast.Limits)
+	}
+	t.Logf("43.6 ms: %s | %s", slow.Measured, slow.Limits)
+	t.Logf("20 ms: %s", fast.Measured)
+}
