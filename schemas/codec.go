@@ -238,10 +238,17 @@ func (c *Codec) DecodeRequest(ctx context.Context, b []byte) (*Request, error) {
 func readRequest(r reader, root *node) (*Request, int, error) {
 	q := new(Request)
 	r.request(root, q, nil)
-	if err := r.end(KindRequest, requiredRequest(q)); err != nil {
+	return read(&r, KindRequest, q, requiredRequest(q))
+}
+
+// read ends a read of v: the first error of the conversions, or else
+// missing (a required field missing), as the message's; and how far it
+// read.
+func read[T any](r *reader, k Kind, v *T, missing error) (*T, int, error) {
+	if err := r.end(k, missing); err != nil {
 		return nil, r.off, err
 	}
-	return q, r.off, nil
+	return v, r.off, nil
 }
 
 // DecodeResult decodes a result. It fails if the result has no request id or
@@ -253,10 +260,7 @@ func (c *Codec) DecodeResult(ctx context.Context, b []byte) (*Result, error) {
 func readResult(r reader, root *node) (*Result, int, error) {
 	q := new(Result)
 	r.result(root, q, true)
-	if err := r.end(KindResult, requiredResult(q)); err != nil {
-		return nil, r.off, err
-	}
-	return q, r.off, nil
+	return read(&r, KindResult, q, requiredResult(q))
 }
 
 // DecodeDeadLetter decodes a dead letter. It fails if the dead letter has no
@@ -267,10 +271,7 @@ func (c *Codec) DecodeDeadLetter(ctx context.Context, b []byte) (*DeadLetter, er
 
 func readDeadLetter(r reader, root *node) (*DeadLetter, int, error) {
 	d := r.deadLetter(root)
-	if err := r.end(KindDeadLetter, required("reason", d.Reason)); err != nil {
-		return nil, r.off, err
-	}
-	return d, r.off, nil
+	return read(&r, KindDeadLetter, d, required("reason", d.Reason))
 }
 
 // DecodeStateEntry decodes a state entry and the further entries of its
@@ -281,10 +282,7 @@ func (c *Codec) DecodeStateEntry(ctx context.Context, b []byte) (*StateEntry, er
 
 func readStateEntry(r reader, root *node) (*StateEntry, int, error) {
 	e := r.stateEntry(root)
-	if err := r.end(KindStateEntry, requiredStateEntry(e)); err != nil {
-		return nil, r.off, err
-	}
-	return e, r.off, nil
+	return read(&r, KindStateEntry, e, requiredStateEntry(e))
 }
 
 // recovered turns a panic of a decoder into one more malformed message:
@@ -297,10 +295,7 @@ func (c *Codec) DecodePressure(ctx context.Context, b []byte) (*Pressure, error)
 
 func readPressure(r reader, root *node) (*Pressure, int, error) {
 	p := r.pressure(root)
-	if err := r.end(KindPressure, requiredPressure(p)); err != nil {
-		return nil, r.off, err
-	}
-	return p, r.off, nil
+	return read(&r, KindPressure, p, requiredPressure(p))
 }
 
 // requiredStateEntry names the first entry, of the record's, without a key
