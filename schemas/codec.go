@@ -285,8 +285,6 @@ func readStateEntry(r reader, root *node) (*StateEntry, int, error) {
 	return read(&r, KindStateEntry, e, requiredStateEntry(e))
 }
 
-// recovered turns a panic of a decoder into one more malformed message:
-// nothing should panic, but a stage must not die of a message.
 // DecodePressure decodes a pressure record. It fails if the record has no
 // source or model.
 func (c *Codec) DecodePressure(ctx context.Context, b []byte) (*Pressure, error) {
@@ -316,6 +314,8 @@ func requiredStateEntry(e *StateEntry) error {
 
 func requiredPressure(p *Pressure) error { return required("source", p.Source, "model", p.Model) }
 
+// recovered turns a panic of a decoder into one more malformed message:
+// nothing should panic, but a stage must not die of a message.
 func recovered[T any](k Kind, v **T, err *error) {
 	if p := recover(); p != nil {
 		*v, *err = nil, malformedf("schemas: decode %s: panic: %v", k, p)
