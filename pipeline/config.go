@@ -31,6 +31,7 @@ type cfg struct {
 	fetchMaxWait       time.Duration
 	linger             time.Duration
 	logWait            time.Duration // how long a changelog record waits for the next poll's records
+	learnDelay         time.Duration // tests: how long the input's partition count stays unknown at least
 	isolation          kgo.IsolationLevel
 	codec              *schemas.Codec
 	maxRecordBytes     int

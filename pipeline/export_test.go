@@ -16,3 +16,9 @@ func (r *Runner) HeldLogs() int {
 	defer r.logs.mu.Unlock()
 	return len(r.logs.cs)
 }
+
+// LearnPartitionsAfter keeps the input's partition count unknown for at
+// least d after Run starts, as a slow metadata answer would.
+func LearnPartitionsAfter(d time.Duration) Option {
+	return optFn(func(c *cfg) { c.learnDelay = d })
+}

@@ -57,8 +57,10 @@ type Runner struct {
 	log      *slog.Logger
 	m        *Metrics
 
-	// inputPartitions is the input topic's partition count, 0 until known.
+	// inputPartitions is the input topic's partition count, 0 until known;
+	// partitionsKnown is closed once it is.
 	inputPartitions atomic.Int32
+	partitionsKnown chan struct{}
 	atBound         atomic.Bool // the poll loop waits for in-flight work to free half the bound
 
 	workCtx    context.Context
@@ -104,20 +106,21 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 		return nil, err
 	}
 	r := &Runner{
-		cfg:       c,
-		spec:      st,
-		stage:     st.Name,
-		group:     st.Group,
-		h:         h,
-		decode:    decode,
-		process:   process,
-		edges:     make(map[string]edge, len(st.Outputs)),
-		tr:        newTracker(),
-		log:       c.logger.With("stage", st.Name, "group", st.Group),
-		m:         c.metrics,
-		fatal:     make(chan struct{}),
-		ready:     make(chan struct{}),
-		fenceKick: make(chan struct{}, 1),
+		cfg:             c,
+		spec:            st,
+		stage:           st.Name,
+		group:           st.Group,
+		h:               h,
+		decode:          decode,
+		process:         process,
+		edges:           make(map[string]edge, len(st.Outputs)),
+		tr:              newTracker(),
+		log:             c.logger.With("stage", st.Name, "group", st.Group),
+		m:               c.metrics,
+		fatal:           make(chan struct{}),
+		partitionsKnown: make(chan struct{}),
+		ready:           make(chan struct{}),
+		fenceKick:       make(chan struct{}, 1),
 	}
 	manual := map[string]bool{}
 	var written []string
@@ -434,6 +437,9 @@ func (r *Runner) initProducer(ctx context.Context) bool {
 // needs to tell where a key belongs (the Input of a stage with lanes: all
 // its lanes are keyed alike).
 func (r *Runner) learnPartitions(ctx context.Context) {
+	if !Sleep(ctx, r.cfg.learnDelay) {
+		return
+	}
 	adm := kadm.NewClient(r.client())
 	_ = Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, func() error {
 		td, err := adm.ListTopics(ctx, r.spec.Input)
@@ -445,6 +451,7 @@ func (r *Runner) learnPartitions(ctx context.Context) {
 			return fmt.Errorf("topic %s not in the metadata", r.spec.Input)
 		}
 		r.inputPartitions.Store(int32(len(t.Partitions)))
+		close(r.partitionsKnown)
 		return nil
 	}, func(error) bool { return true })
 }

@@ -375,3 +375,37 @@ func TestChangelogEntriesGoOutTogether(t *testing.T) {
 		})
 	}
 }
+
+// A stage that asks for the input's partition count before the runner has
+// learnt it waits for it, and never gets the 0 of "not known yet": dedup,
+// given that 0, took requests on the wrong partition where they were and
+// accepted one idempotency key on several partitions.
+func TestInputPartitionsWaitsUntilKnown(t *testing.T) {
+	e := kafkatest.New(t, 3)
+	for i := range 6 {
+		e.ProduceRaw(t, e.Topics.Accepted, []byte(fmt.Sprintf("k%d", i)), []byte{byte(i)})
+	}
+	var mu sync.Mutex
+	var seen []int
+	h := newHolder()
+	h.then = func(c *pipeline.Context, _ []byte) {
+		n := c.InputPartitions()
+		mu.Lock()
+		seen = append(seen, n)
+		mu.Unlock()
+		copyOut(t, c)
+	}
+	r := newRunner(t, e, testStage(e, "g", false), h, pipeline.LearnPartitionsAfter(300*time.Millisecond))
+	stop := run(t, r)
+	kafkatest.Eventually(t, "every record handed out", func() bool { return h.count() == 6 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, n := range seen {
+		if n != 3 {
+			t.Fatalf("InputPartitions gave %v, want 3 every time", seen)
+		}
+	}
+}

@@ -153,8 +153,22 @@ func (c *Context) Err() error {
 	}
 }
 
-// InputPartitions is the input topic's partition count, 0 until known.
-func (c *Context) InputPartitions() int { return c.r.InputPartitions() }
+// InputPartitions is the input topic's partition count. Until the runner
+// has learnt it (a metadata request at start-up) it waits: a stage that
+// places keys by it must not decide on a guess (dedup, given 0 for "not
+// known yet", took misplaced requests where they were, and accepted one
+// idempotency key on several partitions). It is 0 once the work is stale.
+func (c *Context) InputPartitions() int {
+	if n := c.r.InputPartitions(); n > 0 {
+		return n
+	}
+	select {
+	case <-c.r.partitionsKnown:
+		return c.r.InputPartitions()
+	case <-c.stale:
+		return 0
+	}
+}
 
 // Logger is the runner's logger.
 func (c *Context) Logger() *slog.Logger { return c.r.log }
