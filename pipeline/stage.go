@@ -108,15 +108,17 @@ type Context struct {
 	// counted and the stage gets it.
 	pending    any
 	pendingErr error
-	// In-place room for what a stage usually writes per input (an output,
-	// one state entry and its changelog record; a second output takes a
-	// record of its own): allocated with the Context, not one object at a
-	// time. Franz-go holds the records until their promise, which keeps the
-	// Context alive. Two records, not three: every Context is zeroed and
-	// collected, and a third record made it 816 bytes (now 696: the
-	// 704-byte size class).
+	// In-place room for what a stage usually writes per input (an output
+	// and one state entry; a second output, and the changelog record of
+	// exactly-once mode, take a record of their own): allocated with the
+	// Context, not one object at a time. Franz-go holds the records until
+	// their promise, which keeps the Context alive. One record, not two:
+	// every Context is zeroed and collected, and at least once (the
+	// default) the changelog goes in records of many works' entries
+	// (produceLogs), so the second record was room no default stage used:
+	// 696 bytes with it (the 704-byte size class), 536 without (576).
 	outRoom    [2]*kgo.Record
-	recRoom    [2]kgo.Record
+	recRoom    [1]kgo.Record
 	recUsed    int
 	changeRoom [1]schemas.StateEntry
 	logRoom    [1]*kgo.Record
