@@ -127,12 +127,22 @@ func (m *Model) Infer(ctx context.Context, batch []*schemas.Request) ([][]schema
 	if err := m.burn(ctx, m.Cost(len(batch))); err != nil {
 		return nil, err
 	}
+	// A call's outputs share their backing arrays (cut with full slice
+	// expressions, so that growing one cannot reach the next), and the
+	// shape, which nothing writes: three allocations a call, not three an
+	// item. The simulation stands for a model's cost, which it spends in
+	// burn, not for its allocations.
 	out := make([][]schemas.Tensor, len(batch))
+	ts := make([]schemas.Tensor, len(batch))
+	sums := make([]float64, len(batch))
+	shape := []int64{1}
 	for i, r := range batch {
 		if p, ok := r.Parameters[PoisonParam].(bool); ok && p {
 			return nil, fmt.Errorf("%w: request %s", ErrPoison, r.RequestID)
 		}
-		out[i] = []schemas.Tensor{{Name: "sum", Datatype: "FP64", Shape: []int64{1}, FP64: []float64{sum(r.Inputs)}}}
+		sums[i] = sum(r.Inputs)
+		ts[i] = schemas.Tensor{Name: "sum", Datatype: "FP64", Shape: shape, FP64: sums[i : i+1 : i+1]}
+		out[i] = ts[i : i+1 : i+1]
 	}
 	return out, nil
 }
