@@ -87,16 +87,15 @@ const arrivalHalfLife = 250 * time.Millisecond
 //     the queue (the hops before; counted up to half of what is left).
 //     From the head, a request is answered EXPIRED (deadline_unreachable)
 //     at once when it cannot make its deadline itself even alone, or, while
-//     more are queued than the call would take with it (b*, or what step 2
-//     allows), when a batch of b* would not end by its effective deadline
-//     less one more DownstreamLatency (a margin for the hops after the
-//     model: under overload the model is busy whichever requests it
-//     serves, so it serves those that can absorb a slow hop). Dropping
-//     only what cannot make it alone would serve nearly-expired heads in
-//     tiny batches and collapse under overload; this keeps the model busy
-//     with requests that can still make it. When the call takes the whole
-//     queue, a request that would miss only by the downstream estimate
-//     takes nobody's place, and is served.
+//     more than b* are queued, when a batch of b* would not end by its
+//     effective deadline less one more DownstreamLatency (a margin for the
+//     hops after the model: under overload the model is busy whichever
+//     requests it serves, so it serves those that can absorb a slow hop).
+//     Dropping only what cannot make it alone would serve nearly-expired
+//     heads in tiny batches and collapse under overload; this keeps the
+//     model busy with requests that can still make it. When no more than
+//     b* are queued, a request that would miss only by the downstream
+//     estimate takes nobody's place, and is served.
 //  2. Take what is queued, up to the limits (items, bytes, the learnt
 //     limit) and up to the largest batch whose estimated time still lets
 //     every request in it meet its deadline, but at least b*.
@@ -212,25 +211,6 @@ func (p *policy) capacity(n int, at func(int) *item) (k int, full bool) {
 	return k, k == limit
 }
 
-// batchOf is the batch a call takes now from the n queued requests at(0),
-// at(1), ...: up to the limits and up to the largest batch whose cost
-// still lets every request in it meet its due, but at least b*.
-func (p *policy) batchOf(now time.Time, n int, at func(int) *item, cost func(int) time.Duration, bstar int) int {
-	k, _ := p.capacity(n, at)
-	allowed := 0
-	var earliest time.Time // earliest due of the first allowed+1
-	for m := 1; m <= k; m++ {
-		if due, has := p.due(at(m - 1)); has && (earliest.IsZero() || due.Before(earliest)) {
-			earliest = due
-		}
-		if !earliest.IsZero() && now.Add(cost(m)).After(earliest) {
-			break
-		}
-		allowed = m
-	}
-	return min(k, max(bstar, allowed))
-}
-
 // decide is what a freed worker does with the n queued requests (at(0) the
 // oldest) at now; waitingSince is when it started waiting for a fuller
 // batch (zero: it did not).
@@ -258,8 +238,6 @@ func (p *policy) decide(now time.Time, n int, at func(int) *item, waitingSince t
 	cost := func(b int) time.Duration { return time.Duration((a + c*float64(b)) * float64(time.Second)) }
 	bstar := p.target(a, c)
 
-	from := func(j int) func(int) *item { return func(i int) *item { return at(j + i) } }
-
 	// 1. Early drop.
 	d := decision{}
 	if now.Sub(last) <= p.objective {
@@ -272,15 +250,12 @@ func (p *policy) decide(now time.Time, n int, at func(int) *item, waitingSince t
 			// A certain miss: not even alone, by the deadline itself.
 			certain := now.Add(cost(1)).After(it.deadline)
 			// A likely miss is dropped only while the queue holds more
-			// than this call would take with it (a batch of b*, or more
-			// when the deadlines allow): then it takes a place that a
-			// request left for a later call needs. Otherwise it takes
+			// than a batch of b*: then it would take a place that a
+			// request that can still make it needs. Below, it takes
 			// nobody's place, and the estimate's margin is often enough
 			// (measured: dropping those expired 3-5% of requests at
 			// 0.35-0.7 X*, where fixed windows answered every one in
-			// time; and counting b* alone, not what the call takes,
-			// dropped the heads of every clump a fetch brought that a
-			// single call served in time: 1-6% at 0.4-0.7 X* in S3). Under that overload the model is busy whichever
+			// time). Under that overload the model is busy whichever
 			// requests it serves, and the ones FIFO serves are those at
 			// the edge of their deadline, whose answer then makes it only
 			// if the hops after the model take no longer than the
@@ -290,8 +265,7 @@ func (p *policy) decide(now time.Time, n int, at func(int) *item, waitingSince t
 			// hop of twice the estimate (with Kafka's hop times in the
 			// simulation, TestSimOverloadWithHops: goodput at 2 X* from
 			// 0.74 to 0.87 X*, served late from 15% to 1.9%).
-			likely := now.Add(cost(bstar)+p.downstream).After(due) &&
-				n-d.drop > max(bstar, p.batchOf(now, n-d.drop, from(d.drop), cost, bstar))
+			likely := n-d.drop > bstar && now.Add(cost(bstar)+p.downstream).After(due)
 			if !certain && !likely {
 				break
 			}
@@ -302,13 +276,24 @@ func (p *policy) decide(now time.Time, n int, at func(int) *item, waitingSince t
 	if n == 0 {
 		return d
 	}
-	rest := from(d.drop)
+	rest := func(i int) *item { return at(d.drop + i) }
 	if d.drop > 0 {
-		_, full = p.capacity(n, rest)
+		k, full = p.capacity(n, rest)
 	}
 
 	// 2. The batch: what the deadlines allow, at least b*.
-	d.take = p.batchOf(now, n, rest, cost, bstar)
+	allowed := 0
+	var earliest time.Time // earliest due of the first allowed+1
+	for m := 1; m <= k; m++ {
+		if due, has := p.due(rest(m - 1)); has && (earliest.IsZero() || due.Before(earliest)) {
+			earliest = due
+		}
+		if !earliest.IsZero() && now.Add(cost(m)).After(earliest) {
+			break
+		}
+		allowed = m
+	}
+	d.take = min(k, max(bstar, allowed))
 	if full || d.take < n {
 		d.reason = flushFull
 		return d
@@ -329,7 +314,6 @@ func (p *policy) decide(now time.Time, n int, at func(int) *item, waitingSince t
 		d.reason = flushWorkerFreed
 		return d
 	}
-	var earliest time.Time
 	for i := range n { // the deadline a batch of n* would put at risk
 		if due, has := p.due(rest(i)); has && (earliest.IsZero() || due.Before(earliest)) {
 			earliest = due

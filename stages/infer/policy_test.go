@@ -75,16 +75,6 @@ func TestPolicyAdaptive(t *testing.T) {
 			want:  decision{take: 8, reason: flushWorkerFreed},
 		},
 		{
-			// 80 queued, more than b* (60), the head due in 27ms: a likely
-			// miss by b*'s measure (20ms + the 10ms margin), but its
-			// deadline allows a batch of 88, so this call takes all 80
-			// (25ms) and dropping it would make room for nobody: a clump
-			// that one call serves in time.
-			name:  "a likely miss is served when the call takes the whole queue",
-			queue: []queued{{n: 1, age: 13 * ms}, {n: 79}},
-			want:  decision{take: 80, reason: flushWorkerFreed},
-		},
-		{
 			// Due at now+8ms: alone it would make it (5.25ms), but not in a
 			// batch of b* = 60 (20ms), and 100 are queued: a naive drop
 			// would serve it in a batch of 12 and leave the rest to pile up.
