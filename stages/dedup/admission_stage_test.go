@@ -192,7 +192,7 @@ func TestAdmissionIdleRejectsNothing(t *testing.T) {
 func TestAdmissionPauseMode(t *testing.T) {
 	e := kafkatest.New(t, 1)
 	serve(t, e, 0)
-	d := startAdmission(t, e, dedup.AdmissionPause, 100*time.Millisecond)
+	d := startAdmission(t, e, dedup.AdmissionPause, 2*time.Second) // as above: far from 9s and from none
 	kafkatest.Eventually(t, "the serving view", func() bool {
 		p := admissionRecord(t, e, "normal")
 		return p != nil && p.Status == pressure.StatusOK
