@@ -441,6 +441,8 @@ func (r *Runner) learnPartitions(ctx context.Context) {
 		return
 	}
 	adm := kadm.NewClient(r.client())
+	start := time.Now()
+	var lastWarn time.Time
 	_ = Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, func() error {
 		td, err := adm.ListTopics(ctx, r.spec.Input)
 		if err != nil {
@@ -453,7 +455,15 @@ func (r *Runner) learnPartitions(ctx context.Context) {
 		r.inputPartitions.Store(int32(len(t.Partitions)))
 		close(r.partitionsKnown)
 		return nil
-	}, func(error) bool { return true })
+	}, func(err error) bool {
+		// A stage that places keys waits for the count (Context.InputPartitions):
+		// a wait that lasts says so.
+		if time.Since(start) > holdWarnEvery/3 && time.Since(lastWarn) > holdWarnEvery {
+			lastWarn = time.Now()
+			r.log.Warn("cannot read the input topic's partition count; a stage that places keys by it waits; retrying", "topic", r.spec.Input, "err", err)
+		}
+		return true
+	})
 }
 
 func (r *Runner) pollLoop(ctx context.Context) {
