@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -74,26 +75,33 @@ var retryBackoff = pipeline.Backoff{Initial: 10 * time.Millisecond, Max: time.Se
 // run calls the model for a batch until every item has an outcome, or the
 // stage is stopping (ctx done: the items stay unfinished and are consumed
 // again).
-func (e *executor) run(ctx context.Context, b []*item) { e.runBatch(ctx, b, true) }
+func (e *executor) run(ctx context.Context, b []*item) {
+	if bad, err := e.runBatch(ctx, b, true); bad != nil {
+		e.bisect(ctx, bad, err)
+	}
+}
 
-// runBatch is run; measured says that the first call measures the model's
-// cost: the batch is one the batcher formed, not a part of a split one.
-// Retries never do.
-func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) {
+// runBatch calls the model for b until every item has an outcome, except
+// when a call fails for its inputs (a permanent error, or a refusal of its
+// size with no limit to learn): it then returns the items of that call and
+// the error, for the caller to find the culprits (bisect). measured says
+// that the first call measures the model's cost: the batch is one the
+// batcher formed, not a part of a split one. Retries never do.
+func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) ([]*item, error) {
 	name := e.cfg.Name
 	for first := true; len(b) > 0; first = false {
 		measured = measured && first
 		b = e.live(b)
 		b = e.expire(b)
 		if len(b) == 0 {
-			return
+			return nil, nil
 		}
 		actx, cancelAcquire := e.whileLive(ctx, b)
 		probe, err := e.br.acquire(actx)
 		cancelAcquire()
 		if err != nil {
 			if ctx.Err() != nil {
-				return // shutting down: unfinished, so consumed again
+				return nil, nil // shutting down: unfinished, so consumed again
 			}
 			continue // every item went stale while the circuit was open
 		}
@@ -116,7 +124,7 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) {
 		cm.seconds.Observe(took.Seconds())
 		cm.size.Observe(float64(len(b)))
 		if ctx.Err() != nil {
-			return
+			return nil, nil
 		}
 		if allStale(b) {
 			// Nobody waits for the answer any more (the call may have been
@@ -128,8 +136,8 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) {
 		items, isItems := backend.AsItemErrors(err)
 		switch {
 		case err == nil && len(outs) != len(b):
-			err = fmt.Errorf("model %s returned %d outputs for %d inputs", name, len(outs), len(b))
-			b = e.permanent(ctx, b, err, probe, took)
+			e.m.Calls.WithLabelValues(name, "permanent").Inc()
+			return e.permanent(b, probe), fmt.Errorf("model %s returned %d outputs for %d inputs", name, len(outs), len(b))
 		case err == nil:
 			cm.ok.Inc()
 			e.br.success(probe)
@@ -138,7 +146,7 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) {
 			for i, it := range b {
 				e.succeed(res, it, outs[i], len(b), start, took)
 			}
-			return
+			return nil, nil
 		case isItems && len(items) == len(b) && len(outs) == len(b):
 			// The model answered; some items failed on their own.
 			e.m.Calls.WithLabelValues(name, "partial").Inc()
@@ -163,14 +171,17 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) {
 			}
 			b = again
 			if len(b) > 0 && !pipeline.Sleep(ctx, retryBackoff.Delay(b[0].failures)) {
-				return
+				return nil, nil
 			}
 		case errors.Is(err, backend.ErrTooLarge):
 			e.m.Calls.WithLabelValues(name, "too_large").Inc()
-			b = e.tooLarge(ctx, b, err, probe, took)
+			if e.limit == nil || len(b) == 1 {
+				return e.permanent(b, probe), err // nothing to learn: a bad input's way
+			}
+			b = e.tooLarge(ctx, b, probe)
 		case !pipeline.Retryable(err):
 			e.m.Calls.WithLabelValues(name, "permanent").Inc()
-			b = e.permanent(ctx, b, err, probe, took)
+			return e.permanent(b, probe), err
 		default:
 			e.m.Calls.WithLabelValues(name, "transient").Inc()
 			// Failures while the circuit is open or probing do not count:
@@ -191,28 +202,79 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) {
 			}
 			b = keep
 			if len(b) > 0 && !pipeline.Sleep(ctx, retryBackoff.Delay(b[0].failures)) {
-				return
+				return nil, nil
 			}
 		}
 	}
+	return nil, nil
 }
 
-// permanent handles a call that failed for its inputs (or their number): a
-// single item fails; a batch is split in halves, each run on its own, so a
-// poison input ends up alone and fails without its neighbours. It returns
-// what is left to run.
-func (e *executor) permanent(ctx context.Context, b []*item, err error, probe bool, took time.Duration) []*item {
-	e.br.success(probe) // the model answered: it is up
+// permanent takes a call of b that failed for its inputs: the model
+// answered, so it is up, and the items' transient failures start again
+// (the limit is on consecutive ones). It returns b.
+func (e *executor) permanent(b []*item, probe bool) []*item {
+	e.br.success(probe)
 	for _, it := range b {
-		it.failures = 0 // the limit is on consecutive transient failures
+		it.failures = 0
 	}
-	if len(b) == 1 {
-		e.fail(b[0], CodeInferenceFailed, err, 1)
-		return nil
+	return b
+}
+
+// bisect finds the inputs that make bad, a batch whose call failed for
+// them (err), fail, and answers every item: an item fails only after a
+// call of it alone failed. It halves the suspects and calls the first
+// half alone: when that half succeeds, the culprit is in the second half,
+// which is halved in turn without calling it whole; when it fails, the
+// search goes on in it and the second half, probably innocent, waits. A
+// poison input in a batch of n so costs about log2(n)+1 calls of shrinking
+// parts, where calling both halves of every split took 2·log2(n).
+// The halves that wait are called together once the search ends. The
+// worker, and the queue behind it, so stall for about half as long as
+// they did. (Serving the queue between the calls of a search, as far as
+// the suspects' deadlines allowed, was measured and not kept: it expired
+// about as many requests, and made dedup reject more.)
+func (e *executor) bisect(ctx context.Context, bad []*item, err error) {
+	if errors.Is(err, backend.ErrTooLarge) {
+		e.halve(ctx, bad, err)
+		return
 	}
-	half := len(b) / 2
-	e.runBatch(ctx, b[:half], false)
-	return b[half:]
+	alone := true // bad is what a failed call carried, not what was inferred
+	var waiting []*item
+	for ctx.Err() == nil {
+		bad = e.expire(e.live(bad))
+		if len(bad) == 0 {
+			break
+		}
+		if len(bad) == 1 {
+			if !alone {
+				f, ferr := e.runBatch(ctx, bad, false)
+				if f == nil {
+					break
+				}
+				bad, err = f, ferr
+			}
+			e.fail(bad[0], CodeInferenceFailed, err, 1)
+			break
+		}
+		half := len(bad) / 2
+		first, second := bad[:half], bad[half:]
+		f, ferr := e.runBatch(ctx, first, false)
+		if f == nil {
+			// The first half is clean (or went stale, or expired: then the
+			// second is split without cause, which costs calls, never an
+			// answer, since nothing fails but alone).
+			bad, alone = second, false
+			continue
+		}
+		// In the original order: every half that waits lies after bad.
+		waiting = append(slices.Clip(second), waiting...)
+		bad, err, alone = f, ferr, true
+	}
+	if len(waiting) > 0 && ctx.Err() == nil {
+		if f, ferr := e.runBatch(ctx, waiting, false); f != nil {
+			e.bisect(ctx, f, ferr)
+		}
+	}
 }
 
 // learn takes what a successful call of b says: its cost (when measured),
@@ -237,24 +299,36 @@ func (e *executor) learn(b []*item, measured bool, end time.Time, took time.Dura
 	e.m.CostPerItem.WithLabelValues(e.cfg.Name, label).Set(c)
 }
 
+// halve answers every item of b, a batch refused for its size with no
+// limit to learn: a clean half says nothing of the other (it is no input's
+// fault), so each half is called in turn, and halved again when refused. A
+// single item refused fails.
+func (e *executor) halve(ctx context.Context, b []*item, err error) {
+	if len(b) == 1 {
+		e.fail(b[0], CodeInferenceFailed, err, 1)
+		return
+	}
+	half := len(b) / 2
+	for _, part := range [][]*item{b[:half], b[half:]} {
+		if f, ferr := e.runBatch(ctx, part, false); f != nil {
+			e.bisect(ctx, f, ferr)
+		}
+	}
+}
+
 // tooLarge handles a call refused for its size: the model's batch limit
 // falls to half of it, and the batch is run in parts of the limit (each
 // part on its own, the limit read again before each, since a part refused
 // lowers it further), so that the refusals it takes to find a size the
-// backend takes are a few, not one per half of every half. Without a
-// learnt limit, the batch is split in halves, as for a bad input. It
-// returns what is left to run.
-func (e *executor) tooLarge(ctx context.Context, b []*item, err error, probe bool, took time.Duration) []*item {
-	if e.limit == nil || len(b) == 1 {
-		return e.permanent(ctx, b, err, probe, took)
-	}
-	e.br.success(probe) // the model answered: it is up
-	for _, it := range b {
-		it.failures = 0
-	}
+// backend takes are a few, not one per half of every half. It returns what
+// is left to run.
+func (e *executor) tooLarge(ctx context.Context, b []*item, probe bool) []*item {
+	e.permanent(b, probe)
 	e.m.BatchLimit.WithLabelValues(e.cfg.Name).Set(float64(e.limit.tooLarge(len(b))))
 	for size := e.limit.get(); len(b) > size && ctx.Err() == nil; size = e.limit.get() {
-		e.runBatch(ctx, b[:size], false)
+		if f, err := e.runBatch(ctx, b[:size], false); f != nil {
+			e.bisect(ctx, f, err)
+		}
 		b = b[size:]
 	}
 	return b

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -127,9 +129,47 @@ func TestExecutor(t *testing.T) {
 			name:   "a poison input is split out and fails alone",
 			items:  items("a", "b", "c", "d"),
 			script: poison("c"),
+			// The first half succeeds, so the second holds the culprit: it
+			// is halved without a call of it whole.
 			want: map[string]string{"a": "SUCCEEDED #2", "b": "SUCCEEDED #2",
-				"c": "FAILED INFERENCE_FAILED #3", "d": "SUCCEEDED #3"},
-			wantCalls: [][]string{{"a", "b", "c", "d"}, {"a", "b"}, {"c", "d"}, {"c"}, {"d"}},
+				"c": "FAILED INFERENCE_FAILED #2", "d": "SUCCEEDED #2"},
+			wantCalls: [][]string{{"a", "b", "c", "d"}, {"a", "b"}, {"c"}, {"d"}},
+		},
+		{
+			name:   "a poison input first: the halves that wait are called together at the end",
+			items:  items("a", "b", "c", "d", "e", "f", "g", "h"),
+			script: poison("a"),
+			want: map[string]string{"a": "FAILED INFERENCE_FAILED #4", "b": "SUCCEEDED #4", "c": "SUCCEEDED #3",
+				"d": "SUCCEEDED #3", "e": "SUCCEEDED #2", "f": "SUCCEEDED #2", "g": "SUCCEEDED #2", "h": "SUCCEEDED #2"},
+			wantCalls: [][]string{{"a", "b", "c", "d", "e", "f", "g", "h"}, {"a", "b", "c", "d"}, {"a", "b"}, {"a"},
+				{"b", "c", "d", "e", "f", "g", "h"}},
+		},
+		{
+			name:  "two poison inputs: each fails alone, nothing else does",
+			items: items("a", "b", "c", "d"),
+			script: func(_ int, ids []string) error {
+				if slices.Contains(ids, "a") || slices.Contains(ids, "d") {
+					return errors.New("poison")
+				}
+				return nil
+			},
+			want: map[string]string{"a": "FAILED INFERENCE_FAILED #3", "b": "SUCCEEDED #4",
+				"c": "SUCCEEDED #3", "d": "FAILED INFERENCE_FAILED #3"},
+			wantCalls: [][]string{{"a", "b", "c", "d"}, {"a", "b"}, {"a"}, {"b", "c", "d"}, {"b"}, {"c"}, {"d"}},
+		},
+		{
+			// Inputs that fail only together (a backend refusing a batch
+			// of mixed shapes): an item fails only when it fails alone.
+			name:  "inputs that fail only together each succeed alone",
+			items: items("a", "b"),
+			script: func(_ int, ids []string) error {
+				if len(ids) > 1 {
+					return errors.New("shapes differ")
+				}
+				return nil
+			},
+			want:      map[string]string{"a": "SUCCEEDED #2", "b": "SUCCEEDED #2"},
+			wantCalls: [][]string{{"a", "b"}, {"a"}, {"b"}},
 		},
 		{
 			name:  "per-item errors: no split, the transient item retried alone",
@@ -252,6 +292,66 @@ func TestExecutor(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// Every mix of poison inputs in batches of every size up to 40: each item
+// is answered once, a poison input FAILED and every other SUCCEEDED, and
+// one poison input costs at most ceil(log2 n)+3 calls: the failed one,
+// one a halving, one for the last suspect alone when it was inferred, and
+// one for the halves that waited (calling both halves of each split took
+// up to 2·ceil(log2 n)+1).
+func TestExecutorBisects(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 1; n <= 40; n++ {
+		for _, poisons := range []int{1, 1, 1, 2, 3} {
+			poisons = min(poisons, n)
+			bad := map[string]bool{}
+			for _, i := range rng.Perm(n)[:poisons] {
+				bad[fmt.Sprint(i)] = true
+			}
+			synctest.Test(t, func(t *testing.T) {
+				model := &scripted{cost: time.Millisecond, script: func(_ int, ids []string) error {
+					for _, id := range ids {
+						if bad[id] {
+							return errors.New("poison " + id)
+						}
+					}
+					return nil
+				}}
+				cfg := ModelConfig{Name: "m", Backend: model}
+				cfg.setDefaults()
+				m, _ := NewMetrics(nil)
+				got := map[string]schemas.Status{}
+				ex := &executor{cfg: cfg, br: newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown, nil, nil), m: m,
+					answer: func(it *item, res *schemas.Result) {
+						if _, dup := got[it.req.RequestID]; dup {
+							t.Errorf("n=%d %v: %s answered twice", n, bad, it.req.RequestID)
+						}
+						got[it.req.RequestID] = res.Status
+					},
+					drop: func(it *item) { t.Errorf("%s dropped", it.req.RequestID) },
+				}
+				var batch []*item
+				for i := range n {
+					batch = append(batch, &item{done: make(chan struct{}), req: &schemas.Request{RequestID: fmt.Sprint(i)}})
+				}
+				ex.run(t.Context(), batch)
+				for i := range n {
+					id := fmt.Sprint(i)
+					want := schemas.StatusSucceeded
+					if bad[id] {
+						want = schemas.StatusFailed
+					}
+					if got[id] != want {
+						t.Errorf("n=%d poison %v: %s %q, want %q", n, bad, id, got[id], want)
+					}
+				}
+				if most := bits.Len(uint(n-1)) + 3; poisons == 1 && len(model.calls) > most {
+					t.Errorf("n=%d poison %v: %d calls, want at most %d: %v", n, bad, len(model.calls), most, model.calls)
+				}
+			})
+		}
 	}
 }
 
