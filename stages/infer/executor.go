@@ -96,29 +96,40 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) ([]*i
 		if len(b) == 0 {
 			return nil, nil
 		}
-		actx, cancelAcquire := e.whileLive(ctx, b)
+		// Nothing is worth waiting for past the batch's last deadline:
+		// not an open circuit, not a call. (A hung model held the worker,
+		// and the queue behind it, for the call's timeout, 30 s by
+		// default, five times before the circuit opened.)
+		last, bounded := lastDeadline(b)
+		var until time.Time // zero: no bound
+		if bounded {
+			until = last
+		}
+		actx, cancelAcquire := e.whileLiveUntil(ctx, b, until)
 		probe, err := e.br.acquire(actx)
 		cancelAcquire()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, nil // shutting down: unfinished, so consumed again
 			}
-			continue // every item went stale while the circuit was open
+			continue // every item went stale, or its deadline passed, while the circuit was open
 		}
 		reqs := make([]*schemas.Request, len(b))
 		for i, it := range b {
 			reqs[i] = it.req
 			it.attempt++
 		}
-		cctx, cancelCall := e.whileLive(ctx, b)
-		cctx, cancelTimeout := context.WithTimeout(cctx, e.cfg.Timeout)
 		start := time.Now()
+		callEnd := start.Add(e.cfg.Timeout)
+		if bounded && last.Before(callEnd) {
+			callEnd = last
+		}
+		cctx, cancelCall := e.whileLiveUntil(ctx, b, callEnd)
 		e.busy.add(start, 1)
 		outs, err := e.cfg.Backend.Infer(cctx, reqs)
 		end := time.Now()
 		e.busy.add(end, -1)
 		took := end.Sub(start)
-		cancelTimeout()
 		cancelCall()
 		cm := e.callMetrics()
 		cm.seconds.Observe(took.Seconds())
@@ -131,6 +142,14 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) ([]*i
 			// cancelled for it): whatever it says does not count.
 			e.m.Calls.WithLabelValues(name, "cancelled").Inc()
 			e.br.release(probe)
+			continue
+		}
+		if err != nil && bounded && !end.Before(last) {
+			// The call outlived every deadline in it: a timeout, which the
+			// circuit counts (a model that answers no request in time is
+			// down for them); its items expire, next time round.
+			e.m.Calls.WithLabelValues(name, "deadline").Inc()
+			e.br.failure(probe)
 			continue
 		}
 		items, isItems := backend.AsItemErrors(err)
@@ -366,7 +385,7 @@ func (e *executor) expire(b []*item) []*item {
 	now := time.Now()
 	keep := b[:0]
 	for _, it := range b {
-		if !it.deadline.IsZero() && now.After(it.deadline) {
+		if !it.deadline.IsZero() && !now.Before(it.deadline) { // at the deadline: expired (acquire and a call end then)
 			reason := "deadline_passed"
 			if it.byObjective {
 				reason = "objective_passed"
@@ -377,6 +396,20 @@ func (e *executor) expire(b []*item) []*item {
 		keep = append(keep, it)
 	}
 	return keep
+}
+
+// lastDeadline is the latest deadline of b's items; bounded false when
+// one of them has none.
+func lastDeadline(b []*item) (last time.Time, bounded bool) {
+	for _, it := range b {
+		if it.deadline.IsZero() {
+			return time.Time{}, false
+		}
+		if it.deadline.After(last) {
+			last = it.deadline
+		}
+	}
+	return last, len(b) > 0
 }
 
 func allStale(b []*item) bool {
@@ -412,6 +445,16 @@ func (e *executor) whileLive(ctx context.Context, b []*item) (context.Context, c
 		cancel()
 	}()
 	return cctx, cancel
+}
+
+// whileLiveUntil is whileLive, ended at until too (zero: no bound).
+func (e *executor) whileLiveUntil(ctx context.Context, b []*item, until time.Time) (context.Context, context.CancelFunc) {
+	cctx, cancel := e.whileLive(ctx, b)
+	if until.IsZero() {
+		return cctx, cancel
+	}
+	dctx, cancelDeadline := context.WithDeadline(cctx, until)
+	return dctx, func() { cancelDeadline(); cancel() }
 }
 
 func containsChan(cs []<-chan struct{}, c <-chan struct{}) bool {

@@ -355,6 +355,61 @@ func TestExecutorBisects(t *testing.T) {
 	}
 }
 
+// Nothing holds a batch past its last deadline: not a hung model (the call
+// is cancelled then, and counted as a failure by the circuit), not an open
+// circuit. Its requests are answered EXPIRED then, not after the call's
+// timeout or the circuit's cooldown, and the worker is free for the queue.
+func TestExecutorEndsAtTheLastDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		script func(call int, ids []string) error
+		cost   time.Duration
+	}{
+		{name: "a hung model", cost: time.Hour, script: func(int, []string) error { return nil }},
+		{name: "an open circuit", cost: time.Millisecond, script: func(int, []string) error {
+			return pipeline.Transient(errors.New("down"))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				model := &scripted{script: tc.script, cost: tc.cost}
+				cfg := ModelConfig{Name: "m", Backend: model, BreakerThreshold: 1, BreakerCooldown: time.Hour}
+				cfg.setDefaults()
+				m, _ := NewMetrics(nil)
+				br := newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown, nil, nil)
+				start := time.Now()
+				got := map[string]outcome{}
+				ex := &executor{cfg: cfg, br: br, m: m,
+					answer: func(it *item, res *schemas.Result) {
+						got[it.req.RequestID] = outcome{status: res.Status, reason: res.Reason, at: time.Since(start)}
+					},
+					drop: func(*item) {},
+				}
+				var batch []*item
+				for id, d := range map[string]time.Duration{"a": 50 * time.Millisecond, "b": 100 * time.Millisecond} {
+					batch = append(batch, &item{done: make(chan struct{}), req: &schemas.Request{RequestID: id},
+						deadline: start.Add(d)})
+				}
+				ex.run(t.Context(), batch)
+				for _, id := range []string{"a", "b"} {
+					o := got[id]
+					if o.status != schemas.StatusExpired || o.reason != "deadline_passed" || o.at > 200*time.Millisecond {
+						t.Errorf("%s: %s at %v, want EXPIRED deadline_passed by 200ms", id, o, o.at)
+					}
+				}
+				if tc.cost == time.Hour {
+					if n := testutil.ToFloat64(m.Calls.WithLabelValues("m", "deadline")); n != 1 {
+						t.Errorf("calls ended at the deadline: %v, want 1", n)
+					}
+					if br.isClosed() {
+						t.Error("the circuit did not count the call that outlived every deadline")
+					}
+				}
+			})
+		})
+	}
+}
+
 // A call whose every request goes stale while it runs is cancelled: the
 // model's time is not spent on answers nobody waits for.
 func TestExecutorCancelsACallWhenEveryItemGoesStale(t *testing.T) {

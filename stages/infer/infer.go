@@ -218,7 +218,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		BatchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "batch_size",
 			Help: "Items per model call.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}, []string{"model"}),
 		Calls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "model_calls_total",
-			Help: "Model calls by result (ok, transient, permanent, too_large, partial, cancelled)."}, []string{"model", "result"}),
+			Help: "Model calls by result (ok, transient, permanent, too_large, partial, cancelled, deadline)."}, []string{"model", "result"}),
 		CallSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "model_call_seconds",
 			Help: "Duration of model calls.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"model"}),
 		Outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "infer_outcomes_total",
