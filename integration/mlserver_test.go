@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -463,4 +464,140 @@ func pausedFor(t *testing.T, addr, reason string) int {
 		t.Errorf("no partition paused for %s: %s", reason, b)
 	}
 	return n
+}
+
+// MLServer hangs (SIGSTOP: a wedged server, a frozen VM) while requests are
+// in flight, with a call timeout of 30 s and a latency objective of 2 s:
+// each call ends at its batch's last deadline instead of the timeout, so
+// requests are answered (EXPIRED or REJECTED, none FAILED) while it hangs,
+// and the circuit opens while it is still frozen (it took five timeouts,
+// 150 s, before); when it thaws the circuit closes and the rest succeed
+// with scikit-learn's class.
+func TestMLServerHangMidStream(t *testing.T) {
+	needMLServer(t)
+	tr := &testReport{}
+	record(t, tr)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	model := strings.Replace(irisModel(), "timeout: 5s", "timeout: 30s\n    latency_objective: 2s", 1)
+	d := newDeployment(t, 4, model)
+	d.create(ctx, t)
+	ps := d.startAll(ctx, 0)
+	inferAddr := ps["infer"].waitAddr(ctx, t)
+
+	const reps = 16 // 3,200 requests at 400/s: 8 s of traffic
+	var lines []string
+	for rep := range reps {
+		for k, in := range mlserver.inputs {
+			lines = append(lines, irisLine(fmt.Sprintf("iris-%d-%d", k, rep), in))
+		}
+	}
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		d.produceLines(ctx, t, lines, 400)
+	}()
+	waitMetric(ctx, t, inferAddr, "calls to MLServer", func(v float64) bool { return v >= 20 },
+		"asyncinfer_model_calls_total", `result="ok"`)
+	pids := mlserverTree(t)
+	signalAll(t, pids, syscall.SIGSTOP)
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			signalAll(t, pids, syscall.SIGCONT)
+		}
+	}
+	defer thaw()
+	frozenAt := time.Now()
+	before, _ := metric(inferAddr, "asyncinfer_infer_outcomes_total")
+	octx, ocancel := context.WithTimeout(ctx, 30*time.Second)
+	waitMetric(octx, t, inferAddr, "the breaker to open while MLServer hangs (30 s: five call timeouts took 150)",
+		func(v float64) bool { return v == 1 }, "asyncinfer_circuit_open", `model="iris"`)
+	ocancel()
+	opened := time.Since(frozenAt)
+	after, _ := metric(inferAddr, "asyncinfer_infer_outcomes_total")
+	if after <= before {
+		t.Errorf("no request answered while MLServer hung: outcomes %v before, %v when the circuit opened", before, after)
+	}
+	deadlineCalls, _ := metric(inferAddr, "asyncinfer_model_calls_total", `result="deadline"`)
+	if deadlineCalls == 0 {
+		t.Error("no call ended at its batch's deadline")
+	}
+	thaw()
+	waitMetric(ctx, t, inferAddr, "the breaker to close", func(v float64) bool { return v == 0 },
+		"asyncinfer_circuit_open", `model="iris"`)
+	<-loadDone
+	c := d.settle(ctx, len(lines))
+	tr.Requests, tr.Lost, tr.Conflicting, tr.Repeated = c.Requests, c.Lost, c.Conflicting, c.Repeated
+	r := c.Results
+	if c.Lost != 0 || c.Conflicting != 0 || r.Failed != 0 || r.Succeeded == 0 ||
+		r.Succeeded+r.Expired+r.Rejected != len(lines) {
+		t.Errorf("lost=%d conflicting=%d failed=%d succeeded=%d expired=%d rejected=%d of %d", c.Lost, c.Conflicting,
+			r.Failed, r.Succeeded, r.Expired, r.Rejected, len(lines))
+	}
+	res := d.results(ctx, t, c.Requests)
+	wrong := 0
+	for id, line := range res {
+		if line.Status != "SUCCEEDED" {
+			continue
+		}
+		var k, rep int
+		if _, err := fmt.Sscanf(id, "iris-%d-%d", &k, &rep); err != nil {
+			t.Errorf("%s: not a request of this test", id)
+			continue
+		}
+		if why := checkPrediction(line, k); why != "" {
+			wrong++
+			if wrong <= 10 {
+				t.Errorf("%s: %s", id, why)
+			}
+		}
+	}
+	tr.Notes = fmt.Sprintf("MLServer frozen (SIGSTOP, %d processes) with load at 400/s, call timeout 30 s, objective 2 s: breaker open %.1f s later, %.0f calls ended at their batch's deadline, %.0f answers while it hung before the breaker opened; thawed: %d succeeded (classes checked), %d expired, %d rejected, failed 0, lost 0",
+		len(pids), opened.Seconds(), deadlineCalls, after-before, r.Succeeded, r.Expired, r.Rejected)
+}
+
+// mlserverTree is the pids of the suite's MLServer and its descendants
+// (its parallel inference workers).
+func mlserverTree(t *testing.T) []int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(mlserver.run, "mlserver.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parents := map[int][]int{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		s, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces; it ends at the last ')'.
+		i := strings.LastIndexByte(string(s), ')')
+		fields := strings.Fields(string(s)[i+1:])
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if len(fields) >= 2 {
+			ppid, _ := strconv.Atoi(fields[1])
+			parents[ppid] = append(parents[ppid], pid)
+		}
+	}
+	pids := []int{root}
+	for i := 0; i < len(pids); i++ {
+		pids = append(pids, parents[pids[i]]...)
+	}
+	return pids
+}
+
+func signalAll(t *testing.T, pids []int, sig syscall.Signal) {
+	t.Helper()
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, sig); err != nil {
+			t.Logf("signal %v to %d: %v", sig, pid, err)
+		}
+	}
 }
