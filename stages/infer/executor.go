@@ -145,11 +145,17 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) ([]*i
 			continue
 		}
 		if err != nil && bounded && !end.Before(last) {
-			// The call outlived every deadline in it: a timeout, which the
-			// circuit counts (a model that answers no request in time is
-			// down for them); its items expire, next time round.
+			// The call outlived every deadline in it; its items expire,
+			// next time round. A call that ran far past the model's cost
+			// is a timeout, which the circuit counts (a hung model is down
+			// for every request); one cut sooner, by deadlines tighter than
+			// the model's cost, is not the model's doing.
 			e.m.Calls.WithLabelValues(name, "deadline").Inc()
-			e.br.failure(probe)
+			if e.overran(b, took) {
+				e.br.failure(probe)
+			} else {
+				e.br.release(probe)
+			}
 			continue
 		}
 		items, isItems := backend.AsItemErrors(err)
@@ -396,6 +402,28 @@ func (e *executor) expire(b []*item) []*item {
 		keep = append(keep, it)
 	}
 	return keep
+}
+
+// overran reports whether a call of b that took took ran well past the
+// model's fitted cost for it (4 times, and 10 ms more): a model that hangs
+// or crawls. A call cut sooner by deadlines tighter than the model's cost
+// is the requests' doing: counted, it would let a client open the circuit
+// for everyone with deadlines nobody can make. Before the first fit it
+// counts.
+func (e *executor) overran(b []*item, took time.Duration) bool {
+	if e.costs == nil || b[0].req == nil {
+		return true
+	}
+	m := e.costs.lookup(versionLabel(b[0].req.ModelVersion))
+	if m == nil {
+		return true
+	}
+	a, c, _, ok := m.estimate()
+	if !ok {
+		return true
+	}
+	expect := time.Duration((a + c*float64(len(b))) * float64(time.Second))
+	return took > 4*expect+10*time.Millisecond
 }
 
 // lastDeadline is the latest deadline of b's items; bounded false when

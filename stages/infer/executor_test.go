@@ -364,11 +364,19 @@ func TestExecutorEndsAtTheLastDeadline(t *testing.T) {
 		name   string
 		script func(call int, ids []string) error
 		cost   time.Duration
+		// fitted: the model's cost is known (10 ms a call); tight: the
+		// deadlines are tighter than it (5 and 8 ms, not 50 and 100).
+		fitted, tight bool
 	}{
 		{name: "a hung model", cost: time.Hour, script: func(int, []string) error { return nil }},
+		{name: "a hung model, its cost known", cost: time.Hour, fitted: true, script: func(int, []string) error { return nil }},
 		{name: "an open circuit", cost: time.Millisecond, script: func(int, []string) error {
 			return pipeline.Transient(errors.New("down"))
 		}},
+		// Not the model's fault: the circuit stays closed, or a client
+		// could open it for everyone.
+		{name: "deadlines tighter than the model's cost", cost: 10 * time.Millisecond, fitted: true, tight: true,
+			script: func(int, []string) error { return nil }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -378,15 +386,26 @@ func TestExecutorEndsAtTheLastDeadline(t *testing.T) {
 				m, _ := NewMetrics(nil)
 				br := newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown, nil, nil)
 				start := time.Now()
+				cs := newCosts()
+				if tc.fitted {
+					fit, _ := cs.of(versionLabel(""))
+					for _, n := range []int{1, 2, 4, 8, 1, 2, 4, 8} {
+						fit.observe(start, n, 10*time.Millisecond)
+					}
+				}
 				got := map[string]outcome{}
-				ex := &executor{cfg: cfg, br: br, m: m,
+				ex := &executor{cfg: cfg, br: br, m: m, costs: cs,
 					answer: func(it *item, res *schemas.Result) {
 						got[it.req.RequestID] = outcome{status: res.Status, reason: res.Reason, at: time.Since(start)}
 					},
 					drop: func(*item) {},
 				}
 				var batch []*item
-				for id, d := range map[string]time.Duration{"a": 50 * time.Millisecond, "b": 100 * time.Millisecond} {
+				deadlines := map[string]time.Duration{"a": 50 * time.Millisecond, "b": 100 * time.Millisecond}
+				if tc.tight {
+					deadlines = map[string]time.Duration{"a": 5 * time.Millisecond, "b": 8 * time.Millisecond}
+				}
+				for id, d := range deadlines {
 					batch = append(batch, &item{done: make(chan struct{}), req: &schemas.Request{RequestID: id},
 						deadline: start.Add(d)})
 				}
@@ -397,11 +416,14 @@ func TestExecutorEndsAtTheLastDeadline(t *testing.T) {
 						t.Errorf("%s: %s at %v, want EXPIRED deadline_passed by 200ms", id, o, o.at)
 					}
 				}
-				if tc.cost == time.Hour {
+				if tc.cost == time.Hour || tc.tight {
 					if n := testutil.ToFloat64(m.Calls.WithLabelValues("m", "deadline")); n != 1 {
 						t.Errorf("calls ended at the deadline: %v, want 1", n)
 					}
-					if br.isClosed() {
+					if tc.tight && !br.isClosed() {
+						t.Error("the circuit counted a call cut by deadlines tighter than the model's cost")
+					}
+					if !tc.tight && br.isClosed() {
 						t.Error("the circuit did not count the call that outlived every deadline")
 					}
 				}
