@@ -195,7 +195,7 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) ([]*i
 				}
 			}
 			b = again
-			if len(b) > 0 && !pipeline.Sleep(ctx, retryBackoff.Delay(b[0].failures)) {
+			if len(b) > 0 && !e.pause(ctx, b) {
 				return nil, nil
 			}
 		case errors.Is(err, backend.ErrTooLarge):
@@ -226,7 +226,7 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) ([]*i
 				keep = append(keep, it)
 			}
 			b = keep
-			if len(b) > 0 && !pipeline.Sleep(ctx, retryBackoff.Delay(b[0].failures)) {
+			if len(b) > 0 && !e.pause(ctx, b) {
 				return nil, nil
 			}
 		}
@@ -424,6 +424,17 @@ func (e *executor) overran(b []*item, took time.Duration) bool {
 	}
 	expect := time.Duration((a + c*float64(len(b))) * float64(time.Second))
 	return took > 4*expect+10*time.Millisecond
+}
+
+// pause waits before b is called again (backoff with jitter), but not
+// past b's last deadline: its items expire then, next time round. It
+// returns false when ctx ended.
+func (e *executor) pause(ctx context.Context, b []*item) bool {
+	d := retryBackoff.Delay(b[0].failures)
+	if last, bounded := lastDeadline(b); bounded {
+		d = min(d, time.Until(last))
+	}
+	return pipeline.Sleep(ctx, d)
 }
 
 // lastDeadline is the latest deadline of b's items; bounded false when

@@ -432,6 +432,30 @@ func TestExecutorEndsAtTheLastDeadline(t *testing.T) {
 	}
 }
 
+// A batch retried after transient failures does not sleep past its last
+// deadline: its requests are answered EXPIRED at it, not at the end of a
+// backoff that may reach a second.
+func TestExecutorRetriesNotPastTheLastDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Calls take no time: the deadline falls in a backoff.
+		model := &scripted{script: func(int, []string) error { return pipeline.Transient(errors.New("flaky")) }}
+		cfg := ModelConfig{Name: "m", Backend: model, MaxAttempts: 1000, BreakerThreshold: 1000}
+		cfg.setDefaults()
+		m, _ := NewMetrics(nil)
+		start := time.Now()
+		var at time.Duration
+		var got *schemas.Result
+		ex := &executor{cfg: cfg, br: newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown, nil, nil), m: m,
+			answer: func(_ *item, res *schemas.Result) { got, at = res, time.Since(start) },
+			drop:   func(*item) {}}
+		deadline := 300 * time.Millisecond
+		ex.run(t.Context(), []*item{{done: make(chan struct{}), req: &schemas.Request{RequestID: "a"}, deadline: start.Add(deadline)}})
+		if got == nil || got.Status != schemas.StatusExpired || at != deadline {
+			t.Errorf("answered %+v at %v after %d calls, want EXPIRED at the deadline, %v", got, at, len(model.calls), deadline)
+		}
+	})
+}
+
 // A call whose every request goes stale while it runs is cancelled: the
 // model's time is not spent on answers nobody waits for.
 func TestExecutorCancelsACallWhenEveryItemGoesStale(t *testing.T) {
