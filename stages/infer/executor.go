@@ -297,8 +297,50 @@ func (e *executor) bisect(ctx context.Context, bad []*item, err error) {
 	}
 	if len(waiting) > 0 && ctx.Err() == nil {
 		if f, ferr := e.runBatch(ctx, waiting, false); f != nil {
-			e.bisect(ctx, f, ferr)
+			// More than one culprit. A search for each, the rest waiting
+			// again, would take about n·log2(n) calls for a batch of bad
+			// inputs only (a model that refuses every request); halving
+			// both sides takes fewer than 2n.
+			e.split(ctx, f, ferr, true)
 		}
+	}
+}
+
+// split answers every item of bad, a batch that failed for its inputs
+// (err; called: a call of bad as it is failed, else a culprit is only
+// inferred to be in it), by halving it: the first half is called, then
+// the second, each split again when it fails; when the first half
+// succeeds, the second is split without a call of it whole. An item
+// fails only after a call of it alone failed.
+func (e *executor) split(ctx context.Context, bad []*item, err error, called bool) {
+	if errors.Is(err, backend.ErrTooLarge) {
+		e.halve(ctx, bad, err)
+		return
+	}
+	if bad = e.expire(e.live(bad)); len(bad) == 0 || ctx.Err() != nil {
+		return
+	}
+	if len(bad) == 1 {
+		if !called {
+			f, ferr := e.runBatch(ctx, bad, false)
+			if f == nil {
+				return
+			}
+			err = ferr
+		}
+		e.fail(bad[0], CodeInferenceFailed, err, 1)
+		return
+	}
+	half := len(bad) / 2
+	first, second := bad[:half], bad[half:]
+	f, ferr := e.runBatch(ctx, first, false)
+	if f == nil {
+		e.split(ctx, second, err, false)
+		return
+	}
+	e.split(ctx, f, ferr, true)
+	if g, gerr := e.runBatch(ctx, second, false); g != nil {
+		e.split(ctx, g, gerr, true)
 	}
 }
 

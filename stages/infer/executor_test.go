@@ -296,60 +296,67 @@ func TestExecutor(t *testing.T) {
 }
 
 // Every mix of poison inputs in batches of every size up to 40: each item
-// is answered once, a poison input FAILED and every other SUCCEEDED, and
-// one poison input costs at most ceil(log2 n)+3 calls: the failed one,
-// one a halving, one for the last suspect alone when it was inferred, and
-// one for the halves that waited (calling both halves of each split took
-// up to 2·ceil(log2 n)+1).
+// is answered once, a poison input FAILED and every other SUCCEEDED; one
+// poison input costs at most ceil(log2 n)+3 calls: the failed one, one a
+// halving, one for the last suspect alone when it was inferred, and one
+// for the halves that waited (calling both halves of each split took up
+// to 2·ceil(log2 n)+1); any number, up to all, at most 2n+ceil(log2 n)+1
+// (a search per culprit took about n·log2(n) when all were).
 func TestExecutorBisects(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for n := 1; n <= 40; n++ {
-		for _, poisons := range []int{1, 1, 1, 2, 3} {
+		// n poison inputs: a model that refuses every request.
+		for _, poisons := range []int{1, 1, 1, 2, 3, n / 2, n} {
 			poisons = min(poisons, n)
 			bad := map[string]bool{}
 			for _, i := range rng.Perm(n)[:poisons] {
 				bad[fmt.Sprint(i)] = true
 			}
-			synctest.Test(t, func(t *testing.T) {
-				model := &scripted{cost: time.Millisecond, script: func(_ int, ids []string) error {
-					for _, id := range ids {
+			t.Run(fmt.Sprintf("n=%d,poisons=%d", n, poisons), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					model := &scripted{cost: time.Millisecond, script: func(_ int, ids []string) error {
+						for _, id := range ids {
+							if bad[id] {
+								return errors.New("poison " + id)
+							}
+						}
+						return nil
+					}}
+					cfg := ModelConfig{Name: "m", Backend: model}
+					cfg.setDefaults()
+					m, _ := NewMetrics(nil)
+					got := map[string]schemas.Status{}
+					ex := &executor{cfg: cfg, br: newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown, nil, nil), m: m,
+						answer: func(it *item, res *schemas.Result) {
+							if _, dup := got[it.req.RequestID]; dup {
+								t.Errorf("n=%d %v: %s answered twice", n, bad, it.req.RequestID)
+							}
+							got[it.req.RequestID] = res.Status
+						},
+						drop: func(it *item) { t.Errorf("%s dropped", it.req.RequestID) },
+					}
+					var batch []*item
+					for i := range n {
+						batch = append(batch, &item{done: make(chan struct{}), req: &schemas.Request{RequestID: fmt.Sprint(i)}})
+					}
+					ex.run(t.Context(), batch)
+					for i := range n {
+						id := fmt.Sprint(i)
+						want := schemas.StatusSucceeded
 						if bad[id] {
-							return errors.New("poison " + id)
+							want = schemas.StatusFailed
+						}
+						if got[id] != want {
+							t.Errorf("n=%d poison %v: %s %q, want %q", n, bad, id, got[id], want)
 						}
 					}
-					return nil
-				}}
-				cfg := ModelConfig{Name: "m", Backend: model}
-				cfg.setDefaults()
-				m, _ := NewMetrics(nil)
-				got := map[string]schemas.Status{}
-				ex := &executor{cfg: cfg, br: newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown, nil, nil), m: m,
-					answer: func(it *item, res *schemas.Result) {
-						if _, dup := got[it.req.RequestID]; dup {
-							t.Errorf("n=%d %v: %s answered twice", n, bad, it.req.RequestID)
-						}
-						got[it.req.RequestID] = res.Status
-					},
-					drop: func(it *item) { t.Errorf("%s dropped", it.req.RequestID) },
-				}
-				var batch []*item
-				for i := range n {
-					batch = append(batch, &item{done: make(chan struct{}), req: &schemas.Request{RequestID: fmt.Sprint(i)}})
-				}
-				ex.run(t.Context(), batch)
-				for i := range n {
-					id := fmt.Sprint(i)
-					want := schemas.StatusSucceeded
-					if bad[id] {
-						want = schemas.StatusFailed
+					if most := bits.Len(uint(n-1)) + 3; poisons == 1 && len(model.calls) > most {
+						t.Errorf("n=%d poison %v: %d calls, want at most %d: %v", n, bad, len(model.calls), most, model.calls)
 					}
-					if got[id] != want {
-						t.Errorf("n=%d poison %v: %s %q, want %q", n, bad, id, got[id], want)
+					if most := 2*n + bits.Len(uint(n-1)) + 1; len(model.calls) > most {
+						t.Errorf("n=%d poison %v: %d calls, want at most %d", n, bad, len(model.calls), most)
 					}
-				}
-				if most := bits.Len(uint(n-1)) + 3; poisons == 1 && len(model.calls) > most {
-					t.Errorf("n=%d poison %v: %d calls, want at most %d: %v", n, bad, len(model.calls), most, model.calls)
-				}
+				})
 			})
 		}
 	}
