@@ -384,17 +384,7 @@ func TestMLServerOutageMidStream(t *testing.T) {
 	inferAddr := ps["infer"].waitAddr(ctx, t)
 
 	const reps = 8 // 1,600 requests at 400/s: 4 s of traffic
-	var lines []string
-	for rep := range reps {
-		for k, in := range mlserver.inputs {
-			lines = append(lines, irisLine(fmt.Sprintf("iris-%d-%d", k, rep), in))
-		}
-	}
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		d.produceLines(ctx, t, lines, 400)
-	}()
+	lines, loadDone := d.irisLoad(ctx, t, reps, 400)
 	// Work in flight: the model has answered calls, and the load goes on.
 	okBefore := waitMetric(ctx, t, inferAddr, "calls to MLServer", func(v float64) bool { return v >= 20 },
 		"asyncinfer_model_calls_total", `result="ok"`)
@@ -485,18 +475,7 @@ func TestMLServerHangMidStream(t *testing.T) {
 	ps := d.startAll(ctx, 0)
 	inferAddr := ps["infer"].waitAddr(ctx, t)
 
-	const reps = 16 // 3,200 requests at 400/s: 8 s of traffic
-	var lines []string
-	for rep := range reps {
-		for k, in := range mlserver.inputs {
-			lines = append(lines, irisLine(fmt.Sprintf("iris-%d-%d", k, rep), in))
-		}
-	}
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		d.produceLines(ctx, t, lines, 400)
-	}()
+	lines, loadDone := d.irisLoad(ctx, t, 16, 400) // 3,200 requests at 400/s: 8 s of traffic
 	waitMetric(ctx, t, inferAddr, "calls to MLServer", func(v float64) bool { return v >= 20 },
 		"asyncinfer_model_calls_total", `result="ok"`)
 	pids := mlserverTree(t)
@@ -556,6 +535,23 @@ func TestMLServerHangMidStream(t *testing.T) {
 	}
 	tr.Notes = fmt.Sprintf("MLServer frozen (SIGSTOP, %d processes) with load at 400/s, call timeout 30 s, objective 2 s: breaker open %.1f s later, %.0f calls ended at their batch's deadline, %.0f answers while it hung before the breaker opened; thawed: %d succeeded (classes checked), %d expired, %d rejected, failed 0, lost 0",
 		len(pids), opened.Seconds(), deadlineCalls, after-before, r.Succeeded, r.Expired, r.Rejected)
+}
+
+// irisLoad is reps rounds of the fixed inputs as request lines, named
+// iris-<row>-<round>, which it produces at rate in the background; done
+// is closed when all are produced.
+func (d *deployment) irisLoad(ctx context.Context, t *testing.T, reps, rate int) (lines []string, done chan struct{}) {
+	for rep := range reps {
+		for k, in := range mlserver.inputs {
+			lines = append(lines, irisLine(fmt.Sprintf("iris-%d-%d", k, rep), in))
+		}
+	}
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		d.produceLines(ctx, t, lines, rate)
+	}()
+	return lines, done
 }
 
 // mlserverTree is the pids of the suite's MLServer and its descendants

@@ -271,14 +271,7 @@ func (e *executor) bisect(ctx context.Context, bad []*item, err error) {
 			break
 		}
 		if len(bad) == 1 {
-			if !alone {
-				f, ferr := e.runBatch(ctx, bad, false)
-				if f == nil {
-					break
-				}
-				bad, err = f, ferr
-			}
-			e.fail(bad[0], CodeInferenceFailed, err, 1)
+			e.failAlone(ctx, bad, err, alone)
 			break
 		}
 		half := len(bad) / 2
@@ -321,14 +314,7 @@ func (e *executor) split(ctx context.Context, bad []*item, err error, called boo
 		return
 	}
 	if len(bad) == 1 {
-		if !called {
-			f, ferr := e.runBatch(ctx, bad, false)
-			if f == nil {
-				return
-			}
-			err = ferr
-		}
-		e.fail(bad[0], CodeInferenceFailed, err, 1)
+		e.failAlone(ctx, bad, err, called)
 		return
 	}
 	half := len(bad) / 2
@@ -364,6 +350,20 @@ func (e *executor) learn(b []*item, measured bool, end time.Time, took time.Dura
 	a, c, _, _ := m.estimate()
 	e.m.CostFixed.WithLabelValues(e.cfg.Name, label).Set(a)
 	e.m.CostPerItem.WithLabelValues(e.cfg.Name, label).Set(c)
+}
+
+// failAlone fails the one item of bad with err, the error of a call of it
+// alone; when none was made (called false: it is only inferred to be the
+// culprit), after one: it may succeed alone.
+func (e *executor) failAlone(ctx context.Context, bad []*item, err error, called bool) {
+	if !called {
+		f, ferr := e.runBatch(ctx, bad, false)
+		if f == nil {
+			return
+		}
+		err = ferr
+	}
+	e.fail(bad[0], CodeInferenceFailed, err, 1)
 }
 
 // halve answers every item of b, a batch refused for its size with no
