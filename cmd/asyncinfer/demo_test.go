@@ -58,6 +58,18 @@ func TestDemoInvariantMixedStream(t *testing.T) {
 	if rep.Results.Failed == 0 || rep.Results.Failed > rep.Poisoned {
 		t.Errorf("failed=%d poisoned=%d: only poison items may fail, and some must", rep.Results.Failed, rep.Poisoned)
 	}
+	// Why: every FAILED answer is a poison input's (INFERENCE_FAILED), and
+	// the reasons add up to the statuses.
+	if n := rep.Why["FAILED INFERENCE_FAILED"]; n != rep.Results.Failed {
+		t.Errorf("why %v: FAILED INFERENCE_FAILED %d, want every FAILED answer (%d)", rep.Why, n, rep.Results.Failed)
+	}
+	sum := 0
+	for _, n := range rep.Why {
+		sum += n
+	}
+	if want := rep.Results.Failed + rep.Results.Expired + rep.Results.Rejected; sum != want {
+		t.Errorf("why %v adds up to %d, want failed+expired+rejected = %d", rep.Why, sum, want)
+	}
 	answered := rep.Results.Succeeded + rep.Results.Failed + rep.Results.Duplicate + rep.Results.Expired + rep.Results.Rejected
 	if answered != rep.Unique+rep.Duplicates {
 		t.Errorf("answered %d request ids, want %d", answered, rep.Unique+rep.Duplicates)

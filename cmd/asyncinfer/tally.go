@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"sort"
 	"strconv"
@@ -26,6 +27,7 @@ type tally struct {
 	malformedAt map[string]bool     // "partition/offset" of undecodable requests
 	answers     map[string][]string // request id -> signature of each answer
 	byStatus    map[schemas.Status]int
+	why         map[string]int // "STATUS reason-or-code" -> first answers, for FAILED, EXPIRED and REJECTED
 	dlq         int
 	dlqFrom     map[string]bool // "topic/partition/offset" of dead-lettered sources
 	latencies   []float64       // ms, first answer of each request id
@@ -34,7 +36,7 @@ type tally struct {
 func newTally() *tally {
 	return &tally{
 		ids: map[string]bool{}, keys: map[string]bool{}, malformedAt: map[string]bool{},
-		answers: map[string][]string{}, byStatus: map[schemas.Status]int{}, dlqFrom: map[string]bool{},
+		answers: map[string][]string{}, byStatus: map[schemas.Status]int{}, why: map[string]int{}, dlqFrom: map[string]bool{},
 	}
 }
 
@@ -72,6 +74,14 @@ func (t *tally) addResult(r *schemas.Result) {
 	t.answers[r.RequestID] = append(t.answers[r.RequestID], signature(r))
 	if first {
 		t.byStatus[r.Status]++
+		switch r.Status {
+		case schemas.StatusFailed, schemas.StatusExpired, schemas.StatusRejected:
+			why := r.Reason
+			if why == "" {
+				why = r.ErrorCode
+			}
+			t.why[string(r.Status)+" "+why]++
+		}
 		if r.Timings.EndToEndMs > 0 {
 			t.latencies = append(t.latencies, r.Timings.EndToEndMs)
 		}
@@ -85,23 +95,26 @@ func (t *tally) addDeadLetter(d *schemas.DeadLetter) {
 
 // report is the JSON object demo and verify print.
 type report struct {
-	Requests            int          `json:"requests"`
-	Unique              int          `json:"unique"`
-	Duplicates          int          `json:"duplicates"`
-	Malformed           int          `json:"malformed"`
-	Poisoned            int          `json:"poisoned"`
-	Results             resultCounts `json:"results"`
-	DLQ                 int          `json:"dlq"`
-	MalformedWithoutDLQ int          `json:"malformed_without_dlq"`
-	Lost                int          `json:"lost"`
-	Pending             int          `json:"pending"`
-	Conflicting         int          `json:"conflicting"`
-	Repeated            int          `json:"repeated"`
-	Unrequested         int          `json:"unrequested"`
-	ModelCalls          int64        `json:"model_calls"`
-	MeanBatchSize       float64      `json:"mean_batch_size"`
-	ThroughputRPS       float64      `json:"throughput_rps"`
-	LatencyMs           latency      `json:"latency_ms"`
+	Requests   int          `json:"requests"`
+	Unique     int          `json:"unique"`
+	Duplicates int          `json:"duplicates"`
+	Malformed  int          `json:"malformed"`
+	Poisoned   int          `json:"poisoned"`
+	Results    resultCounts `json:"results"`
+	// Why counts the answers that are not SUCCEEDED or DUPLICATE by status
+	// and reason (or error code), e.g. "EXPIRED objective_passed".
+	Why                 map[string]int `json:"why,omitempty"`
+	DLQ                 int            `json:"dlq"`
+	MalformedWithoutDLQ int            `json:"malformed_without_dlq"`
+	Lost                int            `json:"lost"`
+	Pending             int            `json:"pending"`
+	Conflicting         int            `json:"conflicting"`
+	Repeated            int            `json:"repeated"`
+	Unrequested         int            `json:"unrequested"`
+	ModelCalls          int64          `json:"model_calls"`
+	MeanBatchSize       float64        `json:"mean_batch_size"`
+	ThroughputRPS       float64        `json:"throughput_rps"`
+	LatencyMs           latency        `json:"latency_ms"`
 	// What only the demo knows: the latencies of the SUCCEEDED answers,
 	// the retry_after_ms of the REJECTED ones, the answers per priority
 	// lane (with --priority-mix), and the live heap each second.
@@ -155,6 +168,7 @@ func (t *tally) report(settled bool) report {
 		Poisoned:   t.poisoned,
 		DLQ:        t.dlq,
 		Settled:    settled,
+		Why:        maps.Clone(t.why),
 		Results: resultCounts{
 			Succeeded: t.byStatus[schemas.StatusSucceeded],
 			Failed:    t.byStatus[schemas.StatusFailed],

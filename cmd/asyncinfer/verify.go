@@ -1,13 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -264,6 +267,21 @@ func groupsSettled(ctx context.Context, kopts []kgo.Opt, gs []string) (bool, err
 	return true, nil
 }
 
+// whyLine is why, the most first: "EXPIRED objective_passed 80, FAILED
+// INFERENCE_FAILED 3"; "-" when empty.
+func whyLine(why map[string]int) string {
+	if len(why) == 0 {
+		return "-"
+	}
+	keys := slices.Collect(maps.Keys(why))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(why[b]-why[a], strings.Compare(a, b)) })
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, why[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
 func printReport(w io.Writer, r report, format string) error {
 	if format == "json" {
 		enc := json.NewEncoder(w)
@@ -277,6 +295,7 @@ func printReport(w io.Writer, r report, format string) error {
 		{"requests", r.Requests}, {"unique", r.Unique}, {"duplicates", r.Duplicates}, {"malformed", r.Malformed},
 		{"poisoned", r.Poisoned}, {"succeeded", r.Results.Succeeded}, {"failed", r.Results.Failed},
 		{"expired", r.Results.Expired}, {"rejected", r.Results.Rejected}, {"duplicate", r.Results.Duplicate},
+		{"why not succeeded", whyLine(r.Why)},
 		{"dlq", r.DLQ}, {"malformed_without_dlq", r.MalformedWithoutDLQ},
 		{"lost", r.Lost}, {"pending", r.Pending}, {"conflicting", r.Conflicting}, {"repeated", r.Repeated},
 		{"latency_ms p50/p95/p99/max", fmt.Sprintf("%.1f / %.1f / %.1f / %.1f", r.LatencyMs.P50, r.LatencyMs.P95, r.LatencyMs.P99, r.LatencyMs.Max)},
