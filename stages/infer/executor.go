@@ -100,12 +100,8 @@ func (e *executor) runBatch(ctx context.Context, b []*item, measured bool) ([]*i
 		// not an open circuit, not a call. (A hung model held the worker,
 		// and the queue behind it, for the call's timeout, 30 s by
 		// default, five times before the circuit opened.)
-		last, bounded := lastDeadline(b)
-		var until time.Time // zero: no bound
-		if bounded {
-			until = last
-		}
-		actx, cancelAcquire := e.whileLiveUntil(ctx, b, until)
+		last, bounded := lastDeadline(b) // last is zero when not bounded
+		actx, cancelAcquire := e.whileLiveUntil(ctx, b, last)
 		probe, err := e.br.acquire(actx)
 		cancelAcquire()
 		if err != nil {
