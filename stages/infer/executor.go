@@ -241,91 +241,6 @@ func (e *executor) permanent(b []*item, probe bool) []*item {
 	return b
 }
 
-// bisect finds the inputs that make bad, a batch whose call failed for
-// them (err), fail, and answers every item: an item fails only after a
-// call of it alone failed. It halves the suspects and calls the first
-// half alone: when that half succeeds, the culprit is in the second half,
-// which is halved in turn without calling it whole; when it fails, the
-// search goes on in it and the second half, probably innocent, waits. A
-// poison input in a batch of n so costs about log2(n)+1 calls of shrinking
-// parts, where calling both halves of every split took 2·log2(n).
-// The halves that wait are called together once the search ends. The
-// worker, and the queue behind it, so stall for about half as long as
-// they did. (Serving the queue between the calls of a search, as far as
-// the suspects' deadlines allowed, was measured and not kept: it expired
-// about as many requests, and made dedup reject more.)
-func (e *executor) bisect(ctx context.Context, bad []*item, err error) {
-	if errors.Is(err, backend.ErrTooLarge) {
-		e.halve(ctx, bad, err)
-		return
-	}
-	alone := true // bad is what a failed call carried, not what was inferred
-	var waiting []*item
-	for ctx.Err() == nil {
-		bad = e.expire(e.live(bad))
-		if len(bad) == 0 {
-			break
-		}
-		if len(bad) == 1 {
-			e.failAlone(ctx, bad, err, alone)
-			break
-		}
-		half := len(bad) / 2
-		first, second := bad[:half], bad[half:]
-		f, ferr := e.runBatch(ctx, first, false)
-		if f == nil {
-			// The first half is clean (or went stale, or expired: then the
-			// second is split without cause, which costs calls, never an
-			// answer, since nothing fails but alone).
-			bad, alone = second, false
-			continue
-		}
-		// In the original order: every half that waits lies after bad.
-		waiting = append(slices.Clip(second), waiting...)
-		bad, err, alone = f, ferr, true
-	}
-	if len(waiting) > 0 && ctx.Err() == nil {
-		if f, ferr := e.runBatch(ctx, waiting, false); f != nil {
-			// More than one culprit. A search for each, the rest waiting
-			// again, would take about n·log2(n) calls for a batch of bad
-			// inputs only (a model that refuses every request); halving
-			// both sides takes fewer than 2n.
-			e.split(ctx, f, ferr, true)
-		}
-	}
-}
-
-// split answers every item of bad, a batch that failed for its inputs
-// (err; called: a call of bad as it is failed, else a culprit is only
-// inferred to be in it), by halving it: the first half is called, then
-// the second, each split again when it fails; when the first half
-// succeeds, the second is split without a call of it whole. An item
-// fails only after a call of it alone failed.
-func (e *executor) split(ctx context.Context, bad []*item, err error, called bool) {
-	if errors.Is(err, backend.ErrTooLarge) {
-		e.halve(ctx, bad, err)
-		return
-	}
-	if bad = e.expire(e.live(bad)); len(bad) == 0 || ctx.Err() != nil {
-		return
-	}
-	if len(bad) == 1 {
-		e.failAlone(ctx, bad, err, called)
-		return
-	}
-	half := len(bad) / 2
-	first, second := bad[:half], bad[half:]
-	f, ferr := e.runBatch(ctx, first, false)
-	if f == nil {
-		e.split(ctx, second, err, false)
-		return
-	}
-	e.split(ctx, f, ferr, true)
-	if g, gerr := e.runBatch(ctx, second, false); g != nil {
-		e.split(ctx, g, gerr, true)
-	}
-}
-
 // learn takes what a successful call of b says: its cost (when measured),
 // and that the model takes batches of its size.
 func (e *executor) learn(b []*item, measured bool, end time.Time, took time.Duration) {
@@ -346,6 +261,74 @@ func (e *executor) learn(b []*item, measured bool, end time.Time, took time.Dura
 	a, c, _, _ := m.estimate()
 	e.m.CostFixed.WithLabelValues(e.cfg.Name, label).Set(a)
 	e.m.CostPerItem.WithLabelValues(e.cfg.Name, label).Set(c)
+}
+
+// bisect finds the inputs that make bad, a batch whose call failed for
+// them (err), fail, and answers every item: an item fails only after a
+// call of it alone failed. It halves the suspects and calls the first
+// half alone: when that half succeeds, the culprit is in the second half,
+// which is halved in turn without calling it whole; when it fails, the
+// search goes on in it and the second half, probably innocent, waits. The
+// halves that wait are called together once the search ends. A poison
+// input in a batch of n so costs about log2(n)+1 calls of shrinking parts,
+// where calling both halves of every split took 2·log2(n): the worker, and
+// the queue behind it, stall for about half as long. When the halves that
+// waited fail too (more than one culprit), they are searched by calling
+// both halves of each split: a search per culprit, the rest waiting again,
+// would take about n·log2(n) calls for a batch of bad inputs only (a model
+// that refuses every request), both halves fewer than 2n. (Serving the
+// queue between the calls of a search, as far as the suspects' deadlines
+// allowed, was measured and not kept: it expired about as many requests,
+// and made dedup reject more.)
+func (e *executor) bisect(ctx context.Context, bad []*item, err error) {
+	var waiting []*item
+	e.search(ctx, bad, err, true, &waiting)
+	if len(waiting) > 0 && ctx.Err() == nil {
+		if f, ferr := e.runBatch(ctx, waiting, false); f != nil {
+			e.search(ctx, f, ferr, true, nil)
+		}
+	}
+}
+
+// search answers every item of bad, a batch that failed for its inputs
+// (err; called: a call of bad as it is failed, else a culprit is only
+// inferred to be in it), by halving it: the first half is called; when it
+// succeeds, the second is halved without a call of it whole; when it
+// fails, the search goes on in it, and the second half is added to
+// waiting, when there is one, for the caller to call, else called (and
+// searched when it fails).
+func (e *executor) search(ctx context.Context, bad []*item, err error, called bool, waiting *[]*item) {
+	if errors.Is(err, backend.ErrTooLarge) {
+		e.halve(ctx, bad, err)
+		return
+	}
+	if bad = e.expire(e.live(bad)); len(bad) == 0 || ctx.Err() != nil {
+		return
+	}
+	if len(bad) == 1 {
+		e.failAlone(ctx, bad, err, called)
+		return
+	}
+	half := len(bad) / 2
+	first, second := bad[:half], bad[half:]
+	f, ferr := e.runBatch(ctx, first, false)
+	if f == nil {
+		// The first half is clean (or went stale, or expired: then the
+		// second is halved without cause, which costs calls, never an
+		// answer, since nothing fails but alone).
+		e.search(ctx, second, err, false, waiting)
+		return
+	}
+	if waiting != nil {
+		// In the original order: every half that waits lies after f.
+		*waiting = append(slices.Clip(second), *waiting...)
+		e.search(ctx, f, ferr, true, waiting)
+		return
+	}
+	e.search(ctx, f, ferr, true, nil)
+	if g, gerr := e.runBatch(ctx, second, false); g != nil {
+		e.search(ctx, g, gerr, true, nil)
+	}
 }
 
 // failAlone fails the one item of bad with err, the error of a call of it
