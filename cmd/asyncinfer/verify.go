@@ -41,6 +41,8 @@ process of its own, and matches every request id with its answers:
                transaction writing answers is still open
   conflicting  request ids whose answers disagree
   repeated     request ids answered more than once, identically
+  why          the answers that are not SUCCEEDED or DUPLICATE, by status
+               and reason (or error code): EXPIRED objective_passed, ...
 
 It exits with status 1 when lost, conflicting or malformed_without_dlq is not 0.`,
 		Example: `  # the topics of a demo run kept with --data-dir
