@@ -165,6 +165,9 @@ func (r *Report) scenarioMarkdown(w io.Writer, sc *Scenario) {
 		r.probesTable(w, sc)
 	case "S3":
 		phasesTable(w, sc)
+		missesTable(w, sc)
+	case "S4":
+		missesTable(w, sc)
 	}
 	// Every configuration's figures.
 	fmt.Fprintf(w, "| configuration | role | runs | figure | median [min–max] | every run |\n| --- | --- | --- | --- | --- | --- |\n")
@@ -196,18 +199,34 @@ func mapKeys[V any](m map[string]V) []string {
 }
 
 func (r *Report) probesTable(w io.Writer, sc *Scenario) {
-	fmt.Fprintf(w, "Every probe (offered Poisson rate, latency after a warm-up, mean batch):\n\n")
-	fmt.Fprintf(w, "| configuration | rep | probe | offered/s | p50 ms | p99 ms | in SLO | mean batch | complete | load avg |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(w, "Every probe (offered Poisson rate, latency after a warm-up, mean batch; misses: requests not answered SUCCEEDED within L, by where they went: ")
+	fmt.Fprintf(w, "dedup's EXPIRED / admission's REJECTED / infer's early drops / infer's other EXPIRED / SUCCEEDED but late, the first four over the whole run):\n\n")
+	fmt.Fprintf(w, "| configuration | rep | probe | offered/s | p50 ms | p99 ms | in SLO | misses | mean batch | complete | load avg |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, c := range sc.Configs {
 		for _, run := range c.Runs {
 			batch := nan
 			if run.Model != nil {
 				batch = float64(run.Model.MeanBatch)
 			}
-			fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %s | %s | %v | %s–%s |\n", c.Name, run.Rep, run.Probe,
+			fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %v | %s–%s |\n", c.Name, run.Rep, run.Probe,
 				fmtNum(float64(run.Offered)), fmtNum(float64(run.Latency.P50)), fmtNum(float64(run.Latency.P99)),
-				fmtNum(float64(run.Latency.InSLO)), fmtNum(batch), run.Complete,
+				fmtNum(float64(run.Latency.InSLO)), run.Misses.String(), fmtNum(batch), run.Complete,
 				fmtNum(float64(run.LoadAvg[0])), fmtNum(float64(run.LoadAvg[1])))
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// missesTable is, for each pipeline run, where its requests that were not
+// answered SUCCEEDED within L went (Misses).
+func missesTable(w io.Writer, sc *Scenario) {
+	fmt.Fprintf(w, "Misses per run, over the whole run (warm-up and every phase): dedup's EXPIRED / admission's REJECTED / infer's early drops / infer's other EXPIRED / SUCCEEDED but late (after the warm-up):\n\n")
+	fmt.Fprintf(w, "| configuration | rep | misses | requests |\n| --- | --- | --- | --- |\n")
+	for _, c := range sc.Configs {
+		for _, run := range c.Runs {
+			if run.Misses != nil {
+				fmt.Fprintf(w, "| %s | %d | %s | %s |\n", c.Name, run.Rep, run.Misses, fmtNum(float64(run.Requests)))
+			}
 		}
 	}
 	fmt.Fprintln(w)

@@ -124,3 +124,29 @@ func TestS2OracleBelowMeasuredGivesNoVerdict(t *testing.T) {
 	t.Logf("43.6 ms: %s | %s", slow.Measured, slow.Limits)
 	t.Logf("20 ms: %s", fast.Measured)
 }
+
+// A run's misses explain its EXPIRED and REJECTED answers, or the run's
+// check fails: a stage counter the harness reads wrongly (renamed, a label
+// changed) would otherwise leave the misses table quietly at zero.
+func TestMissesExplainTheAnswers(t *testing.T) {
+	r := fakeRun("candidate", 1, 7)
+	r.Statuses = map[string]int{"SUCCEEDED": 80, "EXPIRED": 15, "REJECTED": 5}
+	r.Misses = &Misses{DedupExpired: 2, EarlyDrops: 10, InferExpired: 3, Rejected: 5, Late: 1}
+	if err := r.check(); err != nil {
+		t.Errorf("misses that explain the answers: %v", err)
+	}
+	if got, want := r.Misses.String(), "2 / 5 / 10 / 3 / 1"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+	r.Misses = &Misses{EarlyDrops: 10, Rejected: 5}
+	if err := r.check(); err == nil || !strings.Contains(err.Error(), "15 answered EXPIRED, the stages counted 10") {
+		t.Errorf("EXPIRED the stages did not count: %v", err)
+	}
+	r.Misses = &Misses{DedupExpired: 15}
+	if err := r.check(); err == nil || !strings.Contains(err.Error(), "5 answered REJECTED, dedup counted 0") {
+		t.Errorf("REJECTED dedup did not count: %v", err)
+	}
+	if (*Misses)(nil).String() != "n/a" {
+		t.Error("a raw chain's misses print other than n/a")
+	}
+}

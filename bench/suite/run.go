@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -69,6 +70,9 @@ type RunResult struct {
 	Unrequested     int            `json:"unrequested"`
 	Complete        bool           `json:"complete"`
 	Statuses        map[string]int `json:"statuses"`
+	// Misses: why requests were not answered SUCCEEDED within L (pipeline
+	// runs only).
+	Misses *Misses `json:"misses,omitempty"`
 	// Latency: created_at (when the request was sent) to the first result a
 	// read_committed reader sees, of the requests after the warm-up.
 	Latency Latency       `json:"latency"`
@@ -101,6 +105,28 @@ type RunResult struct {
 	Error     string         `json:"error,omitempty"`
 	lats      []float64      // ms per measured request (the oracle's hop samples)
 	arrivals  []Arrival      // the schedule's, for per-bin figures
+}
+
+// Misses says where a run's requests that were not answered SUCCEEDED
+// within the objective went: the first four from the stages' own counters
+// over the whole run (the warm-up too), late from the reader, after the
+// warm-up, as the latency figures. A probe fails S2 when more than 1% of
+// its requests miss: this tells a pipeline that shed (dedup), a batcher
+// that dropped early, and hops or calls that were slow (late) apart.
+type Misses struct {
+	// DedupExpired: EXPIRED by dedup: the deadline (or created_at + L)
+	// passed before dedup read the request, or less was left than an idle
+	// model needs (admission).
+	DedupExpired int `json:"dedup_expired"`
+	// Rejected: REJECTED by dedup's admission (overloaded).
+	Rejected int `json:"rejected"`
+	// EarlyDrops: EXPIRED by infer's early drop (deadline_unreachable).
+	EarlyDrops int `json:"early_drops"`
+	// InferExpired: infer's other EXPIRED answers: the objective passed
+	// while queued, or a call cut at its last deadline.
+	InferExpired int `json:"infer_expired"`
+	// Late: SUCCEEDED, but visible to the reader later than L.
+	Late int `json:"late"`
 }
 
 // ProcResult is one process's cost over a run.
@@ -632,7 +658,23 @@ func (r *RunResult) analyze(rs runSpec, members []*member, rd *reader, sched, se
 
 	// Processes.
 	var calls, items, secs float64
+	var miss Misses
+	delta := func(a, b float64) int {
+		if math.IsNaN(a) || math.IsNaN(b) {
+			return 0
+		}
+		return int(math.Round(b - a))
+	}
 	for _, m := range members {
+		switch m.role {
+		case "dedup":
+			miss.DedupExpired += delta(m.c0.expired, m.c1.expired)
+			miss.Rejected += delta(m.c0.rejected, m.c1.rejected)
+		case "infer":
+			drops := delta(m.c0.earlyDrops, m.c1.earlyDrops)
+			miss.EarlyDrops += drops
+			miss.InferExpired += int(math.Round(m.c1.statuses["EXPIRED"]-m.c0.statuses["EXPIRED"])) - drops
+		}
 		pr := ProcResult{Name: m.name, PID: m.p.pid(), CPUSeconds: Num(m.c1.cpu - m.c0.cpu),
 			AllocsPerRequest: Num(nan), PeakRSSMB: Num(math.Max(m.peakRSS, math.Max(m.c0.rss, m.c1.rss)) / 1e6), PeakHeapMB: Num(nan)}
 		// Per request: per record the process consumed between the two
@@ -672,6 +714,14 @@ func (r *RunResult) analyze(rs runSpec, members []*member, rd *reader, sched, se
 		r.Broker = b
 	}
 	if rs.raw == 0 {
+		if sched != nil {
+			for i, a := range r.arrivals {
+				if a.At >= rs.warmup && rd.status[i] == stSucceeded && latOf(i) > rs.objective*1000 {
+					miss.Late++
+				}
+			}
+		}
+		r.Misses = &miss
 		r.Model = &ModelResult{Calls: calls, Items: items, MeanBatch: Num(nan), MeanCallMs: Num(nan)}
 		if calls > 0 {
 			r.Model.MeanBatch = Num(items / calls)
@@ -838,5 +888,33 @@ func (r *RunResult) check() error {
 		errs = append(errs, fmt.Errorf("%d answered DUPLICATE, %d duplicates sent (%d of them after their key's request was REJECTED)",
 			r.Statuses["DUPLICATE"], r.Duplicates, r.FreedDuplicates))
 	}
+	// Every EXPIRED and REJECTED answer is one a stage counted (a record
+	// processed twice after a rebalance counts twice, so not equal): the
+	// misses table explains every miss, or it says nothing.
+	if m := r.Misses; m != nil && r.Complete {
+		if e := m.DedupExpired + m.EarlyDrops + m.InferExpired; e < r.Statuses["EXPIRED"] {
+			errs = append(errs, fmt.Errorf("%d answered EXPIRED, the stages counted %d (dedup %d, early drops %d, infer %d)",
+				r.Statuses["EXPIRED"], e, m.DedupExpired, m.EarlyDrops, m.InferExpired))
+		}
+		if m.Rejected < r.Statuses["REJECTED"] {
+			errs = append(errs, fmt.Errorf("%d answered REJECTED, dedup counted %d", r.Statuses["REJECTED"], m.Rejected))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// String is the misses as the probe table prints them: dedup expired /
+// rejected / early drops / infer expired / late; "n/a" without them (the
+// raw chain).
+func (m *Misses) String() string {
+	if m == nil {
+		return "n/a"
+	}
+	n := func(v int) string {
+		if v < 1000 && v > -1000 {
+			return strconv.Itoa(v) // fmtNum would print 0.00
+		}
+		return fmtNum(float64(v))
+	}
+	return fmt.Sprintf("%s / %s / %s / %s / %s", n(m.DedupExpired), n(m.Rejected), n(m.EarlyDrops), n(m.InferExpired), n(m.Late))
 }

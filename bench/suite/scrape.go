@@ -108,13 +108,17 @@ type counters struct {
 	callSeconds float64 // asyncinfer_model_call_seconds_sum
 	consumed    float64 // asyncinfer_records_consumed_total: the records handed to the stage (or hop)
 	statuses    map[string]float64
+	// Why requests were not answered SUCCEEDED, as the stages count it.
+	earlyDrops float64 // asyncinfer_infer_early_drops_total
+	expired    float64 // asyncinfer_dedup_decisions_total{decision="expired"}
+	rejected   float64 // asyncinfer_dedup_decisions_total{decision="rejected"}
 }
 
 // read takes the counters of one process: /proc always, /metrics when it
 // has an admin server.
 func read(ctx context.Context, pid int, admin string) counters {
 	c := counters{at: time.Now(), cpu: cpuSeconds(pid), rss: rssBytes(pid), heap: nan, mallocs: nan, calls: nan,
-		items: nan, callSeconds: nan, consumed: nan}
+		items: nan, callSeconds: nan, consumed: nan, earlyDrops: nan, expired: nan, rejected: nan}
 	if admin == "" {
 		return c
 	}
@@ -136,6 +140,9 @@ func read(ctx context.Context, pid int, admin string) counters {
 	c.items = zero(m.sum("asyncinfer_batch_size_sum"))
 	c.callSeconds = zero(m.sum("asyncinfer_model_call_seconds_sum"))
 	c.consumed = zero(m.sum("asyncinfer_records_consumed_total"))
+	c.earlyDrops = zero(m.sum("asyncinfer_infer_early_drops_total"))
+	c.expired = zero(m.sum("asyncinfer_dedup_decisions_total", `decision="expired"`))
+	c.rejected = zero(m.sum("asyncinfer_dedup_decisions_total", `decision="rejected"`))
 	c.statuses = map[string]float64{}
 	for _, st := range []string{"SUCCEEDED", "FAILED", "EXPIRED", "REJECTED", "DUPLICATE"} {
 		if v := m.sum("asyncinfer_infer_outcomes_total", `status="`+st+`"`); !math.IsNaN(v) {
