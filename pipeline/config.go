@@ -30,7 +30,8 @@ type cfg struct {
 	rebalanceTimeout   time.Duration
 	fetchMaxWait       time.Duration
 	linger             time.Duration
-	logWait            time.Duration // how long a changelog record waits for the next poll's records
+	logWait            time.Duration // the longest a changelog record waits to go out
+	logDue             time.Duration // from how old a hold the next hand-out takes it along (logWait/2)
 	learnDelay         time.Duration // tests: how long the input's partition count stays unknown at least
 	isolation          kgo.IsolationLevel
 	codec              *schemas.Codec
@@ -60,6 +61,7 @@ func defaultCfg() cfg {
 		fetchMaxWait:       250 * time.Millisecond,
 		linger:             0,
 		logWait:            logWait,
+		logDue:             logWait / 2,
 		isolation:          kgo.ReadCommitted(),
 		maxDeadLetterBytes: DefaultMaxDeadLetterBytes,
 		logger:             slog.New(slog.DiscardHandler),

@@ -5,9 +5,16 @@ import "time"
 // HeldMax is heldMax, for the tests.
 const HeldMax = heldMax
 
-// LogWait sets how long a changelog record waits for the next poll's
-// records (default logWait).
-func LogWait(d time.Duration) Option { return optFn(func(c *cfg) { c.logWait = d }) }
+// LogWait sets the longest a changelog record waits to go out (default
+// logWait), and from how old a hold the next hand-out takes it along (half
+// of it; LogDue changes that alone).
+func LogWait(d time.Duration) Option { return optFn(func(c *cfg) { c.logWait, c.logDue = d, d/2 }) }
+
+// LogDue sets from how old a hold the next hand-out takes it along.
+func LogDue(d time.Duration) Option { return optFn(func(c *cfg) { c.logDue = d }) }
+
+// LogFlushWorks is logFlushWorks, for the tests.
+const LogFlushWorks = logFlushWorks
 
 // HeldLogs is how many works wait for their changelog records to be
 // produced.

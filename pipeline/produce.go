@@ -23,14 +23,16 @@ import (
 //
 // At-least-once the phases follow the write order: the records, then, once
 // Kafka acknowledged all of them, the changelog, then settle. The changelog
-// records wait in the runner's logHold for the end of the next poll's
-// hand-out, and go out with that poll's records, or for logWait when no
-// poll comes sooner: produced from each promise as it came, each went out
-// in a produce request of its own between the outputs' requests (at
-// moderate load, one more request per input for dedup and emit). A flush
-// writes the entries held for one partition as one changelog record
-// (produceLogs; about 10% less broker CPU per request in S1, and a restore
-// reads hundreds of entries a record). They are produced with TryProduce,
+// records wait in the runner's logHold until the hold is half of logWait
+// old (or holds logFlushWorks works), and then go out with the next poll's
+// records, or after logWait when no poll comes sooner: produced from each
+// promise as it came, each went out in a produce request of its own
+// between the outputs' requests (at moderate load, one more request per
+// input for dedup and emit); flushed at every hand-out, a poll of one or
+// two records at 1,000 requests/s still wrote one changelog batch per
+// output batch. A flush writes the entries held for one partition as one
+// changelog record (produceLogs; about 10% less broker CPU per request in
+// S1, and a restore reads hundreds of entries a record). They are produced with TryProduce,
 // which never blocks; only when the client's buffer is full does a
 // goroutine produce what did not fit. Exactly-once, the records and the
 // changelog go together into the transaction.
@@ -161,10 +163,18 @@ func (c *Context) written(err error) {
 	}
 }
 
-// logWait is how long a changelog record waits for the next poll's records
-// to go out with: far below a commit interval, so it moves nothing but the
-// settle of the work, which Get does not wait for (it sees staged entries).
-const logWait = 2 * time.Millisecond
+// logWait is the longest a changelog record waits to go out: a tenth of a
+// commit interval, so it moves nothing but the settle of the work, which
+// Get does not wait for (it sees staged entries), and the commit of its
+// offset by at most that. From half of it on, the next poll's hand-out
+// takes the held records along (one produce request for both).
+const logWait = 20 * time.Millisecond
+
+// logFlushWorks is how many held works make a hand-out flush them before
+// the hold is half of logWait old: a changelog record's worth, so that a
+// backlog's drain writes full records without holding hundreds of works
+// (each counts against the runner's in-flight bound until it settles).
+const logFlushWorks = 256
 
 // logHold holds the Contexts whose outputs are acknowledged and whose
 // changelog records are not produced yet: one timer per runner, armed when
@@ -175,6 +185,7 @@ type logHold struct {
 	spare  []*Context
 	timer  *time.Timer
 	armed  bool
+	since  time.Time // when the first of cs was held
 	closed bool // the poll loop is over: produce at once
 	urgent int  // a revoke waits for its partitions' work: produce at once
 }
@@ -189,7 +200,7 @@ func (h *logHold) hold(r *Runner, c *Context) {
 	}
 	h.cs = append(h.cs, c)
 	if !h.armed {
-		h.armed = true
+		h.armed, h.since = true, time.Now()
 		if h.timer == nil {
 			h.timer = time.AfterFunc(r.cfg.logWait, r.flushLogs)
 		} else {
@@ -199,9 +210,21 @@ func (h *logHold) hold(r *Runner, c *Context) {
 	h.mu.Unlock()
 }
 
+// flushDueLogs is flushLogs at the end of a poll's hand-out at now, when
+// what is held is due: half of logWait old, or logFlushWorks works.
+func (r *Runner) flushDueLogs(now time.Time) {
+	h := &r.logs
+	h.mu.Lock()
+	due := h.armed && (len(h.cs) >= logFlushWorks || now.Sub(h.since) >= r.cfg.logDue)
+	h.mu.Unlock()
+	if due {
+		r.flushLogs()
+	}
+}
+
 // flushLogs produces the held changelog records: at the end of a poll's
-// hand-out (before its records, so that both share a produce request), or
-// when the timer fires first.
+// hand-out when they are due (flushDueLogs), when the timer fires first,
+// or at once (a revoke, the drain).
 func (r *Runner) flushLogs() {
 	h := &r.logs
 	h.mu.Lock()

@@ -533,7 +533,7 @@ func (r *Runner) handOut(fs kgo.Fetches, u *unit) []*Context {
 			r.dispatch(c, v, err)
 		}
 	})
-	r.flushLogs()
+	r.flushDueLogs(now)
 	r.produceHeld()
 	return out
 }

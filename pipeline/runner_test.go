@@ -246,48 +246,112 @@ type bufferedHook func(*kgo.Record)
 func (f bufferedHook) OnProduceRecordBuffered(r *kgo.Record) { f(r) }
 
 // A work's changelog record, produced once its outputs are acknowledged,
-// waits for the next poll's hand-out and goes out just before that poll's
-// records (so that both can share a produce request), or for a short wait
-// when no poll comes: here the wait is an hour, so only the next poll can
-// produce them.
+// is held until the hold is due (half of logWait old, or logFlushWorks
+// works), and then goes out with the next poll's hand-out, just before that
+// poll's records (so that both can share a produce request), or after
+// logWait when no poll comes. Here logWait is an hour, so only a poll (or
+// the drain) can produce them: a hold not yet due stays through a poll, a
+// due one goes with it.
 func TestChangelogGoesOutWithTheNextPoll(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		due             bool   // the hold is due at the second poll (LogDue 0)
+		second, drained string // events after the second poll, and after the drain
+	}{
+		{"not due: held through the poll", false, "PBPB", "PBPBC"},
+		{"due: out with the poll", true, "PBPCB", "PBPCBC"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := kafkatest.New(t, 1)
+			var mu sync.Mutex
+			var events []byte
+			note := func(b byte) { mu.Lock(); events = append(events, b); mu.Unlock() }
+			seen := func() string { mu.Lock(); defer mu.Unlock(); return string(events) }
+			h := newHolder()
+			h.then = func(c *pipeline.Context, _ []byte) {
+				note('P')
+				c.Remember(fmt.Sprintf("k%d", c.Record().Offset), "req", "")
+				copyOut(t, c)
+			}
+			hook := bufferedHook(func(r *kgo.Record) {
+				switch r.Topic {
+				case e.Topics.Outcomes:
+					note('B')
+				case e.Topics.DedupState:
+					note('C')
+				}
+			})
+			opts := []pipeline.Option{pipeline.ClientHooks(hook), pipeline.LogWait(time.Hour)}
+			if tc.due {
+				opts = append(opts, pipeline.LogDue(0))
+			}
+			r := newRunner(t, e, testStage(e, "g", true), h, opts...)
+			stop := run(t, r)
+			e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{0})
+			kafkatest.Eventually(t, "the output acknowledged and its changelog held", func() bool { return r.HeldLogs() == 1 })
+			if got := seen(); got != "PB" {
+				t.Fatalf("in order: %s, want PB (processed, output produced; the changelog waits)", got)
+			}
+			e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{1})
+			held := 2 // not due: both held
+			if tc.due {
+				held = 1 // the first went out with the poll
+			}
+			kafkatest.Eventually(t, "the next output acknowledged and its changelog held", func() bool {
+				return r.HeldLogs() == held && strings.Count(seen(), "B") == 2
+			})
+			if got := seen(); got != tc.second {
+				t.Fatalf("in order: %s, want %s", got, tc.second)
+			}
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			if got := seen(); got != tc.drained {
+				t.Errorf("in order: %s, want %s (the drain produces what is held, as one record)", got, tc.drained)
+			}
+			if n := len(e.StateEntries(t, e.Topics.DedupState)); n != 2 {
+				t.Errorf("%d state entries written, want 2", n)
+			}
+		})
+	}
+}
+
+// A hold of logFlushWorks works is due however young: the next poll takes
+// it along (a backlog's drain writes full records without holding more
+// works than that against the in-flight bound).
+func TestChangelogFlushesAFullHold(t *testing.T) {
 	e := kafkatest.New(t, 1)
-	var mu sync.Mutex
-	var events []byte
-	note := func(b byte) { mu.Lock(); events = append(events, b); mu.Unlock() }
-	seen := func() string { mu.Lock(); defer mu.Unlock(); return string(events) }
 	h := newHolder()
 	h.then = func(c *pipeline.Context, _ []byte) {
-		note('P')
 		c.Remember(fmt.Sprintf("k%d", c.Record().Offset), "req", "")
 		copyOut(t, c)
 	}
-	hook := bufferedHook(func(r *kgo.Record) {
-		switch r.Topic {
-		case e.Topics.Outcomes:
-			note('B')
-		case e.Topics.DedupState:
-			note('C')
-		}
-	})
-	r := newRunner(t, e, testStage(e, "g", true), h, pipeline.ClientHooks(hook), pipeline.LogWait(time.Hour))
+	r := newRunner(t, e, testStage(e, "g", true), h, pipeline.LogWait(time.Hour))
 	stop := run(t, r)
-	e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{0})
-	kafkatest.Eventually(t, "the output acknowledged and its changelog held", func() bool { return r.HeldLogs() == 1 })
-	if got := seen(); got != "PB" {
-		t.Fatalf("in order: %s, want PB (processed, output produced; the changelog waits)", got)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	n := pipeline.LogFlushWorks
+	cl := e.Client(t)
+	var rs []*kgo.Record
+	for i := range n - 1 {
+		rs = append(rs, &kgo.Record{Topic: e.Topics.Accepted, Key: fmt.Appendf(nil, "a%d", i), Value: []byte{0}})
 	}
-	e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{1})
-	kafkatest.Eventually(t, "the next output acknowledged and its changelog held", func() bool { return r.HeldLogs() == 1 && strings.Count(seen(), "B") == 2 })
-	if got := seen(); got != "PBPCB" {
-		t.Fatalf("in order: %s, want PBPCB (the held changelog goes out with the next poll's record)", got)
-	}
-	if err := stop(); err != nil {
+	if err := cl.ProduceSync(kafkatest.Ctx(t), rs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	if got := seen(); got != "PBPCBC" {
-		t.Errorf("in order: %s, want PBPCBC (the drain produces what is held)", got)
+	kafkatest.Eventually(t, "every work's changelog held", func() bool { return r.HeldLogs() == n-1 })
+	e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{1})
+	kafkatest.Eventually(t, "one more work held: still not due", func() bool { return r.HeldLogs() == n })
+	if got := len(e.StateEntries(t, e.Topics.DedupState)); got != 0 {
+		t.Fatalf("%d entries written before the hold was due", got)
 	}
+	e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{2})
+	kafkatest.Eventually(t, "the full hold out with the next poll", func() bool {
+		return len(e.StateEntries(t, e.Topics.DedupState)) == n && r.HeldLogs() == 1
+	})
 }
 
 // The state entries of works held together go out as one changelog record
