@@ -24,7 +24,7 @@ import (
 // At-least-once the phases follow the write order: the records, then, once
 // Kafka acknowledged all of them, the changelog, then settle. The changelog
 // records wait in the runner's logHold until the hold is half of logWait
-// old (or holds logFlushWorks works), and then go out with the next poll's
+// old (50 ms; or holds logFlushWorks works), and then go out with the next poll's
 // records, or after logWait when no poll comes sooner: produced from each
 // promise as it came, each went out in a produce request of its own
 // between the outputs' requests (at moderate load, one more request per
@@ -163,12 +163,14 @@ func (c *Context) written(err error) {
 	}
 }
 
-// logWait is the longest a changelog record waits to go out: a tenth of a
+// logWait is the longest a changelog record waits to go out: half a
 // commit interval, so it moves nothing but the settle of the work, which
 // Get does not wait for (it sees staged entries), and the commit of its
 // offset by at most that. From half of it on, the next poll's hand-out
-// takes the held records along (one produce request for both).
-const logWait = 20 * time.Millisecond
+// takes the held records along (one produce request for both): at
+// moderate load a changelog batch a partition every 50 ms, not one with
+// every poll.
+const logWait = 100 * time.Millisecond
 
 // logFlushWorks is how many held works make a hand-out flush them before
 // the hold is half of logWait old: a changelog record's worth, so that a
