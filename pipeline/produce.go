@@ -188,8 +188,8 @@ type logHold struct {
 	timer  *time.Timer
 	armed  bool
 	since  time.Time // when the first of cs was held
-	closed bool // the poll loop is over: produce at once
-	urgent int  // a revoke waits for its partitions' work: produce at once
+	closed bool      // the poll loop is over: produce at once
+	urgent int       // a revoke waits for its partitions' work: produce at once
 }
 
 // hold adds c, whose changelog records go out with the next flush.
