@@ -480,7 +480,14 @@ func (r *Runner) pollLoop(ctx context.Context) {
 			// buffered for them, and fetches it again on resume: draining
 			// a backlog, infer fetched each record about ten times.
 			r.atBound.Store(true)
-			if !r.tr.wait(ctx.Done(), func() bool { return r.tr.liveLocked() <= max/2 }) {
+			// No hand-out comes to take the held changelog records along
+			// while the loop waits, and the works they settle are among
+			// those it waits for: they go out at once until it polls again
+			// (else the wait would last until the hold's timer).
+			done := r.urgentLogs()
+			freed := r.tr.wait(ctx.Done(), func() bool { return r.tr.liveLocked() <= max/2 })
+			done()
+			if !freed {
 				return
 			}
 			r.atBound.Store(false)

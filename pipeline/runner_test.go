@@ -473,3 +473,35 @@ func TestInputPartitionsWaitsUntilKnown(t *testing.T) {
 		}
 	}
 }
+
+// A runner at its in-flight bound waits for half of it to free, and the
+// works whose changelog is held are among those it waits for: the held
+// records go out at once then, not when the hold is due (here, an hour:
+// without it the runner would wait forever).
+func TestChangelogAtTheInFlightBound(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	h := newHolder()
+	h.then = func(c *pipeline.Context, _ []byte) {
+		c.Remember(fmt.Sprintf("k%d", c.Record().Offset), "req", "")
+		copyOut(t, c)
+	}
+	r := newRunner(t, e, testStage(e, "g", true), h, pipeline.LogWait(time.Hour), pipeline.MaxInFlight(4))
+	stop := run(t, r)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	const n = 40
+	cl := e.Client(t)
+	var rs []*kgo.Record
+	for i := range n {
+		rs = append(rs, &kgo.Record{Topic: e.Topics.Accepted, Key: fmt.Appendf(nil, "a%d", i), Value: []byte{0}})
+	}
+	if err := cl.ProduceSync(kafkatest.Ctx(t), rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	kafkatest.Eventually(t, "every work processed past the bound", func() bool {
+		return len(e.ReadAll(t, e.Topics.Outcomes)) == n
+	})
+}
