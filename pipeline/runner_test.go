@@ -321,27 +321,9 @@ func TestChangelogGoesOutWithTheNextPoll(t *testing.T) {
 // works than that against the in-flight bound).
 func TestChangelogFlushesAFullHold(t *testing.T) {
 	e := kafkatest.New(t, 1)
-	h := newHolder()
-	h.then = func(c *pipeline.Context, _ []byte) {
-		c.Remember(fmt.Sprintf("k%d", c.Record().Offset), "req", "")
-		copyOut(t, c)
-	}
-	r := newRunner(t, e, testStage(e, "g", true), h, pipeline.LogWait(time.Hour))
-	stop := run(t, r)
-	defer func() {
-		if err := stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	r := startRemembering(t, e, pipeline.LogWait(time.Hour))
 	n := pipeline.LogFlushWorks
-	cl := e.Client(t)
-	var rs []*kgo.Record
-	for i := range n - 1 {
-		rs = append(rs, &kgo.Record{Topic: e.Topics.Accepted, Key: fmt.Appendf(nil, "a%d", i), Value: []byte{0}})
-	}
-	if err := cl.ProduceSync(kafkatest.Ctx(t), rs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	produceInputs(t, e, n-1)
 	kafkatest.Eventually(t, "every work's changelog held", func() bool { return r.HeldLogs() == n-1 })
 	e.ProduceRaw(t, e.Topics.Accepted, nil, []byte{1})
 	kafkatest.Eventually(t, "one more work held: still not due", func() bool { return r.HeldLogs() == n })
@@ -480,28 +462,41 @@ func TestInputPartitionsWaitsUntilKnown(t *testing.T) {
 // without it the runner would wait forever).
 func TestChangelogAtTheInFlightBound(t *testing.T) {
 	e := kafkatest.New(t, 1)
+	startRemembering(t, e, pipeline.LogWait(time.Hour), pipeline.MaxInFlight(4))
+	const n = 40
+	produceInputs(t, e, n)
+	kafkatest.Eventually(t, "every work processed past the bound", func() bool {
+		return len(e.ReadAll(t, e.Topics.Outcomes)) == n
+	})
+}
+
+// startRemembering runs a runner whose stage remembers a key per record
+// (a changelog entry per work) and copies it out; it stops with the test.
+func startRemembering(t *testing.T, e *kafkatest.Env, opts ...pipeline.Option) *pipeline.Runner {
+	t.Helper()
 	h := newHolder()
 	h.then = func(c *pipeline.Context, _ []byte) {
 		c.Remember(fmt.Sprintf("k%d", c.Record().Offset), "req", "")
 		copyOut(t, c)
 	}
-	r := newRunner(t, e, testStage(e, "g", true), h, pipeline.LogWait(time.Hour), pipeline.MaxInFlight(4))
+	r := newRunner(t, e, testStage(e, "g", true), h, opts...)
 	stop := run(t, r)
-	defer func() {
+	t.Cleanup(func() {
 		if err := stop(); err != nil {
 			t.Error(err)
 		}
-	}()
-	const n = 40
-	cl := e.Client(t)
+	})
+	return r
+}
+
+// produceInputs produces n records to the runner's input.
+func produceInputs(t *testing.T, e *kafkatest.Env, n int) {
+	t.Helper()
 	var rs []*kgo.Record
 	for i := range n {
 		rs = append(rs, &kgo.Record{Topic: e.Topics.Accepted, Key: fmt.Appendf(nil, "a%d", i), Value: []byte{0}})
 	}
-	if err := cl.ProduceSync(kafkatest.Ctx(t), rs...).FirstErr(); err != nil {
+	if err := e.Client(t).ProduceSync(kafkatest.Ctx(t), rs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	kafkatest.Eventually(t, "every work processed past the bound", func() bool {
-		return len(e.ReadAll(t, e.Topics.Outcomes)) == n
-	})
 }
