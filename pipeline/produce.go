@@ -172,6 +172,10 @@ func (c *Context) written(err error) {
 // every poll.
 const logWait = 100 * time.Millisecond
 
+// logWaitAtBound is how long a changelog record waits while the poll loop
+// waits at its in-flight bound (Runner.atBound).
+const logWaitAtBound = 2 * time.Millisecond
+
 // logFlushWorks is how many held works make a hand-out flush them before
 // the hold is half of logWait old: a changelog record's worth, so that a
 // backlog's drain writes full records without holding hundreds of works
@@ -203,10 +207,18 @@ func (h *logHold) hold(r *Runner, c *Context) {
 	h.cs = append(h.cs, c)
 	if !h.armed {
 		h.armed, h.since = true, time.Now()
+		wait := r.cfg.logWait
+		if r.atBound.Load() {
+			// The poll loop waits for works like this one to settle: no
+			// hand-out comes, so a short wait gathers what the other
+			// promises bring (one record each, produced at once, would be
+			// a changelog record a work).
+			wait = logWaitAtBound
+		}
 		if h.timer == nil {
-			h.timer = time.AfterFunc(r.cfg.logWait, r.flushLogs)
+			h.timer = time.AfterFunc(wait, r.flushLogs)
 		} else {
-			h.timer.Reset(r.cfg.logWait)
+			h.timer.Reset(wait)
 		}
 	}
 	h.mu.Unlock()

@@ -479,15 +479,14 @@ func (r *Runner) pollLoop(ctx context.Context) {
 			// partitions instead (as this did) drops what the client has
 			// buffered for them, and fetches it again on resume: draining
 			// a backlog, infer fetched each record about ten times.
-			r.atBound.Store(true)
 			// No hand-out comes to take the held changelog records along
 			// while the loop waits, and the works they settle are among
-			// those it waits for: they go out at once until it polls again
-			// (else the wait would last until the hold's timer).
-			done := r.urgentLogs()
-			freed := r.tr.wait(ctx.Done(), func() bool { return r.tr.liveLocked() <= max/2 })
-			done()
-			if !freed {
+			// those it waits for: what is held goes out now, and what is
+			// held while it waits after logWaitAtBound, not logWait (else
+			// the wait would last until the hold's timer).
+			r.atBound.Store(true)
+			r.flushLogs()
+			if !r.tr.wait(ctx.Done(), func() bool { return r.tr.liveLocked() <= max/2 }) {
 				return
 			}
 			r.atBound.Store(false)
