@@ -23,19 +23,19 @@ import (
 //
 // At-least-once the phases follow the write order: the records, then, once
 // Kafka acknowledged all of them, the changelog, then settle. The changelog
-// records wait in the runner's logHold until the hold is half of logWait
-// old (50 ms; or holds logFlushWorks works), and then go out with the next poll's
-// records, or after logWait when no poll comes sooner: produced from each
-// promise as it came, each went out in a produce request of its own
-// between the outputs' requests (at moderate load, one more request per
-// input for dedup and emit); flushed at every hand-out, a poll of one or
-// two records at 1,000 requests/s still wrote one changelog batch per
-// output batch. A flush writes the entries held for one partition as one
-// changelog record (produceLogs; about 10% less broker CPU per request in
-// S1, and a restore reads hundreds of entries a record). They are produced with TryProduce,
-// which never blocks; only when the client's buffer is full does a
-// goroutine produce what did not fit. Exactly-once, the records and the
-// changelog go together into the transaction.
+// records wait in the runner's logHold until the hold is due (logDue, half
+// of logWait, old, or logFlushWorks works) and then go out with the next
+// poll's records, or after logWait when no poll comes sooner; while the
+// poll loop waits at its in-flight bound, after logWaitAtBound. Produced
+// from each promise as it came, each went out in a produce request of its
+// own between the outputs' requests; flushed at every hand-out, a poll of
+// one or two records at 1,000 requests/s still wrote one changelog batch
+// per output batch. A flush writes the entries held for one partition as
+// one changelog record (produceLogs; about 10% less broker CPU per request
+// in S1, and a restore reads hundreds of entries a record). They are
+// produced with TryProduce, which never blocks; only when the client's
+// buffer is full does a goroutine produce what did not fit. Exactly-once,
+// the records and the changelog go together into the transaction.
 
 type producePhase int32
 
