@@ -191,9 +191,9 @@ func (r *Runner) endUnit(ctx context.Context, u *unit) bool {
 	if commit {
 		want = offsetsOf(r.client().UncommittedOffsets(), u.parts)
 	}
-	committed, unsure, err := r.endTxn(ctx, commit)
+	committed, err := r.endTxn(ctx, commit)
 	if err == nil && !committed {
-		if !r.settleAbort(ctx, want, unsure, &committed) {
+		if !r.settleAbort(ctx, want, &committed) {
 			err = ctx.Err()
 			if err == nil {
 				err = context.Canceled // the runner failed meanwhile
@@ -243,14 +243,19 @@ func (r *Runner) endUnit(ctx context.Context, u *unit) bool {
 // that fetches them waits, until the broker times it out (30 to 60 s seen
 // after a broker restart). It also waits for a transaction being completed.
 //
-// unsure says a commit was attempted and its answer lost (the broker went
-// down meanwhile): it may have committed. Once the producer id is
+// want is what the unit's commit would have committed, when a commit was
+// attempted: whether it happened is the broker's to say, whatever franz-go
+// reported. An answer lost with the connection comes back as an error (the
+// retry aborts nothing), and an UNKNOWN_SERVER_ERROR as "not committed"
+// without one: franz-go's retry as an abort sends nothing, its failed call
+// having ended the transaction on the client. Once the producer id is
 // re-initialized, the group's committed offsets say what happened: the
 // unit's offsets if it committed (committed is then set), the ones before
 // it if not. franz-go rewinds the consumer to the offsets it last saw
 // committed, which is wrong in the first case, so the consumer is set to
-// what the broker says.
-func (r *Runner) settleAbort(ctx context.Context, want map[string]map[int32]kgo.EpochOffset, unsure bool, committed *bool) bool {
+// what the broker says. Believing "not committed" dropped a committed
+// unit's state while its offsets moved the consumer past its inputs.
+func (r *Runner) settleAbort(ctx context.Context, want map[string]map[int32]kgo.EpochOffset, committed *bool) bool {
 	if !r.initProducer(ctx) {
 		return false
 	}
@@ -288,9 +293,9 @@ func (r *Runner) settleAbort(ctx context.Context, want map[string]map[int32]kgo.
 			}
 		}
 	}
-	if unsure && all {
+	if all {
 		*committed = true
-		r.log.Warn("a transaction whose answer was lost had committed; its work stands")
+		r.log.Warn("a transaction reported not committed had committed; its work stands")
 	}
 	// Every partition, not only the unit's: franz-go rewinds them all to
 	// what it last saw committed, and after a commit it did not see that
@@ -342,18 +347,16 @@ func offsetsOf(offs map[string]map[int32]kgo.EpochOffset, parts map[tp]bool) map
 // expired the membership anyway, so the attempt is given up, and the
 // retry aborts.
 //
-// unsure reports that an attempt to commit failed without an answer (the
-// broker may have committed it) and a retry aborted.
-func (r *Runner) endTxn(ctx context.Context, commit bool) (committed, unsure bool, err error) {
+// committed is franz-go's word: false after an attempt to commit whose
+// answer was lost, or was an unsure error, though the broker may have
+// committed (settleAbort asks the broker).
+func (r *Runner) endTxn(ctx context.Context, commit bool) (committed bool, err error) {
 	start := time.Now()
 	err = Retry(ctx, Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func() error {
 		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.sessionTimeout)
 		defer cancel()
 		var err error
 		committed, err = r.session().End(ectx, kgo.TransactionEndTry(commit))
-		if err != nil && commit {
-			unsure = true
-		}
 		return err
 	}, func(err error) bool {
 		if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || authError(err) || fenced(err) || r.killed.Load() {
@@ -367,7 +370,7 @@ func (r *Runner) endTxn(ctx context.Context, commit bool) (committed, unsure boo
 		commit = false
 		return true
 	})
-	return committed, unsure, err
+	return committed, err
 }
 
 // finishEOS produces a work's records and changelog inside the current
