@@ -50,3 +50,55 @@ func TestReadPartitionEndsAfterMarkersAndAborts(t *testing.T) {
 		t.Errorf("restored %q, want [a b c]", got)
 	}
 }
+
+// A transaction still open on the changelog when the restore starts (after
+// a broker restart: committed, its markers not written yet) holds the
+// restore back until it ends, so that what it commits is restored: ending at
+// the last stable offset of that moment would leave it out, while the
+// group's offsets, committed with it, count its inputs done.
+func TestReadPartitionWaitsForAnOpenTransaction(t *testing.T) {
+	e := kafkatest.New(t, 1)
+	topic := e.Topics.DedupState
+	txn := e.Client(t, kgo.TransactionalID("restore-open"))
+	produce := func(v string) {
+		t.Helper()
+		if err := txn.ProduceSync(kafkatest.Ctx(t), &kgo.Record{Topic: topic, Key: []byte(v), Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, v := range []string{"a", "b"} {
+		if err := txn.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		produce(v)
+		if v == "a" {
+			if err := txn.EndTransaction(kafkatest.Ctx(t), kgo.TryCommit); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// "b" is in a transaction not ended yet.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var got []string
+	done := make(chan error, 1)
+	go func() {
+		done <- pipeline.ReadPartition(ctx, []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}, topic, 0, func(r *kgo.Record) {
+			got = append(got, string(r.Value))
+		})
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the restore ended (err %v, restored %q) with a transaction open on the partition", err, got)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := txn.EndTransaction(kafkatest.Ctx(t), kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Errorf("restored %q, want [a b]", got)
+	}
+}
