@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -166,6 +167,7 @@ func brokerOutage(t *testing.T, mode, modeYAML string, kill bool) {
 				d.diagnose(ctx, t, procs)
 				// Not ours to fix: the broker's. Said in the report, not
 				// hidden in a pass.
+				stagesNameHanging(ctx, t, procs, hs)
 				tr.Notes = fmt.Sprintf("%s; broker %s: the broker left transactions hanging (in __consumer_offsets, the groups' offsets unstable for good, or on the pipeline's partitions, their last stable offset stuck): %s",
 					mode, map[bool]string{false: "stopped", true: "killed"}[kill], strings.Join(hs, "; "))
 				t.Skipf("Apache Kafka left transactions hanging after its restart (its defect; the stages cannot consume, and nothing a client does repairs it): %s; stages committing again: %v",
@@ -211,6 +213,49 @@ func brokerOutage(t *testing.T, mode, modeYAML string, kill bool) {
 	if modeYAML == "" {
 		tr.Notes += " (at-least-once may dead-letter a re-delivered malformed record again)"
 	}
+}
+
+// offsetsHang finds, in what hangingTransactions says, a transaction left
+// open on a partition of __consumer_offsets.
+var offsetsHang = regexp.MustCompile(`open in (__consumer_offsets/\d+) from offset (\d+)`)
+
+// stagesNameHanging checks that a stage whose transaction hangs on its
+// group's offsets says so in its status notices (pipeline/hanging.go), with
+// the partition and offset the command that ends it needs: the stage
+// consumes nothing meanwhile, and an operator has only that to go by. A
+// stage says it once the transaction is older than the broker would keep
+// one (21 s here), at its next look (every 5 s here).
+func stagesNameHanging(ctx context.Context, t *testing.T, procs map[string]*proc, hs []string) {
+	t.Helper()
+	for _, h := range hs {
+		m := offsetsHang.FindStringSubmatch(h)
+		if m == nil {
+			continue
+		}
+		want := fmt.Sprintf("open on %s from offset %s", m[1], m[2])
+		deadline := time.Now().Add(40 * time.Second)
+		for !stageSays(procs, want) {
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				t.Errorf("no stage names the transaction hanging on its group's offsets in its status notices (%q): %s", want, h)
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+}
+
+// stageSays reports whether a notice of one of procs contains want.
+func stageSays(procs map[string]*proc, want string) bool {
+	for _, p := range procs {
+		if s, err := p.status(); err == nil {
+			for _, n := range s.Notices {
+				if strings.Contains(n, want) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // waitCoordinators waits until the broker's group coordinator answers for

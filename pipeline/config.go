@@ -33,6 +33,7 @@ type cfg struct {
 	logWait            time.Duration // the longest a changelog record waits to go out
 	logDue             time.Duration // from how old a hold the next hand-out takes it along (logWait/2)
 	learnDelay         time.Duration // tests: how long the input's partition count stays unknown at least
+	offsetsTopic       string        // where the groups' offsets are (tests: a topic standing in for it)
 	isolation          kgo.IsolationLevel
 	codec              *schemas.Codec
 	maxRecordBytes     int
@@ -66,6 +67,7 @@ func defaultCfg() cfg {
 		maxDeadLetterBytes: DefaultMaxDeadLetterBytes,
 		logger:             slog.New(slog.DiscardHandler),
 		txnTimeout:         10 * time.Second,
+		offsetsTopic:       "__consumer_offsets",
 	}
 }
 

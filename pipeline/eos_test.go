@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -495,5 +496,83 @@ func TestEOSAbortThatNeverReachedTheBroker(t *testing.T) {
 		if k != 1 {
 			t.Errorf("offset %d copied %d times in committed output, want 1", off, k)
 		}
+	}
+}
+
+// A transaction of the stage that the broker left open on its group's
+// offsets partition, though its coordinator ended it, is named: in the
+// status notices with the command that ends it, and in the gauge. kfake
+// cannot leave one hanging, so a topic of 4 partitions stands in for
+// __consumer_offsets and the answer to DescribeProducers is made up: the
+// stage's own producer, at its epoch (its transaction state is Empty: it
+// consumed nothing), with a transaction open from offset 42 for an hour.
+// Everything else (which partition the stage asks about, the coordinator's
+// word through ListTransactions and DescribeTransactions) is kfake's.
+func TestEOSNamesATransactionLeftHanging(t *testing.T) {
+	e := kafkatest.New(t, 4)
+	st := testStage(e, "eos", true)
+	adm := kadm.NewClient(e.Client(t))
+	var asked atomic.Int32
+	asked.Store(-1)
+	var producer atomic.Pointer[kadm.DescribedTransaction]
+	e.Cluster.ControlKey(int16(kmsg.DescribeProducers), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		e.Cluster.KeepControl()
+		dp := req.(*kmsg.DescribeProducersRequest)
+		resp := dp.ResponseKind().(*kmsg.DescribeProducersResponse)
+		for _, rt := range dp.Topics {
+			t := kmsg.NewDescribeProducersResponseTopic()
+			t.Topic = rt.Topic
+			for _, p := range rt.Partitions {
+				asked.Store(p)
+				rp := kmsg.NewDescribeProducersResponseTopicPartition()
+				rp.Partition = p
+				if x := producer.Load(); x != nil {
+					ap := kmsg.NewDescribeProducersResponseTopicPartitionActiveProducer()
+					ap.ProducerID, ap.ProducerEpoch = x.ProducerID, int32(x.ProducerEpoch)
+					ap.LastTimestamp = time.Now().Add(-time.Hour).UnixMilli()
+					ap.CurrentTxnStartOffset = 42
+					rp.ActiveProducers = append(rp.ActiveProducers, ap)
+				}
+				t.Partitions = append(t.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, t)
+		}
+		return resp, nil, true
+	})
+	r := newRunner(t, e, st, newCopier(t, nil), pipeline.InstanceID("x"), pipeline.ExactlyOnce(2*time.Second),
+		pipeline.SessionTimeout(6*time.Second), pipeline.OffsetsTopic(e.Topics.DLQ))
+	stop := run(t, r)
+	kafkatest.Eventually(t, "the stage's producer initialized", func() bool {
+		d, err := adm.DescribeTransactions(kafkatest.Ctx(t), st.TransactionalID("x"))
+		if err != nil {
+			return false
+		}
+		x, ok := d[st.TransactionalID("x")]
+		if !ok || x.Err != nil || x.ProducerID < 0 {
+			return false
+		}
+		producer.Store(&x)
+		return true
+	})
+	want := fmt.Sprintf("open on %s/%d from offset 42", e.Topics.DLQ, pipeline.OffsetsPartition(st.Group, 4))
+	kafkatest.Eventually(t, "the stage names the hanging transaction", func() bool {
+		for _, n := range r.Status().Notices {
+			if strings.Contains(n, want) && strings.Contains(n, "kafka-transactions.sh") {
+				return true
+			}
+		}
+		return false
+	})
+	if got, want := asked.Load(), pipeline.OffsetsPartition(st.Group, 4); got != want {
+		t.Errorf("the stage described the producers of partition %d, want its group's: %d", got, want)
+	}
+	if g := testutil.ToFloat64(r.Metrics().Hanging.WithLabelValues("test")); g != 1 {
+		t.Errorf("hanging transactions gauge %v, want 1", g)
+	}
+	// Once the partition has it no more, neither has the stage.
+	producer.Store(nil)
+	kafkatest.Eventually(t, "the notice gone", func() bool { return len(r.Status().Notices) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -58,6 +58,7 @@ func (r *Runner) fenceLoop(ctx context.Context) {
 		case <-r.fenceKick:
 		}
 		r.fenceDeparted(ctx)
+		r.lookForHanging(ctx)
 	}
 }
 

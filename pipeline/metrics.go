@@ -21,6 +21,7 @@ type Metrics struct {
 	Aborts        *prometheus.CounterVec
 	Renewals      *prometheus.CounterVec
 	Fenced        *prometheus.CounterVec
+	Hanging       *prometheus.GaugeVec
 	CommitErrors  *prometheus.CounterVec
 	Paused        *prometheus.GaugeVec
 	Restores      *prometheus.HistogramVec
@@ -54,6 +55,8 @@ func newMetrics() *Metrics {
 			Help: "Times the transactional producer was found fenced and made anew (exactly-once mode): the instance stopped responding long enough for its partitions to move."}, []string{"stage"}),
 		Fenced: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "transactions_fenced_total",
 			Help: "Open transactions of departed instances of the stage (frozen, partitioned away) this instance aborted by fencing them, instead of waiting for the broker's timeout (exactly-once mode)."}, []string{"stage"}),
+		Hanging: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "hanging_transactions",
+			Help: "Transactions of the stage that Apache Kafka left open on the partition holding its group's offsets though their coordinator ended them (exactly-once mode): the stage consumes nothing until an operator ends them (kafka-transactions.sh abort; the stage's log and status name the command)."}, []string{"stage"}),
 		CommitErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "offset_commit_errors_total",
 			Help: "Failed offset commits (retried at the next interval)."}, []string{"stage"}),
 		Paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "paused_partitions",
@@ -71,7 +74,7 @@ func newMetrics() *Metrics {
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := newMetrics()
 	if err := Register(reg, m.Consumed, m.Produced, m.ProduceErrors, m.DeadLetters, m.Undecodable, m.Stale, m.Held,
-		m.Inflight, m.Commits, m.Aborts, m.Renewals, m.Fenced, m.CommitErrors, m.Paused, m.Restores, m.StateKeys); err != nil {
+		m.Inflight, m.Commits, m.Aborts, m.Renewals, m.Fenced, m.Hanging, m.CommitErrors, m.Paused, m.Restores, m.StateKeys); err != nil {
 		return nil, err
 	}
 	return m, nil

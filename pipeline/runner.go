@@ -48,6 +48,10 @@ type Runner struct {
 	// fenceKick asks the fence loop to look for departed peers' open
 	// transactions now (exactly-once mode; fence.go).
 	fenceKick chan struct{}
+	// hangingSaid are the hanging transactions logged already, and
+	// hangingNotices those found last (hanging.go; the fence loop's).
+	hangingSaid    []string
+	hangingNotices atomic.Pointer[[]string]
 	// clMu orders replacing the client against closing it.
 	clMu     sync.Mutex
 	clClosed bool

@@ -94,6 +94,9 @@ func (r *Runner) Status() Status {
 	if n, ok := r.h.(Noticer); ok {
 		s.Notices = n.Notices()
 	}
+	if hs := r.hangingNotices.Load(); hs != nil {
+		s.Notices = append(slices.Clip(s.Notices), *hs...)
+	}
 	if r.atBound.Load() {
 		s.Waiting = fmt.Sprintf("in-flight bound: %d records unfinished (runner.max_inflight %d); consuming again at half", s.Inflight, r.cfg.maxInflight)
 	}
