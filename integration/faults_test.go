@@ -477,7 +477,10 @@ func (d *deployment) hangingTransactions(ctx context.Context, t *testing.T) []st
 				anyOpen = true
 			}
 			x, ok := ours[pr.ProducerID]
-			if !ok || pr.CurrentTxnStartOffset < 0 || pr.ProducerEpoch >= x.ProducerEpoch || !strings.HasPrefix(x.State, "Complete") {
+			// Its coordinator is past it: complete, or Empty (seen: the
+			// coordinator no longer knew the transaction at all).
+			if !ok || pr.CurrentTxnStartOffset < 0 || pr.ProducerEpoch >= x.ProducerEpoch ||
+				(!strings.HasPrefix(x.State, "Complete") && x.State != "Empty") {
 				continue
 			}
 			out = append(out, fmt.Sprintf("%s (producer %d): epoch %d open in %s/%d from offset %d, its coordinator says %s at epoch %d",

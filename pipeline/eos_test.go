@@ -499,38 +499,54 @@ func TestEOSAbortThatNeverReachedTheBroker(t *testing.T) {
 	}
 }
 
-// A transaction of the stage that the broker left open on its group's
-// offsets partition, though its coordinator ended it, is named: in the
-// status notices with the command that ends it, and in the gauge. kfake
-// cannot leave one hanging, so a topic of 4 partitions stands in for
-// __consumer_offsets and the answer to DescribeProducers is made up: the
-// stage's own producer, at its epoch (its transaction state is Empty: it
-// consumed nothing), with a transaction open from offset 42 for an hour.
-// Everything else (which partition the stage asks about, the coordinator's
-// word through ListTransactions and DescribeTransactions) is kfake's.
+// A transaction of the stage that the broker left open, though its
+// coordinator ended it, is named where it hangs: on its group's offsets
+// partition, and on a partition the stage writes. In the status notices with
+// the command that ends it, and in the gauge. kfake cannot leave one
+// hanging, so a topic of 4 partitions the stage does not write stands in
+// for __consumer_offsets, and the answer to DescribeProducers is made up:
+// the stage's own producer, at its epoch (its transaction state is Empty:
+// it consumed nothing), with a transaction open for an hour on the
+// offsets partition, from offset 42, and on outcomes/2, from offset 7.
+// Everything else (which partitions the stage asks about, the
+// coordinator's word through ListTransactions and DescribeTransactions) is
+// kfake's.
 func TestEOSNamesATransactionLeftHanging(t *testing.T) {
 	e := kafkatest.New(t, 4)
 	st := testStage(e, "eos", true)
+	offsets := e.Topics.Requests
 	adm := kadm.NewClient(e.Client(t))
-	var asked atomic.Int32
-	asked.Store(-1)
+	var mu sync.Mutex
+	asked := map[string]map[int32]bool{}
 	var producer atomic.Pointer[kadm.DescribedTransaction]
 	e.Cluster.ControlKey(int16(kmsg.DescribeProducers), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		e.Cluster.KeepControl()
 		dp := req.(*kmsg.DescribeProducersRequest)
 		resp := dp.ResponseKind().(*kmsg.DescribeProducersResponse)
+		mu.Lock()
+		defer mu.Unlock()
 		for _, rt := range dp.Topics {
 			t := kmsg.NewDescribeProducersResponseTopic()
 			t.Topic = rt.Topic
 			for _, p := range rt.Partitions {
-				asked.Store(p)
+				if asked[rt.Topic] == nil {
+					asked[rt.Topic] = map[int32]bool{}
+				}
+				asked[rt.Topic][p] = true
 				rp := kmsg.NewDescribeProducersResponseTopicPartition()
 				rp.Partition = p
-				if x := producer.Load(); x != nil {
+				start := int64(-1)
+				switch {
+				case rt.Topic == offsets:
+					start = 42
+				case rt.Topic == e.Topics.Outcomes && p == 2:
+					start = 7
+				}
+				if x := producer.Load(); x != nil && start >= 0 {
 					ap := kmsg.NewDescribeProducersResponseTopicPartitionActiveProducer()
 					ap.ProducerID, ap.ProducerEpoch = x.ProducerID, int32(x.ProducerEpoch)
 					ap.LastTimestamp = time.Now().Add(-time.Hour).UnixMilli()
-					ap.CurrentTxnStartOffset = 42
+					ap.CurrentTxnStartOffset = start
 					rp.ActiveProducers = append(rp.ActiveProducers, ap)
 				}
 				t.Partitions = append(t.Partitions, rp)
@@ -540,7 +556,7 @@ func TestEOSNamesATransactionLeftHanging(t *testing.T) {
 		return resp, nil, true
 	})
 	r := newRunner(t, e, st, newCopier(t, nil), pipeline.InstanceID("x"), pipeline.ExactlyOnce(2*time.Second),
-		pipeline.SessionTimeout(6*time.Second), pipeline.OffsetsTopic(e.Topics.DLQ))
+		pipeline.SessionTimeout(6*time.Second), pipeline.OffsetsTopic(offsets))
 	stop := run(t, r)
 	kafkatest.Eventually(t, "the stage's producer initialized", func() bool {
 		d, err := adm.DescribeTransactions(kafkatest.Ctx(t), st.TransactionalID("x"))
@@ -554,24 +570,39 @@ func TestEOSNamesATransactionLeftHanging(t *testing.T) {
 		producer.Store(&x)
 		return true
 	})
-	want := fmt.Sprintf("open on %s/%d from offset 42", e.Topics.DLQ, pipeline.OffsetsPartition(st.Group, 4))
-	kafkatest.Eventually(t, "the stage names the hanging transaction", func() bool {
-		for _, n := range r.Status().Notices {
-			if strings.Contains(n, want) && strings.Contains(n, "kafka-transactions.sh") {
-				return true
+	part := pipeline.OffsetsPartition(st.Group, 4)
+	wants := []string{
+		fmt.Sprintf("open on %s/%d from offset 42", offsets, part), "this stage consumes nothing",
+		fmt.Sprintf("open on %s/2 from offset 7", e.Topics.Outcomes), "its last stable offset is stuck there",
+	}
+	kafkatest.Eventually(t, "the stage names both hanging transactions", func() bool {
+		said := strings.Join(r.Status().Notices, "\n")
+		for _, w := range wants {
+			if !strings.Contains(said, w) {
+				return false
 			}
 		}
-		return false
+		return strings.Contains(said, "kafka-transactions.sh")
 	})
-	if got, want := asked.Load(), pipeline.OffsetsPartition(st.Group, 4); got != want {
-		t.Errorf("the stage described the producers of partition %d, want its group's: %d", got, want)
+	mu.Lock()
+	if len(asked[offsets]) != 1 || !asked[offsets][part] {
+		t.Errorf("the stage described the producers of %s partitions %v, want its group's only: %d", offsets, asked[offsets], part)
 	}
-	if g := testutil.ToFloat64(r.Metrics().Hanging.WithLabelValues("test")); g != 1 {
-		t.Errorf("hanging transactions gauge %v, want 1", g)
+	for _, topic := range []string{e.Topics.Outcomes, e.Topics.DedupState, e.Topics.DLQ} {
+		if len(asked[topic]) != 4 {
+			t.Errorf("the stage described the producers of %d partitions of %s, which it writes, want all 4", len(asked[topic]), topic)
+		}
 	}
-	// Once the partition has it no more, neither has the stage.
+	if len(asked[e.Topics.Accepted]) != 0 {
+		t.Errorf("the stage described the producers of its input %s, which it does not write", e.Topics.Accepted)
+	}
+	mu.Unlock()
+	if g := testutil.ToFloat64(r.Metrics().Hanging.WithLabelValues("test")); g != 2 {
+		t.Errorf("hanging transactions gauge %v, want 2", g)
+	}
+	// Once the partitions have them no more, neither has the stage.
 	producer.Store(nil)
-	kafkatest.Eventually(t, "the notice gone", func() bool { return len(r.Status().Notices) == 0 })
+	kafkatest.Eventually(t, "the notices gone", func() bool { return len(r.Status().Notices) == 0 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -16,23 +16,26 @@ import (
 // Hanging transactions (exactly-once mode).
 //
 // After an unclean broker stop, Apache Kafka can leave one of a stage's
-// transactions open on a partition although its coordinator has ended it:
-// the marker never reached that partition. Seen on __consumer_offsets
-// after a killed broker's restart, in about half of the integration
-// suite's runs of that fault. Nothing ends it: the broker's timeout aborts
-// only transactions its coordinator lists as ongoing. On the partition
-// that holds the group's offsets it keeps them unstable, and the consumer,
-// which fetches them stable, waits for good: the stage consumes nothing,
-// with no error anywhere. It is the broker's defect, and ending it takes
+// transactions open on a partition although its coordinator has ended it,
+// or no longer knows it: the marker never reached that partition. Seen
+// after a killed broker's restart in about half of the integration
+// suite's runs of that fault: on __consumer_offsets, and on the topics a
+// stage writes (its first transaction, its coordinator back at Empty).
+// Nothing ends it: the broker's timeout aborts only transactions its
+// coordinator lists as ongoing. On the partition that holds the group's
+// offsets it keeps them unstable, and the consumer, which fetches them
+// stable, waits for good: the stage consumes nothing. On an output it
+// holds the last stable offset, and the stage that reads it waits for
+// good. No error says why anywhere. It is the broker's defect, and ending it takes
 // kafka-transactions.sh (WriteTxnMarkers, the cluster's ClusterAction
 // permission), which is an operator's to run: the tool aborts, and
 // whether that transaction had committed is not known from here.
 //
-// So a stage looks for it where it hurts the stage (the partition of
-// __consumer_offsets that holds its group's offsets), every time it looks
-// for departed peers' transactions (fence.go), and says so, with the
-// command: once in its log, and in its status notices for as long as it
-// lasts.
+// So a stage looks for its own, where it writes (the partition of
+// __consumer_offsets that holds its group's offsets, its outputs, its
+// changelog and dead letters), every time it looks for departed peers'
+// transactions (fence.go), and says so, with the command: once in its log,
+// and in its status notices for as long as it lasts.
 
 // hangingAfter is how long a transaction stays open on the partition before
 // it counts as hanging: the broker would have aborted a transaction its
@@ -100,14 +103,34 @@ func hanging(open []kadm.DescribedProducer, txns kadm.DescribedTransactions, pre
 	return out
 }
 
-// say is what an operator reads about h: what hangs, what it does to the
-// stage, and the command that ends it.
-func (h hangingOn) say(brokers string) string {
-	return fmt.Sprintf("Apache Kafka left transaction %s (producer %d, epoch %d) open on %s/%d from offset %d, though its coordinator ended it (%s at epoch %d): "+
-		"the group's offsets stay unstable and this stage consumes nothing until it ends. Only an operator can end it: "+
-		"kafka-transactions.sh --bootstrap-server %s abort --topic %s --partition %d --start-offset %d (the work since that offset is then done again)",
+// say is what an operator reads about h: what hangs, what it does, and the
+// command that ends it.
+func (h hangingOn) say(brokers, offsets string) string {
+	does := "its last stable offset is stuck there, and its readers wait"
+	if h.on.Topic == offsets {
+		does = "the group's offsets stay unstable and this stage consumes nothing"
+	}
+	return fmt.Sprintf("Apache Kafka left transaction %s (producer %d, epoch %d) open on %s/%d from offset %d, though its coordinator is past it (%s at epoch %d): "+
+		"%s until it ends. Only an operator can end it: "+
+		"kafka-transactions.sh --bootstrap-server %s abort --topic %s --partition %d --start-offset %d",
 		h.txn.TxnID, h.on.ProducerID, h.on.ProducerEpoch, h.on.Topic, h.on.Partition, h.on.CurrentTxnStartOffset,
-		h.txn.State, h.txn.ProducerEpoch, brokers, h.on.Topic, h.on.Partition, h.on.CurrentTxnStartOffset)
+		h.txn.State, h.txn.ProducerEpoch, does, brokers, h.on.Topic, h.on.Partition, h.on.CurrentTxnStartOffset)
+}
+
+// writes are the topics the stage writes in its transactions.
+func (r *Runner) writes() []string {
+	var ts []string
+	for _, e := range r.spec.Outputs {
+		ts = append(ts, e.Topics...)
+	}
+	if r.changelog != "" {
+		ts = append(ts, r.changelog)
+	}
+	if r.spec.DeadLetters != "" {
+		ts = append(ts, r.spec.DeadLetters)
+	}
+	slices.Sort(ts)
+	return slices.Compact(ts)
 }
 
 // lookForHanging is findHanging bounded like a fence round.
@@ -117,21 +140,27 @@ func (r *Runner) lookForHanging(ctx context.Context) {
 	r.findHanging(ctx, kadm.NewClient(r.client()))
 }
 
-// findHanging looks for the stage's transactions hanging on its group's
-// offsets partition, logs each new one, and keeps them as notices. What it
-// cannot read (a principal without Describe on __consumer_offsets) it
-// leaves unsaid.
+// findHanging looks for the stage's transactions hanging where it writes
+// and on its group's offsets partition, logs each new one, and keeps them
+// as notices. What it cannot read (a principal without Describe on
+// __consumer_offsets, or Read on an output) it leaves unsaid.
 func (r *Runner) findHanging(ctx context.Context, adm *kadm.Client) {
-	offsets := r.cfg.offsetsTopic
-	td, err := adm.ListTopics(ctx, offsets)
-	if err != nil || td[offsets].Err != nil || len(td[offsets].Partitions) == 0 {
-		r.log.Debug("hanging transactions: cannot list the offsets topic", "err", err)
-		return
-	}
 	set := kadm.TopicsSet{}
-	set.Add(offsets, OffsetsPartition(r.group, len(td[offsets].Partitions)))
+	offsets := r.cfg.offsetsTopic
+	if td, err := adm.ListTopics(ctx, offsets); err == nil && td[offsets].Err == nil && len(td[offsets].Partitions) > 0 {
+		set.Add(offsets, OffsetsPartition(r.group, len(td[offsets].Partitions)))
+	} else {
+		r.log.Debug("hanging transactions: cannot list the offsets topic", "err", err)
+	}
+	// Every partition of what the stage writes in its transactions (kadm
+	// lists the partitions of a topic given without any).
+	for _, t := range r.writes() {
+		if _, ok := set[t]; !ok {
+			set[t] = map[int32]struct{}{}
+		}
+	}
 	dp, err := adm.DescribeProducers(ctx, set)
-	if err != nil {
+	if err != nil && len(dp) == 0 {
 		r.log.Debug("hanging transactions: cannot describe the producers", "err", err)
 		return
 	}
@@ -169,7 +198,7 @@ func (r *Runner) findHanging(ctx context.Context, adm *kadm.Client) {
 	seeds, _ := r.client().OptValue(kgo.SeedBrokers).([]string)
 	brokers := strings.Join(seeds, ",")
 	for _, h := range found {
-		n := h.say(brokers)
+		n := h.say(brokers, r.cfg.offsetsTopic)
 		notices = append(notices, n)
 		key := fmt.Sprintf("%d@%s/%d:%d", h.on.ProducerID, h.on.Topic, h.on.Partition, h.on.CurrentTxnStartOffset)
 		if !slices.Contains(r.hangingSaid, key) {

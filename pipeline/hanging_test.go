@@ -68,8 +68,8 @@ func TestHangingTransactions(t *testing.T) {
 	if len(offsets) != 2 || offsets[0] != 379 || offsets[1] != 20 {
 		t.Fatalf("hanging at offsets %v, want [379 20]", offsets)
 	}
-	say := got[0].say("b1:9092,b2:9092")
-	for _, want := range []string{"p.infer/infer-0", "CompleteCommit at epoch 2",
+	say := got[0].say("b1:9092,b2:9092", "__consumer_offsets")
+	for _, want := range []string{"p.infer/infer-0", "CompleteCommit at epoch 2", "this stage consumes nothing",
 		"kafka-transactions.sh --bootstrap-server b1:9092,b2:9092 abort --topic __consumer_offsets --partition 1 --start-offset 379"} {
 		if !strings.Contains(say, want) {
 			t.Errorf("%q does not say %q", say, want)

@@ -56,7 +56,7 @@ func newMetrics() *Metrics {
 		Fenced: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "transactions_fenced_total",
 			Help: "Open transactions of departed instances of the stage (frozen, partitioned away) this instance aborted by fencing them, instead of waiting for the broker's timeout (exactly-once mode)."}, []string{"stage"}),
 		Hanging: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "hanging_transactions",
-			Help: "Transactions of the stage that Apache Kafka left open on the partition holding its group's offsets though their coordinator ended them (exactly-once mode): the stage consumes nothing until an operator ends them (kafka-transactions.sh abort; the stage's log and status name the command)."}, []string{"stage"}),
+			Help: "Transactions of the stage that Apache Kafka left open on a partition though their coordinator is past them (exactly-once mode): on the partition holding the group's offsets the stage consumes nothing, on one it writes its readers wait, until an operator ends them (kafka-transactions.sh abort; the stage's log and status name the command)."}, []string{"stage"}),
 		CommitErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "offset_commit_errors_total",
 			Help: "Failed offset commits (retried at the next interval)."}, []string{"stage"}),
 		Paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "paused_partitions",
