@@ -33,6 +33,3 @@ func LearnPartitionsAfter(d time.Duration) Option {
 // OffsetsTopic makes topic stand in for __consumer_offsets, which kfake
 // does not have.
 func OffsetsTopic(topic string) Option { return optFn(func(c *cfg) { c.offsetsTopic = topic }) }
-
-// HangingAfter is how long a transaction must be open to count as hanging.
-func (r *Runner) HangingAfter() time.Duration { return r.hangingAfter() }

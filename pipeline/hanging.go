@@ -26,10 +26,11 @@ import (
 // offsets it keeps them unstable, and the consumer, which fetches them
 // stable, waits for good: the stage consumes nothing. On an output it
 // holds the last stable offset, and the stage that reads it waits for
-// good. No error says why anywhere. It is the broker's defect, and ending it takes
-// kafka-transactions.sh (WriteTxnMarkers, the cluster's ClusterAction
-// permission), which is an operator's to run: the tool aborts, and
-// whether that transaction had committed is not known from here.
+// good. No error says why anywhere. It is the broker's defect, and ending
+// it takes kafka-transactions.sh (WriteTxnMarkers, the cluster's
+// ClusterAction permission), which is an operator's to run: the tool
+// aborts, and whether that transaction had committed is not known from
+// here.
 //
 // So a stage looks for its own, where it writes (the partition of
 // __consumer_offsets that holds its group's offsets, its outputs, its
@@ -70,11 +71,17 @@ type hangingOn struct {
 	txn kadm.DescribedTransaction
 }
 
+// openLong reports whether p has a transaction open on its partition that
+// was last written longer than after before now.
+func openLong(p kadm.DescribedProducer, now time.Time, after time.Duration) bool {
+	return p.CurrentTxnStartOffset >= 0 && now.Sub(time.UnixMilli(p.LastTimestamp)) >= after
+}
+
 // hanging picks, from the open transactions on a partition, those whose
 // coordinator has moved past them: a later epoch (with transactions of
 // Kafka 4, every end bumps it), or the same epoch ended, and no marker
-// being written. Only transactions
-// open longer than after, and of a transactional id with prefix, count.
+// being written. Only transactions open longer than after (openLong), and
+// of a transactional id with prefix, count.
 func hanging(open []kadm.DescribedProducer, txns kadm.DescribedTransactions, prefix string, now time.Time, after time.Duration) []hangingOn {
 	byProducer := map[int64]kadm.DescribedTransaction{}
 	for _, t := range txns {
@@ -84,7 +91,7 @@ func hanging(open []kadm.DescribedProducer, txns kadm.DescribedTransactions, pre
 	}
 	var out []hangingOn
 	for _, p := range open {
-		if p.CurrentTxnStartOffset < 0 || now.Sub(time.UnixMilli(p.LastTimestamp)) < after {
+		if !openLong(p, now, after) {
 			continue
 		}
 		t, ok := byProducer[p.ProducerID]
@@ -147,10 +154,16 @@ func (r *Runner) lookForHanging(ctx context.Context) {
 func (r *Runner) findHanging(ctx context.Context, adm *kadm.Client) {
 	set := kadm.TopicsSet{}
 	offsets := r.cfg.offsetsTopic
-	if td, err := adm.ListTopics(ctx, offsets); err == nil && td[offsets].Err == nil && len(td[offsets].Partitions) > 0 {
-		set.Add(offsets, OffsetsPartition(r.group, len(td[offsets].Partitions)))
-	} else {
-		r.log.Debug("hanging transactions: cannot list the offsets topic", "err", err)
+	if r.offsetsPart < 0 {
+		// Its partition count is fixed for the cluster's life: listed once.
+		if td, err := adm.ListTopics(ctx, offsets); err == nil && td[offsets].Err == nil && len(td[offsets].Partitions) > 0 {
+			r.offsetsPart = OffsetsPartition(r.group, len(td[offsets].Partitions))
+		} else {
+			r.log.Debug("hanging transactions: cannot list the offsets topic", "err", err)
+		}
+	}
+	if r.offsetsPart >= 0 {
+		set.Add(offsets, r.offsetsPart)
 	}
 	// Every partition of what the stage writes in its transactions (kadm
 	// lists the partitions of a topic given without any).
@@ -164,10 +177,11 @@ func (r *Runner) findHanging(ctx context.Context, adm *kadm.Client) {
 		r.log.Debug("hanging transactions: cannot describe the producers", "err", err)
 		return
 	}
+	now := time.Now()
 	var open []kadm.DescribedProducer
 	var ids []int64
 	for _, p := range dp.SortedProducers() {
-		if p.CurrentTxnStartOffset >= 0 && time.Since(time.UnixMilli(p.LastTimestamp)) >= r.hangingAfter() {
+		if openLong(p, now, r.hangingAfter()) {
 			open = append(open, p)
 			ids = append(ids, p.ProducerID)
 		}
@@ -191,7 +205,7 @@ func (r *Runner) findHanging(ctx context.Context, adm *kadm.Client) {
 				r.log.Debug("hanging transactions: cannot describe transactions", "err", err)
 				return
 			}
-			found = hanging(open, described, r.spec.TransactionalIDPrefix(), time.Now(), r.hangingAfter())
+			found = hanging(open, described, r.spec.TransactionalIDPrefix(), now, r.hangingAfter())
 		}
 	}
 	notices := make([]string, 0, len(found))

@@ -48,10 +48,13 @@ type Runner struct {
 	// fenceKick asks the fence loop to look for departed peers' open
 	// transactions now (exactly-once mode; fence.go).
 	fenceKick chan struct{}
-	// hangingSaid are the hanging transactions logged already, and
-	// hangingNotices those found last (hanging.go; the fence loop's).
+	// hangingSaid are the hanging transactions logged already,
+	// hangingNotices those found last, and offsetsPart the partition of
+	// the offsets topic holding the group's offsets, -1 until known
+	// (hanging.go; the fence loop's).
 	hangingSaid    []string
 	hangingNotices atomic.Pointer[[]string]
+	offsetsPart    int32
 	// clMu orders replacing the client against closing it.
 	clMu     sync.Mutex
 	clClosed bool
@@ -125,6 +128,7 @@ func newRunner(st topics.Stage, h any, decode func(context.Context, []byte) (any
 		partitionsKnown: make(chan struct{}),
 		ready:           make(chan struct{}),
 		fenceKick:       make(chan struct{}, 1),
+		offsetsPart:     -1,
 	}
 	manual := map[string]bool{}
 	var written []string
