@@ -452,7 +452,8 @@ func (s *Stage) Process(c *pipeline.Context, req *schemas.Request) {
 		return
 	}
 	lane := s.laneOf(c.Record().Topic)
-	it := &item{c: c, done: c.Done(), req: req, size: len(c.Record().Value), enqueued: time.Now(), lane: lane, counted: true}
+	now := time.Now()
+	it := &item{c: c, done: c.Done(), req: req, size: len(c.Record().Value), enqueued: now, lane: lane, counted: true}
 	if req.DeadlineMs > 0 {
 		it.deadline = time.UnixMilli(req.DeadlineMs)
 	}
@@ -462,7 +463,7 @@ func (s *Stage) Process(c *pipeline.Context, req *schemas.Request) {
 		}
 	}
 	sv.arrivals[lane].Add(1)
-	s.lc.handed(lane)
+	s.lc.handed(lane, now)
 	if !sv.q.push(it) {
 		s.left(it)
 		// The queue holds up to the runner's in-flight bound, and the runner

@@ -56,7 +56,7 @@ func TestLaneControl(t *testing.T) {
 			}, func(l int) []laneLoad { return []laneLoad{{higher: cur.higher[l], target: tc.target}} })
 			clock := time.Now()
 			lc.now = func() time.Time { return clock }
-			lc.handed(0) // the highest lane is in use
+			lc.handed(0, clock) // the highest lane is in use
 			for i, st := range tc.steps {
 				cur = st
 				for l := range 3 {
@@ -82,9 +82,9 @@ func TestLaneControl(t *testing.T) {
 	// then drops what went stale).
 	paused := false
 	lc := newLaneControl(2, 40, func(_ int, p bool) { paused = p }, func(int) []laneLoad { return nil })
-	lc.handed(0)
+	lc.handed(0, time.Now())
 	for range 20 {
-		lc.handed(1)
+		lc.handed(1, time.Now())
 	}
 	lc.update()
 	if !paused {
@@ -99,6 +99,15 @@ func TestLaneControl(t *testing.T) {
 	if paused {
 		t.Fatalf("still paused at %d live, half its share", lc.live[1].Load())
 	}
+
+	// A lane at its share keeps going while no higher request was ever
+	// handed out: nothing to reserve room for.
+	unused := newLaneControl(2, 40, func(int, bool) { t.Fatal("paused with the higher lane never used") },
+		func(int) []laneLoad { return nil })
+	for range 20 {
+		unused.handed(1, time.Now())
+	}
+	unused.update()
 
 	// One lane: nothing to pause.
 	var none *laneControl
