@@ -179,10 +179,10 @@ func (r *Runner) endUnit(ctx context.Context, u *unit) bool {
 	if perr != nil {
 		r.log.Warn("a produce failed inside the transaction; aborting it", "err", perr)
 		for _, sw := range works {
-			// An outage is waited out: only an error no retry cures (the
-			// record refused for what it is) makes the next attempt
-			// dead-letter the input.
-			if sw.err != nil && !retriableKafkaErr(sw.err) && !producerStateErr(sw.err) {
+			// An outage, a timed-out transaction or a renewed producer is
+			// waited out: only the record refused for what it is makes the
+			// next attempt dead-letter the input.
+			if sw.err != nil && refusedRecord(sw.err) {
 				r.noteFailure(sw.c)
 			}
 		}

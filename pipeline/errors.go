@@ -3,11 +3,8 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"net"
-	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // transientError marks an error worth retrying: the same call may succeed
@@ -37,18 +34,16 @@ func Retryable(err error) bool {
 	return errors.As(err, &t) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// retriableKafkaErr reports produce and transaction errors that a broker
-// coming back (or a leader moving) cures: they are waited out, never turned
-// into a dead letter or a stopped stage.
-func retriableKafkaErr(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
-		return false
-	}
-	var ke *kerr.Error
-	if errors.As(err, &ke) {
-		return ke.Retriable
-	}
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, kgo.ErrRecordTimeout) || errors.Is(err, kgo.ErrRecordRetries) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+// refusedRecord reports produce errors about the record itself: the broker
+// (or the client, before sending) refuses it for what it is, and producing
+// it again gets the same answer. Only these make an input a dead letter.
+// Every other produce error is about the broker, the producer's state or
+// the transaction (UNKNOWN_SERVER_ERROR during a broker restart, a sequence
+// or epoch the broker no longer knows after a transaction timed out), and
+// producing again cures it: dead-lettering for it turned valid requests
+// into dead letters (seen in exactly-once mode: every input of a unit
+// whose transaction outlived its timeout under load).
+func refusedRecord(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) ||
+		errors.Is(err, kerr.InvalidRecord) || errors.Is(err, kerr.InvalidTimestamp)
 }

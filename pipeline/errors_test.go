@@ -7,6 +7,9 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func TestRetryable(t *testing.T) {
@@ -63,5 +66,39 @@ func TestTransient(t *testing.T) {
 	}
 	if errors.Unwrap(err) != base { //nolint:errorlint // the direct cause, not the chain, is the point
 		t.Fatalf("Unwrap = %v, want %v", errors.Unwrap(err), base)
+	}
+}
+
+// Only an error about the record itself dead-letters an input: errors of
+// the broker, of the producer's state or of the transaction are produced
+// again, however final franz-go marks them.
+func TestRefusedRecord(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("%w (uncompressed_bytes=2000000)", kerr.MessageTooLarge), true}, // franz-go's, before sending
+		{kerr.MessageTooLarge, true},
+		{kerr.RecordListTooLarge, true},
+		{kerr.InvalidRecord, true},
+		{kerr.InvalidTimestamp, true},
+		{kerr.UnknownServerError, false}, // a broker restarting
+		{kerr.OutOfOrderSequenceNumber, false},
+		{kerr.UnknownProducerID, false},
+		{kerr.InvalidProducerEpoch, false}, // the transaction timed out
+		{kerr.InvalidTxnState, false},
+		{kerr.TransactionAbortable, false},
+		{kerr.NotLeaderForPartition, false},
+		{kerr.UnknownTopicOrPartition, false},
+		{kgo.ErrRecordTimeout, false},
+		{kgo.ErrAborting, false},
+		{context.DeadlineExceeded, false},
+		{errors.New("connection reset"), false},
+		{nil, false},
+	}
+	for _, tc := range tests {
+		if got := refusedRecord(tc.err); got != tc.want {
+			t.Errorf("refusedRecord(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -75,7 +75,12 @@ func (c *Context) produce(p producePhase, rs []*kgo.Record, try bool) {
 		c.written(nil)
 		return
 	}
-	w.rctx = recordCtx{c.r.workCtx, c}
+	if w.rctx.c == nil {
+		// Set once: it never changes for a Context, and franz-go may still
+		// read it (its wait for an unknown topic) when the outputs of a
+		// failed produce are produced again.
+		w.rctx = recordCtx{c.r.workCtx, c}
+	}
 	w.left.Store(int32(len(rs)))
 	for _, rec := range rs {
 		rec.Context = &w.rctx

@@ -22,14 +22,6 @@ func fenced(err error) bool {
 		errors.Is(err, kerr.InvalidProducerIDMapping) || errors.Is(err, kerr.TransactionalIDNotFound)
 }
 
-// producerStateErr reports whether a record failed for the state of the
-// transactional producer (fenced, its transaction aborting or failed), not
-// for what the record is: the record is produced again, not dead-lettered.
-func producerStateErr(err error) bool {
-	return fenced(err) || errors.Is(err, kgo.ErrAborting) || errors.Is(err, kerr.TransactionAbortable) ||
-		errors.Is(err, kerr.OperationNotAttempted) || errors.Is(err, kerr.InvalidTxnState)
-}
-
 // renew replaces a fenced transactional producer and its group member with
 // new ones, and reports whether the loop may go on.
 //

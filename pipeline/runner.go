@@ -888,11 +888,13 @@ func (r *Runner) produceAll(rs []*kgo.Record, done func(error)) {
 }
 
 // failed handles a Context whose effects could not all be produced. On
-// shutdown the input stays unfinished and is re-delivered; otherwise the
-// input is dead-lettered (a dead letter always fits its topic), so the
-// partition does not stall on it; if even that fails (the broker refuses
-// everything), the input is left unfinished and consumed again after a
-// restart.
+// shutdown the input stays unfinished and is re-delivered. An output the
+// broker refuses for what it is (refusedRecord) dead-letters the input (a
+// dead letter always fits its topic), so the partition does not stall on
+// it; if even that fails, the stage stops, and the input is consumed again
+// after a restart. A principal the broker refuses stops the stage, saying
+// so. Any other error is the broker's or the producer's, not the record's:
+// the outputs are produced again.
 func (r *Runner) failed(c *Context, err error) {
 	if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) || r.killed.Load() ||
 		!r.tr.current(c.tp(), c.gen) {
@@ -900,10 +902,17 @@ func (r *Runner) failed(c *Context, err error) {
 		r.release(c)
 		return
 	}
-	if retriableKafkaErr(err) {
-		// The broker will be back: produce the same outputs again after a
-		// pause (the input stays unfinished meanwhile, so nothing is
-		// committed past it), never dead-letter them for an outage.
+	if authError(err) {
+		r.Fail(fmt.Errorf("pipeline: %s: produce: %w%s", r.stage, err, r.authHint(err)))
+		c.dropStaged()
+		r.release(c)
+		return
+	}
+	if !refusedRecord(err) {
+		// The broker will be back, or the producer recovers: produce the
+		// same outputs again after a pause (the input stays unfinished
+		// meanwhile, so nothing is committed past it), never dead-letter
+		// valid requests for it.
 		r.log.Warn("produce failed; retrying", "topic", c.rec.Topic, "partition", c.rec.Partition,
 			"offset", c.rec.Offset, "err", err)
 		r.Go(func(ctx context.Context) {

@@ -302,6 +302,11 @@ func TestConformanceRegistryOutage(t *testing.T) {
 				}
 				dl := e.ReadCommitted(t, e.Topics.DLQ)
 				if len(dl) != 1 {
+					for _, r := range dl {
+						off, _ := pipeline.Header(r.Headers, pipeline.HeaderSourceOffset)
+						reason, _ := pipeline.Header(r.Headers, pipeline.HeaderReason)
+						t.Logf("dead letter of offset %s: %s", off, reason)
+					}
 					t.Fatalf("%d dead letters, want 1 (the unknown schema id)", len(dl))
 				}
 				if off, _ := pipeline.Header(dl[0].Headers, pipeline.HeaderSourceOffset); string(off) != "3" {
