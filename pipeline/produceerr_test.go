@@ -14,12 +14,10 @@ import (
 
 // A produce error that is the broker's, not the record's, never makes a
 // valid input a dead letter: the outputs are produced again. franz-go
-// marks UNKNOWN_SERVER_ERROR (a broker restarting) and the sequence and
-// epoch errors of a transaction that timed out as final, and the runner
-// took that as "the record is refused": in exactly-once mode, every input
-// of a unit whose transaction outlived its timeout under load was
-// dead-lettered once its partition was consumed again (seen in a
-// conformance test on a loaded machine: 4 dead letters, 3 of them valid).
+// marks UNKNOWN_SERVER_ERROR (a broker restarting) and the sequence errors
+// of a transaction cut short as final, and the runner took that as "the
+// record is refused": one such answer dead-lettered every input whose
+// outputs were in the request, in both modes.
 func TestBrokerProduceErrorsAreNotDeadLettered(t *testing.T) {
 	for _, tc := range []struct {
 		name string
