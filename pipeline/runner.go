@@ -934,20 +934,39 @@ func (r *Runner) failed(c *Context, err error) {
 		r.release(c)
 		return
 	}
-	r.goroutines.Add(1)
-	go func() {
-		defer r.goroutines.Done()
-		r.produceAll([]*kgo.Record{dl}, func(err error) {
-			if err != nil {
-				r.Fail(fmt.Errorf("pipeline: %s: produce dead letter for %s/%d@%d: %w", r.stage,
-					c.rec.Topic, c.rec.Partition, c.rec.Offset, err))
-				r.release(c)
-				return
-			}
+	r.Go(func(context.Context) { r.produceDeadLetter(c, dl) })
+}
+
+// produceDeadLetter produces dl, the dead letter of c's input, and marks
+// the input finished once it is acknowledged. An error of the broker's is
+// waited out like an output's (UNKNOWN_SERVER_ERROR while a broker
+// restarts stopped the stage here); a dead letter the broker refuses, or a
+// principal it refuses, stops the stage, and the input is consumed again
+// after a restart. On shutdown the input stays unfinished.
+func (r *Runner) produceDeadLetter(c *Context, dl *kgo.Record) {
+	r.produceAll([]*kgo.Record{dl}, func(err error) {
+		switch {
+		case err == nil:
 			r.tr.done(c.tp(), c.gen, c.rec.Offset)
 			r.release(c)
-		})
-	}()
+		case errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) || r.killed.Load():
+			r.release(c)
+		case authError(err) || refusedRecord(err):
+			r.Fail(fmt.Errorf("pipeline: %s: produce dead letter for %s/%d@%d: %w%s", r.stage,
+				c.rec.Topic, c.rec.Partition, c.rec.Offset, err, r.authHint(err)))
+			r.release(c)
+		default:
+			r.log.Warn("produce dead letter failed; retrying", "topic", c.rec.Topic, "partition", c.rec.Partition,
+				"offset", c.rec.Offset, "err", err)
+			r.Go(func(ctx context.Context) {
+				if !Sleep(ctx, 400*time.Millisecond) {
+					r.release(c)
+					return
+				}
+				r.produceDeadLetter(c, dl)
+			})
+		}
+	})
 }
 
 // authError reports errors that retrying cannot fix: the broker refuses
