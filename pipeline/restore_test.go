@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -18,9 +19,12 @@ import (
 func TestReadPartitionEndsAfterMarkersAndAborts(t *testing.T) {
 	e := kafkatest.New(t, 1)
 	topic := e.Topics.DedupState
-	txn := e.Client(t, kgo.TransactionalID("restore-test"))
+	n := 0
 	write := func(commit kgo.TransactionEndTry, vals ...string) {
 		t.Helper()
+		// One producer a transaction (see the test below).
+		n++
+		txn := e.Client(t, kgo.TransactionalID(fmt.Sprintf("restore-test-%d", n)))
 		if err := txn.BeginTransaction(); err != nil {
 			t.Fatal(err)
 		}
@@ -59,18 +63,18 @@ func TestReadPartitionEndsAfterMarkersAndAborts(t *testing.T) {
 func TestReadPartitionWaitsForAnOpenTransaction(t *testing.T) {
 	e := kafkatest.New(t, 1)
 	topic := e.Topics.DedupState
-	txn := e.Client(t, kgo.TransactionalID("restore-open"))
-	produce := func(v string) {
-		t.Helper()
-		if err := txn.ProduceSync(kafkatest.Ctx(t), &kgo.Record{Topic: topic, Key: []byte(v), Value: []byte(v)}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// One producer a transaction: kfake answered one producer's second
+	// transaction OUT_OF_ORDER_SEQUENCE_NUMBER now and then, right after
+	// its first committed.
+	var txn *kgo.Client
 	for _, v := range []string{"a", "b"} {
+		txn = e.Client(t, kgo.TransactionalID("restore-open-"+v))
 		if err := txn.BeginTransaction(); err != nil {
 			t.Fatal(err)
 		}
-		produce(v)
+		if err := txn.ProduceSync(kafkatest.Ctx(t), &kgo.Record{Topic: topic, Key: []byte(v), Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
 		if v == "a" {
 			if err := txn.EndTransaction(kafkatest.Ctx(t), kgo.TryCommit); err != nil {
 				t.Fatal(err)
