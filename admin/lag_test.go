@@ -186,9 +186,14 @@ func TestNewWatcherErrors(t *testing.T) {
 func TestDiscountMarkers(t *testing.T) {
 	e := kafkatest.New(t, 3)
 	topic := e.Topics.Outcomes
-	txn := e.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID("markers"))
+	ends := 0
 	end := func(commit kgo.TransactionEndTry, p int32, n int) {
 		t.Helper()
+		// One producer a transaction: kfake answered a producer's second
+		// transaction on a partition OUT_OF_ORDER_SEQUENCE_NUMBER now and
+		// then, right after its first committed.
+		ends++
+		txn := e.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID(fmt.Sprintf("markers-%d", ends)))
 		if err := txn.BeginTransaction(); err != nil {
 			t.Fatal(err)
 		}
