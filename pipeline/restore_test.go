@@ -104,5 +104,22 @@ func TestReadPartitionWaitsForAnOpenTransaction(t *testing.T) {
 	}
 	if len(got) != 2 || got[0] != "a" || got[1] != "b" {
 		t.Errorf("restored %q, want [a b]", got)
+		logPartition(t, e, topic) // seen once under heavy load, cause unknown
 	}
+}
+
+// logPartition logs every record of topic's partition 0, aborted ones and
+// markers included, with its producer, and the partition's offsets.
+func logPartition(t *testing.T, e *kafkatest.Env, topic string) {
+	t.Helper()
+	cl := e.Client(t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()), kgo.KeepControlRecords())
+	ctx, cancel := context.WithTimeout(kafkatest.Ctx(t), 2*time.Second)
+	defer cancel()
+	cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+		t.Logf("offset %d: producer %d epoch %d control %v value %q", r.Offset, r.ProducerID, r.ProducerEpoch, r.Attrs.IsControl(), r.Value)
+	})
+	ends, _ := e.Admin.ListEndOffsets(kafkatest.Ctx(t), topic)
+	starts, _ := e.Admin.ListStartOffsets(kafkatest.Ctx(t), topic)
+	t.Logf("start %+v, end %+v", starts, ends)
 }
