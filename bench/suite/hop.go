@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // HopConfig is one hop of the raw chain: a franz-go consume-produce loop
@@ -107,17 +108,49 @@ func RunHop(ctx context.Context, c HopConfig, log io.Writer) error {
 		fmt.Fprintf(log, "admin http://%s/ (metrics, readyz)\n", ln.Addr())
 	}
 
+	// commit commits the acknowledged offsets not committed yet. A
+	// partition's offset counts as committed only once the broker said so:
+	// clearing them before (a commit cut short at shutdown, or refused
+	// during a rebalance) lost them, and the group was left with nothing
+	// committed.
+	committed := map[int32]int64{}
+	pending := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for p, o := range acked {
+			if o > committed[p] {
+				return true
+			}
+		}
+		return false
+	}
 	commit := func(ctx context.Context) {
 		mu.Lock()
 		offs := map[int32]kgo.EpochOffset{}
 		for p, o := range acked {
-			offs[p] = kgo.EpochOffset{Epoch: -1, Offset: o}
+			if o > committed[p] {
+				offs[p] = kgo.EpochOffset{Epoch: -1, Offset: o}
+			}
 		}
-		clear(acked)
 		mu.Unlock()
-		if len(offs) > 0 {
-			cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{c.From: offs}, nil)
+		if len(offs) == 0 {
+			return
 		}
+		cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{c.From: offs},
+			func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				for _, t := range resp.Topics {
+					for _, rp := range t.Partitions {
+						if o, ok := offs[rp.Partition]; ok && rp.ErrorCode == 0 {
+							committed[rp.Partition] = max(committed[rp.Partition], o.Offset)
+						}
+					}
+				}
+			})
 	}
 	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
 	commitsDone := make(chan struct{})
@@ -163,7 +196,11 @@ func RunHop(ctx context.Context, c HopConfig, log io.Writer) error {
 	_ = cl.Flush(fctx)
 	stopCommits()
 	<-commitsDone
-	commit(fctx)
+	// The last commit is tried again while the broker refuses it (a
+	// rebalance under way), for up to the drain's 10 s.
+	for commit(fctx); pending() && fctx.Err() == nil; commit(fctx) {
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err, _ := failed.Load().(error); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("hop: produce: %w", err)
 	}
