@@ -39,10 +39,9 @@ func Retryable(err error) bool {
 // it again gets the same answer. Only these make an input a dead letter.
 // Every other produce error is about the broker, the producer's state or
 // the transaction (UNKNOWN_SERVER_ERROR during a broker restart, a sequence
-// or epoch the broker no longer knows after a transaction timed out), and
-// producing again cures it: dead-lettering for it turned valid requests
-// into dead letters (seen in exactly-once mode: every input of a unit
-// whose transaction outlived its timeout under load).
+// the broker does not expect), and producing again cures it:
+// dead-lettering for it turned every valid input of the failed request
+// into a dead letter, in both modes (TestBrokerProduceErrorsAreNotDeadLettered).
 func refusedRecord(err error) bool {
 	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) ||
 		errors.Is(err, kerr.InvalidRecord) || errors.Is(err, kerr.InvalidTimestamp)
