@@ -109,6 +109,9 @@ func startEnv(ctx context.Context, opt Options) (*env, error) {
 	if _, err := e.adm.ListBrokers(pctx); err != nil {
 		return nil, fmt.Errorf("broker %v: %w", e.brokers, err)
 	}
+	if n, parts, err := otherTopics(pctx, e.adm); err == nil && n > 0 {
+		e.brokerName += fmt.Sprintf(", holding %d other topics (%d partitions) at the start", n, parts)
+	}
 	e.reg, err = sr.NewClient(sr.URLs(e.registry))
 	if err != nil {
 		return nil, err
@@ -118,6 +121,24 @@ func startEnv(ctx context.Context, opt Options) (*env, error) {
 	}
 	ok = true
 	return e, nil
+}
+
+// otherTopics counts the topics (and their partitions) a broker holds
+// before the benchmark creates its own, internal ones aside, for the
+// report: what else the broker carried is part of where the figures were
+// taken. (Whether idle topics cost a run anything was measured once: the
+// raw chain drained as fast beside 300 idle topics as on an empty broker;
+// docs/benchmarks.md.)
+func otherTopics(ctx context.Context, adm *kadm.Client) (topics, partitions int, err error) {
+	tds, err := adm.ListTopics(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, td := range tds { // ListTopics leaves the internal ones out
+		topics++
+		partitions += len(td.Partitions)
+	}
+	return topics, partitions, nil
 }
 
 // makeKafkaPID finds the broker `make kafka` started (its pid file, when it
