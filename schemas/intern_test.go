@@ -39,7 +39,7 @@ func TestIntern(t *testing.T) {
 // A request's and a result's names decode interned: two messages naming
 // the same model share one string. The table keeps the newest name of a
 // slot, so a name that shares its slot with another name of the same
-// message (about one process in twenty, with the seed drawn at start) is
+// message (about one process in ten, with the seed drawn at start) is
 // made again each time, by design: such a name is not checked.
 func TestDecodeInternsNames(t *testing.T) {
 	c, _ := newTestCodec(t)
@@ -59,15 +59,15 @@ func TestDecodeInternsNames(t *testing.T) {
 	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 		t.Fatal(err1, err2, err3, err4)
 	}
-	reqShared, resShared := soleInSlot(requestStrings(fullRequest())), soleInSlot(resultStrings(fullResult()))
+	reqSole, resSole := soleInSlot(requestStrings(fullRequest())), soleInSlot(resultStrings(fullResult()))
 	checked := 0
 	for _, p := range []struct {
 		a, b string
 		sole map[string]bool
 	}{
-		{q1.Model, q2.Model, reqShared}, {q1.Tenant, q2.Tenant, reqShared},
-		{q1.ReplyTopic, q2.ReplyTopic, reqShared}, {q1.Inputs[0].Name, q2.Inputs[0].Name, reqShared},
-		{r1.Model, r2.Model, resShared}, {r1.ReplyTopic, r2.ReplyTopic, resShared},
+		{q1.Model, q2.Model, reqSole}, {q1.Tenant, q2.Tenant, reqSole},
+		{q1.ReplyTopic, q2.ReplyTopic, reqSole}, {q1.Inputs[0].Name, q2.Inputs[0].Name, reqSole},
+		{r1.Model, r2.Model, resSole}, {r1.ReplyTopic, r2.ReplyTopic, resSole},
 	} {
 		if p.a == "" || p.a != p.b {
 			t.Fatalf("decoded %q, then %q", p.a, p.b)
