@@ -111,17 +111,7 @@ func TestHopForwards(t *testing.T) {
 		t.Errorf("asyncinfer_records_consumed_total %v, want %d: S1 divides by it", v, n)
 	}
 
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("RunHop: %v", err)
-	}
-	offs, err := kadm.NewClient(cl).FetchOffsets(ctx, "g")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var committed int64
-	offs.Each(func(o kadm.OffsetResponse) { committed += o.At })
-	if committed != n {
+	if committed := stopAndCount(ctx, t, stop, done, cl); committed != n {
 		t.Errorf("committed %d records' offsets, want %d", committed, n)
 	}
 	if strings.Contains(log.String(), "panic") {
@@ -199,6 +189,15 @@ func TestHopCommitsWhatTheBrokerRefused(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	refuse.Store(false)
+	if committed := stopAndCount(ctx, t, stop, done, cl); committed != n {
+		t.Errorf("committed %d records' offsets after %d refused commits, want %d", committed, refused.Load(), n)
+	}
+}
+
+// stopAndCount stops a hop, waits for RunHop to return, and counts the
+// offsets group "g" committed, over all partitions.
+func stopAndCount(ctx context.Context, t *testing.T, stop context.CancelFunc, done <-chan error, cl *kgo.Client) int64 {
+	t.Helper()
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("RunHop: %v", err)
@@ -209,7 +208,5 @@ func TestHopCommitsWhatTheBrokerRefused(t *testing.T) {
 	}
 	var committed int64
 	offs.Each(func(o kadm.OffsetResponse) { committed += o.At })
-	if committed != n {
-		t.Errorf("committed %d records' offsets after %d refused commits, want %d", committed, refused.Load(), n)
-	}
+	return committed
 }
